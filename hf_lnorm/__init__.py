@@ -1,0 +1,34 @@
+"""hf_lnorm: LayerNorm done right across the Hugging Face stack.
+
+Public API:
+    patch, unpatch, patch_report   swap the norm layers of any model (fused | quantized)
+    hf_lnorm.models                LayerNorm-centred model families, registered with the Auto classes
+    hf_lnorm.export                Optimum / ONNX Runtime / TensorRT export helpers
+"""
+
+from .patching import MODES, NormRecord, PatchMode, PatchReport, classify, is_patched, iter_patched, patch, patch_report, register_mode, unpatch
+
+# -- quantized mode (registers mode="quantized") --
+from .norms.quantized import calibrate, smooth  # noqa: E402  (importing registers the mode)
+
+# -- model families (registers the Auto classes) --
+from . import models  # noqa: E402,F401  (registers lnorm-* configs and heads with the Auto classes)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODES",
+    "calibrate",
+    "smooth",
+    "NormRecord",
+    "PatchMode",
+    "PatchReport",
+    "classify",
+    "is_patched",
+    "iter_patched",
+    "patch",
+    "patch_report",
+    "register_mode",
+    "unpatch",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``hf-lnorm bench ...``: each prints a table and writes JSON."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``hf-lnorm`` CLI that have no better home."""

@@ -1,0 +1,62 @@
+"""``hf-lnorm export MODEL OUT``: ONNX export of a (patched) Hugging Face model or an hf_lnorm family.
+
+    hf-lnorm export path/to/bert out/ --task question-answering
+    hf-lnorm export path/to/bert out/ --target tensorrt --overwrite
+
+On transformers 4.57 with optimum-onnx the export goes through Optimum's
+exporter; on transformers 5.x through ``torch.onnx.export`` (dynamo). The
+command prints which path it took, the op types of the graph and the largest
+difference between ONNX Runtime and PyTorch on fresh inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import DEFAULT_OPSET, TARGETS, TASKS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``hf-lnorm export``."""
+    parser.add_argument("model", help="model directory or Hugging Face Hub id")
+    parser.add_argument("output", help="output directory (must not exist unless --overwrite)")
+    parser.add_argument("--task", choices=list(TASKS), default=None, help="export task (default: from the model's architecture)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default: {DEFAULT_OPSET})")
+    parser.add_argument("--target", choices=TARGETS, default="onnx", help="onnx (default) or tensorrt (standard ops only; engine where possible)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--no-patch", action="store_true", help="export the model as loaded, without hf_lnorm.patch")
+    parser.add_argument("--method", choices=("optimum", "torch.onnx-dynamo"), default=None, help="force an export path (default: Optimum when installed)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow remote code when loading the model")
+
+
+def run(args) -> int:
+    """Run the export and print a summary; usage errors raise ``UsageError`` (exit 2)."""
+    from ..cli import UsageError
+    from . import ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError, export
+
+    if args.opset < 17:
+        raise UsageError(f"--opset {args.opset} is too old: LayerNormalization needs opset >= 17")
+    try:
+        result = export(
+            args.model,
+            args.output,
+            task=args.task,
+            opset=args.opset,
+            target=args.target,
+            overwrite=args.overwrite,
+            method=args.method,
+            patch=not args.no_patch,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except (ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError, NotADirectoryError) as exc:
+        raise UsageError(str(exc)) from None
+    for note in result.notes:
+        print(note)
+    for name in result.onnx_files:
+        ops = result.op_types[name]
+        listing = ", ".join(f"{op} {n}" for op, n in sorted(ops.items()))
+        print(f"{name}: opset {result.opset}; ops: {listing}")
+    if result.max_abs_err is not None:
+        print(f"ONNX Runtime vs PyTorch (fp32, fresh inputs): max |err| {result.max_abs_err:.2e}")
+    print(f"wrote {result.output_dir}")
+    return 0

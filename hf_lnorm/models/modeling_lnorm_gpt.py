@@ -1,0 +1,365 @@
+"""LNormGPT: the course's GPT as a Hugging Face model, with switchable normalization.
+
+A GPT-2-shaped decoder (learned absolute positions, SDPA attention, KV cache)
+whose norms are chosen by ``config.norm_type`` (layernorm | rmsnorm | none) and
+placed by ``config.norm_position`` (pre | post). Heads: ``LNormGPTModel`` (the
+backbone), ``LNormGPTForCausalLM`` (``generate()`` with a KV cache; also the
+ImageGPT mode over color-cluster tokens) and
+``LNormGPTForSequenceClassification``.
+
+PEFT/LoRA ``target_modules``: ``qkv_proj`` and ``out_proj`` (attention),
+``fc_in`` and ``fc_out`` (MLP).
+
+The KV cache travels as ``past_key_values`` (transformers 4.x) or ``cache``
+(transformers 5.x); ``forward`` accepts both names, so ``generate()`` uses the
+cache under either version.
+
+Shipped next to saved weights as remote code: imports only torch, transformers
+and sibling files.
+
+Example:
+    >>> from hf_lnorm.models import LNormGPTConfig, LNormGPTForCausalLM
+    >>> model = LNormGPTForCausalLM(LNormGPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4))
+    >>> model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=5, do_sample=False).shape
+    torch.Size([1, 8])
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
+
+from .configuration_lnorm_gpt import LNormGPTConfig
+from .layers import (
+    CACHE_FIELD,
+    LNormBlock,
+    Passthrough,
+    build_attention_mask,
+    build_norm,
+    causal_lm_loss,
+    check_context,
+    has_padding,
+    init_weights,
+    new_cache,
+    pick_cache,
+    position_ids_from,
+    sequence_classification_loss,
+)
+from .remote_code import RemoteCodeMixin
+
+
+class LNormGPTPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+    """Weight init, Auto-class wiring and remote-code saving shared by the LNormGPT heads."""
+
+    config_class = LNormGPTConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LNormBlock"]
+    _supports_sdpa = True
+    _supports_cache_class = True
+    auto_map_classes = {
+        "AutoConfig": "configuration_lnorm_gpt.LNormGPTConfig",
+        "AutoModel": "modeling_lnorm_gpt.LNormGPTModel",
+        "AutoModelForCausalLM": "modeling_lnorm_gpt.LNormGPTForCausalLM",
+        "AutoModelForSequenceClassification": "modeling_lnorm_gpt.LNormGPTForSequenceClassification",
+    }
+    card_description = (
+        "LNormGPT: a GPT-style decoder-only transformer from the hf_lnorm package, built to study layer "
+        "normalization (the normalization type and its position are configuration flags)."
+    )
+    card_intended_use = (
+        "Small-scale language modelling and LayerNorm ablations (pre-LN vs post-LN, LayerNorm vs RMSNorm vs none). "
+        "Not intended for production text generation: the model is small and its output is not filtered."
+    )
+    card_pipeline_tag = "text-generation"
+    card_config_keys = (
+        "vocab_size",
+        "max_position_embeddings",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "dropout",
+        "tie_word_embeddings",
+        "image_size",
+    )
+
+    def _init_weights(self, module: nn.Module) -> None:
+        init_weights(module, self.config.initializer_range, self.config.num_hidden_layers)
+
+
+class LNormGPTModel(LNormGPTPreTrainedModel):
+    """The LNormGPT backbone: token + position embeddings, blocks, final norm (pre-LN only)."""
+
+    def __init__(self, config: LNormGPTConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(
+            [
+                LNormBlock(
+                    config.hidden_size,
+                    config.num_attention_heads,
+                    config.intermediate_size,
+                    config.dropout,
+                    config.attention_dropout,
+                    config.norm_type,
+                    config.norm_position,
+                    config.layer_norm_eps,
+                    layer_idx=i,
+                    activation=config.hidden_act,
+                    causal=True,
+                )
+                for i in range(config.num_hidden_layers)
+            ]
+        )
+        # Post-LN blocks end in a norm already; pre-LN needs one before the head.
+        pre = config.norm_position == "pre"
+        self.final_norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps) if pre else Passthrough()
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.LongTensor] = None,
+        past_key_values=None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        cache=None,
+        **kwargs,
+    ) -> Union[Tuple, BaseModelOutputWithPast]:
+        """Run the backbone.
+
+        Args:
+            input_ids: ``(B, T)`` token ids (or give ``inputs_embeds``).
+            attention_mask: ``(B, past + T)`` with 1 for real tokens, 0 for padding.
+            position_ids: ``(B, T)``; derived from the mask and cache length when ``None``.
+            past_key_values / cache: a ``transformers.DynamicCache`` (either name; 4.x and 5.x spellings).
+            inputs_embeds: ``(B, T, hidden)`` instead of ``input_ids``.
+            use_cache: return the (updated) cache; defaults to ``config.use_cache`` outside training.
+            output_attentions, output_hidden_states, return_dict: as in transformers.
+
+        Returns:
+            ``BaseModelOutputWithPast``: ``last_hidden_state (B, T, hidden)``, the cache, optional hidden states
+            (embeddings + one per block) and attentions ``(B, heads, T, past + T)``.
+        """
+        config = self.config
+        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        use_cache = use_cache if use_cache is not None else (config.use_cache and not self.training)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        batch, length = inputs_embeds.shape[:2]
+
+        cache = pick_cache(past_key_values, cache)
+        if self.gradient_checkpointing and self.training:
+            use_cache = False  # recomputation would append to the cache twice
+        if not use_cache:
+            cache = None
+        elif cache is None:
+            cache = new_cache()
+        past_len = cache.get_seq_length() if cache is not None else 0
+
+        padded = has_padding(attention_mask)
+        check_context(past_len + length, position_ids, config.max_position_embeddings)
+        if position_ids is None:
+            position_ids = position_ids_from(attention_mask, batch, length, past_len, inputs_embeds.device, padded)
+        hidden = self.dropout(inputs_embeds + self.embed_positions(position_ids))
+        mask, is_causal = build_attention_mask(attention_mask, length, past_len, causal=True, padded=padded)
+
+        all_hidden = () if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        for block in self.layers:
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            hidden, weights, _ = block(hidden, attention_mask=mask, is_causal=is_causal, cache=cache, output_attentions=output_attentions)
+            if output_attentions:
+                all_attn += (weights,)
+        hidden = self.final_norm(hidden)
+        if output_hidden_states:
+            all_hidden += (hidden,)
+
+        if not return_dict:
+            return tuple(v for v in (hidden, cache, all_hidden, all_attn) if v is not None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn, **{CACHE_FIELD: cache})
+
+
+class LNormGPTForCausalLM(LNormGPTPreTrainedModel, GenerationMixin):
+    """LNormGPT with a language-modelling head (tied to the token embedding by default)."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.embed_tokens.weight"}
+
+    def __init__(self, config: LNormGPTConfig):
+        super().__init__(config)
+        self.transformer = LNormGPTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.transformer.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.LongTensor] = None,
+        past_key_values=None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.LongTensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        logits_to_keep: int = 0,
+        cache=None,
+        **kwargs,
+    ) -> Union[Tuple, CausalLMOutputWithPast]:
+        """Next-token logits (and the shifted cross-entropy loss when ``labels`` are given).
+
+        Args:
+            labels: ``(B, T)`` target ids, usually ``input_ids``; ``-100`` is ignored. The shift is done here.
+            logits_to_keep: if > 0, compute logits for the last ``logits_to_keep`` positions only (generation).
+            num_items_in_batch (in ``kwargs``): Trainer's token count for gradient accumulation.
+            Other arguments: see ``LNormGPTModel.forward``.
+
+        Returns:
+            ``CausalLMOutputWithPast`` with ``logits (B, T, vocab_size)``, ``loss`` and the cache.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            cache=cache,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        loss = causal_lm_loss(logits, labels, kwargs.get("num_items_in_batch")) if labels is not None else None
+        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
+        if not return_dict:
+            rest = tuple(v for v in (present, out.hidden_states, out.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions, **{CACHE_FIELD: present}
+        )
+
+
+class LNormGPTForSequenceClassification(LNormGPTPreTrainedModel):
+    """LNormGPT with a linear head on the last real token (GPT-2 style sequence classification)."""
+
+    def __init__(self, config: LNormGPTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = LNormGPTModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.transformer.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.LongTensor] = None,
+        past_key_values=None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.LongTensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        cache=None,
+        **kwargs,
+    ) -> Union[Tuple, SequenceClassifierOutputWithPast]:
+        """Classify each sequence from the hidden state of its last real token.
+
+        The last real token is the last position with ``attention_mask == 1``; without a mask, the last
+        token that is not ``config.pad_token_id`` (right padding); without either, the last position.
+
+        Args:
+            labels: ``(B,)`` class ids (``num_labels > 1``), floats for regression (``num_labels == 1``),
+                or ``(B, num_labels)`` multi-hot floats (``problem_type="multi_label_classification"``).
+            Other arguments: see ``LNormGPTModel.forward``.
+
+        Returns:
+            ``SequenceClassifierOutputWithPast`` with ``logits (B, num_labels)``.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            cache=cache,
+        )
+        token_logits = self.score(out.last_hidden_state)  # (B, T, num_labels)
+        batch, length = token_logits.shape[:2]
+        if attention_mask is not None and attention_mask.dim() == 2:
+            positions = torch.arange(attention_mask.shape[-1], device=token_logits.device)
+            last = (positions * attention_mask.to(token_logits.device).long()).argmax(-1) - (attention_mask.shape[-1] - length)
+        elif input_ids is not None and self.config.pad_token_id is not None:
+            real = (input_ids != self.config.pad_token_id).long()
+            last = (torch.arange(length, device=token_logits.device) * real).argmax(-1)
+        else:
+            last = torch.full((batch,), length - 1, device=token_logits.device, dtype=torch.long)
+        logits = token_logits[torch.arange(batch, device=token_logits.device), last.clamp(min=0)]
+        loss = None
+        if labels is not None:
+            loss = sequence_classification_loss(self.config, logits, labels)
+        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
+        if not return_dict:
+            rest = tuple(v for v in (present, out.hidden_states, out.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return SequenceClassifierOutputWithPast(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions, **{CACHE_FIELD: present}
+        )
+
+
+__all__ = ["LNormGPTModel", "LNormGPTForCausalLM", "LNormGPTForSequenceClassification", "LNormGPTPreTrainedModel"]

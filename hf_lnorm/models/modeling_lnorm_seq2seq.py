@@ -1,0 +1,503 @@
+"""LNormSeq2Seq: the course's TranslationModel as a Hugging Face encoder-decoder.
+
+Encoder (bidirectional self-attention) and decoder (causal self-attention +
+cross-attention) built from the shared blocks in ``layers.py``; Pre-LN by
+default, Post-LN with ``norm_position="post"``. Token embeddings are shared
+between encoder and decoder (``share_embeddings=True``, a joint vocabulary)
+or separate (two vocabularies, ``decoder_vocab_size``); the output projection
+reuses the decoder embedding when ``tie_word_embeddings``.
+
+``LNormSeq2SeqForConditionalGeneration`` works with ``AutoModelForSeq2SeqLM``,
+``Seq2SeqTrainer`` and ``generate()`` (greedy, sampling, beam search) with an
+``EncoderDecoderCache`` (decoder self-attention grows, cross-attention keys and
+values are computed once). The cache is accepted as ``past_key_values``
+(transformers 4.x) or ``cache`` (5.x).
+
+Shipped next to saved weights as remote code: imports only torch, transformers
+and sibling files.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions, Seq2SeqLMOutput, Seq2SeqModelOutput
+
+from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig
+from .layers import (
+    CACHE_FIELD,
+    LNormBlock,
+    Passthrough,
+    build_attention_mask,
+    build_norm,
+    check_context,
+    init_weights,
+    new_cache,
+    pick_cache,
+    position_ids_from,
+    token_loss,
+)
+from .remote_code import RemoteCodeMixin
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Decoder inputs for teacher forcing: ``[start] + labels[:-1]``, with ``-100`` replaced by the pad id.
+
+    Args:
+        labels: ``(B, T)`` target ids.
+        pad_token_id: id written where labels are ``-100``.
+        decoder_start_token_id: first decoder input.
+
+    Returns:
+        ``(B, T)`` decoder input ids.
+    """
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+class _SharedModule:
+    """Holds a module without registering it as a child, so a shared embedding is stored once in the state_dict."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+
+class LNormSeq2SeqPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+    """Weight init, Auto-class wiring and remote-code saving shared by the LNormSeq2Seq models."""
+
+    config_class = LNormSeq2SeqConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LNormBlock"]
+    _supports_sdpa = True
+    _supports_cache_class = True
+    auto_map_classes = {
+        "AutoConfig": "configuration_lnorm_seq2seq.LNormSeq2SeqConfig",
+        "AutoModel": "modeling_lnorm_seq2seq.LNormSeq2SeqModel",
+        "AutoModelForSeq2SeqLM": "modeling_lnorm_seq2seq.LNormSeq2SeqForConditionalGeneration",
+    }
+    card_description = (
+        "LNormSeq2Seq: an encoder-decoder transformer for translation from the hf_lnorm package, built to study "
+        "layer normalization (Pre-LN by default, Post-LN as an option; LayerNorm, RMSNorm or none)."
+    )
+    card_intended_use = (
+        "Small-scale machine translation experiments and LayerNorm ablations. Not intended for production "
+        "translation: the model is small and was trained on little data."
+    )
+    card_pipeline_tag = "translation"
+    card_config_keys = (
+        "vocab_size",
+        "decoder_vocab_size",
+        "max_position_embeddings",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_decoder_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "dropout",
+        "share_embeddings",
+        "tie_word_embeddings",
+    )
+
+    def _init_weights(self, module: nn.Module) -> None:
+        depth = self.config.num_hidden_layers + self.config.num_decoder_layers
+        init_weights(module, self.config.initializer_range, depth)
+
+
+class _Stack(nn.Module):
+    """Encoder or decoder stack: embeddings, blocks, final norm (Pre-LN)."""
+
+    def __init__(self, config: LNormSeq2SeqConfig, embed_tokens: Optional[nn.Embedding], vocab_size: int, num_layers: int, decoder: bool):
+        super().__init__()
+        self.config = config
+        self.is_decoder = decoder
+        if embed_tokens is None:
+            self.embed_tokens = nn.Embedding(vocab_size, config.hidden_size)
+            self._shared = None
+        else:
+            self._shared = _SharedModule(embed_tokens)
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(
+            [
+                LNormBlock(
+                    config.hidden_size,
+                    config.num_attention_heads,
+                    config.intermediate_size,
+                    config.dropout,
+                    config.attention_dropout,
+                    config.norm_type,
+                    config.norm_position,
+                    config.layer_norm_eps,
+                    layer_idx=i,
+                    activation=config.hidden_act,
+                    causal=decoder,
+                    cross_attention=decoder,
+                )
+                for i in range(num_layers)
+            ]
+        )
+        pre = config.norm_position == "pre"
+        self.final_norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps) if pre else Passthrough()
+        self.gradient_checkpointing = False
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self._shared.module if self._shared is not None else self.embed_tokens
+
+    def _embed(self, input_ids, inputs_embeds, attention_mask, past_len: int):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds (decoder_input_ids / decoder_inputs_embeds)")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        batch, length = inputs_embeds.shape[:2]
+        check_context(past_len + length, None, self.config.max_position_embeddings)
+        positions = position_ids_from(attention_mask, batch, length, past_len, inputs_embeds.device)
+        return self.dropout(inputs_embeds + self.embed_positions(positions)), length
+
+
+class LNormSeq2SeqEncoder(_Stack):
+    """The encoder: bidirectional self-attention over the source."""
+
+    def __init__(self, config: LNormSeq2SeqConfig, embed_tokens: Optional[nn.Embedding] = None):
+        super().__init__(config, embed_tokens, config.vocab_size, config.num_hidden_layers, decoder=False)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> Union[Tuple, BaseModelOutput]:
+        """Encode ``(B, S)`` source ids (padding marked by ``attention_mask``) into ``(B, S, hidden)``."""
+        config = self.config
+        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        hidden, length = self._embed(input_ids, inputs_embeds, attention_mask, 0)
+        mask, _ = build_attention_mask(attention_mask, length, 0, causal=False)
+        all_hidden = () if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        for block in self.layers:
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            hidden, weights, _ = block(hidden, attention_mask=mask, output_attentions=output_attentions)
+            if output_attentions:
+                all_attn += (weights,)
+        hidden = self.final_norm(hidden)
+        if output_hidden_states:
+            all_hidden += (hidden,)
+        if not return_dict:
+            return tuple(v for v in (hidden, all_hidden, all_attn) if v is not None)
+        return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn)
+
+
+class LNormSeq2SeqDecoder(_Stack):
+    """The decoder: causal self-attention over the target, cross-attention to the encoder output."""
+
+    def __init__(self, config: LNormSeq2SeqConfig, embed_tokens: Optional[nn.Embedding] = None):
+        super().__init__(config, embed_tokens, config.decoder_vocab_size, config.num_decoder_layers, decoder=True)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        encoder_hidden_states: Optional[torch.Tensor] = None,
+        encoder_attention_mask: Optional[torch.Tensor] = None,
+        past_key_values=None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        cache=None,
+        **kwargs,
+    ) -> Union[Tuple, BaseModelOutputWithPastAndCrossAttentions]:
+        """Decode ``(B, T)`` target ids against ``encoder_hidden_states (B, S, hidden)``.
+
+        The cache (``past_key_values`` / ``cache``) is an ``EncoderDecoderCache``; a plain ``Cache`` is
+        wrapped with an empty cross-attention cache.
+        """
+        config = self.config
+        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        use_cache = use_cache if use_cache is not None else (config.use_cache and not self.training)
+        cache = pick_cache(past_key_values, cache)
+        if self.gradient_checkpointing and self.training:
+            use_cache = False
+        if not use_cache:
+            cache = None
+        elif cache is None:
+            cache = new_cache(encoder_decoder=True)
+        elif not isinstance(cache, EncoderDecoderCache):
+            cache = EncoderDecoderCache(cache, new_cache())
+        past_len = cache.self_attention_cache.get_seq_length() if cache is not None else 0
+
+        hidden, length = self._embed(input_ids, inputs_embeds, attention_mask, past_len)
+        mask, is_causal = build_attention_mask(attention_mask, length, past_len, causal=True)
+        enc_mask = None
+        if encoder_attention_mask is not None and not bool(encoder_attention_mask.all()):
+            enc_mask = encoder_attention_mask[:, None, None, :].bool()  # (B, 1, 1, S)
+
+        all_hidden = () if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        all_cross = () if output_attentions else None
+        for block in self.layers:
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            hidden, weights, cross = block(
+                hidden,
+                attention_mask=mask,
+                is_causal=is_causal,
+                cache=cache,
+                encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=enc_mask,
+                output_attentions=output_attentions,
+            )
+            if output_attentions:
+                all_attn += (weights,)
+                all_cross += (cross,)
+        hidden = self.final_norm(hidden)
+        if output_hidden_states:
+            all_hidden += (hidden,)
+        if not return_dict:
+            return tuple(v for v in (hidden, cache, all_hidden, all_attn, all_cross) if v is not None)
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn, cross_attentions=all_cross, **{CACHE_FIELD: cache}
+        )
+
+
+class LNormSeq2SeqModel(LNormSeq2SeqPreTrainedModel):
+    """The bare encoder-decoder (no output projection)."""
+
+    def __init__(self, config: LNormSeq2SeqConfig):
+        super().__init__(config)
+        if config.share_embeddings:
+            self.shared = nn.Embedding(config.vocab_size, config.hidden_size)
+            self.encoder = LNormSeq2SeqEncoder(config, self.shared)
+            self.decoder = LNormSeq2SeqDecoder(config, self.shared)
+        else:
+            self.encoder = LNormSeq2SeqEncoder(config)
+            self.decoder = LNormSeq2SeqDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        if self.config.share_embeddings:
+            self.shared = value
+            self.encoder._shared = _SharedModule(value)
+            self.decoder._shared = _SharedModule(value)
+        else:
+            self.encoder.embed_tokens = value
+
+    def get_encoder(self, *args, **kwargs) -> LNormSeq2SeqEncoder:
+        return self.encoder
+
+    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
+        return self.decoder
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        decoder_input_ids: Optional[torch.LongTensor] = None,
+        decoder_attention_mask: Optional[torch.Tensor] = None,
+        encoder_outputs=None,
+        past_key_values=None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        decoder_inputs_embeds: Optional[torch.Tensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        cache=None,
+        **kwargs,
+    ) -> Union[Tuple, Seq2SeqModelOutput]:
+        """Encode the source (unless ``encoder_outputs`` is given) and decode the target.
+
+        Args:
+            input_ids: ``(B, S)`` source ids; ``attention_mask`` ``(B, S)`` marks real tokens.
+            decoder_input_ids: ``(B, T)`` target inputs; ``decoder_attention_mask`` ``(B, past + T)``.
+            encoder_outputs: precomputed encoder output (``generate()`` passes it).
+            past_key_values / cache: an ``EncoderDecoderCache`` (either name).
+            Other arguments: as in transformers.
+
+        Returns:
+            ``Seq2SeqModelOutput``: ``last_hidden_state (B, T, hidden)`` of the decoder, the cache, the
+            encoder's last hidden state and optional hidden states / attentions.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
+            )
+        decoded = self.decoder(
+            decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            cache=cache,
+        )
+        present = decoded[CACHE_FIELD] if CACHE_FIELD in decoded else None
+        if not return_dict:
+            parts = (decoded.last_hidden_state, present, decoded.hidden_states, decoded.attentions, decoded.cross_attentions)
+            parts += (encoder_outputs.last_hidden_state, encoder_outputs.hidden_states, encoder_outputs.attentions)
+            return tuple(v for v in parts if v is not None)
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoded.last_hidden_state,
+            decoder_hidden_states=decoded.hidden_states,
+            decoder_attentions=decoded.attentions,
+            cross_attentions=decoded.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            **{CACHE_FIELD: present},
+        )
+
+
+class LNormSeq2SeqForConditionalGeneration(LNormSeq2SeqPreTrainedModel, GenerationMixin):
+    """LNormSeq2Seq with the output projection over the target vocabulary; for translation and ``generate()``.
+
+    With ``tie_word_embeddings`` the projection *is* the decoder embedding (no separate ``lm_head`` parameter).
+    """
+
+    def __init__(self, config: LNormSeq2SeqConfig):
+        super().__init__(config)
+        self.model = LNormSeq2SeqModel(config)
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.decoder_vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value) -> None:
+        self.lm_head = value
+
+    def get_encoder(self, *args, **kwargs) -> LNormSeq2SeqEncoder:
+        return self.model.encoder
+
+    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
+        return self.model.decoder
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Teacher-forcing decoder inputs (used by ``DataCollatorForSeq2Seq``)."""
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        decoder_input_ids: Optional[torch.LongTensor] = None,
+        decoder_attention_mask: Optional[torch.Tensor] = None,
+        encoder_outputs=None,
+        past_key_values=None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        decoder_inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.LongTensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        cache=None,
+        **kwargs,
+    ) -> Union[Tuple, Seq2SeqLMOutput]:
+        """Target-token logits; the cross-entropy loss when ``labels`` are given.
+
+        Args:
+            labels: ``(B, T)`` target ids (``-100`` ignored). When ``decoder_input_ids`` is ``None`` they are
+                built from the labels by ``shift_tokens_right``; position t of the logits predicts ``labels[t]``.
+            num_items_in_batch (in ``kwargs``): Trainer's token count for gradient accumulation.
+            Other arguments: see ``LNormSeq2SeqModel.forward``.
+
+        Returns:
+            ``Seq2SeqLMOutput`` with ``logits (B, T, decoder_vocab_size)``.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        out = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            cache=cache,
+        )
+        hidden = out.last_hidden_state
+        if self.lm_head is None:
+            logits = F.linear(hidden, self.model.decoder.get_input_embeddings().weight)
+        else:
+            logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = token_loss(logits.reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), kwargs.get("num_items_in_batch"))
+        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
+        if not return_dict:
+            parts = (logits, present, out.decoder_hidden_states, out.decoder_attentions, out.cross_attentions)
+            parts += (out.encoder_last_hidden_state, out.encoder_hidden_states, out.encoder_attentions)
+            return ((loss,) if loss is not None else ()) + tuple(v for v in parts if v is not None)
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            decoder_hidden_states=out.decoder_hidden_states,
+            decoder_attentions=out.decoder_attentions,
+            cross_attentions=out.cross_attentions,
+            encoder_last_hidden_state=out.encoder_last_hidden_state,
+            encoder_hidden_states=out.encoder_hidden_states,
+            encoder_attentions=out.encoder_attentions,
+            **{CACHE_FIELD: present},
+        )
+
+
+__all__ = [
+    "LNormSeq2SeqEncoder",
+    "LNormSeq2SeqDecoder",
+    "LNormSeq2SeqModel",
+    "LNormSeq2SeqForConditionalGeneration",
+    "LNormSeq2SeqPreTrainedModel",
+    "shift_tokens_right",
+]

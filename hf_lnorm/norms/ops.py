@@ -1,0 +1,449 @@
+"""LayerNorm / RMSNorm and residual add+norm as ``torch.library`` custom ops.
+
+Public functions (differentiable, ``torch.compile(fullgraph=True)``-safe,
+exported to standard ONNX ops such as ``LayerNormalization`` at opset 17):
+
+* ``layer_norm(x, weight, bias, eps)``
+* ``rms_norm(x, weight, eps)`` (Llama convention: ``weight * normed.to(x.dtype)``)
+* ``add_layer_norm(x, residual, weight, bias, eps) -> (normed, summed)``
+* ``add_rms_norm(x, residual, weight, eps) -> (normed, summed)``
+* ``add_layer_norm_(x, residual, weight, bias, eps)``: the in-place inference
+  variant (no autograd): ``residual += x``, then the norm of it.
+
+All of them normalize over the last dimension. Under them sit two custom ops,
+``hf_lnorm::norm_fwd`` and ``hf_lnorm::norm_bwd``, which cover every variant
+of ``reference.py`` (``kind``: ``layer_norm``, ``rms_llama``, ``rms_gemma``,
+``rms_t5``, ``rms_torch``), with fake (meta) implementations and registered
+autograd, so that ``torch.compile`` and ``torch.export`` see one op per norm.
+Inside the ops, CUDA tensors run the Triton kernels of ``norms/triton`` (when
+Triton is installed) and everything else runs native aten kernels; ``impl``
+forces one (``"triton"`` also runs on CPU under ``TRITON_INTERPRET=1``).
+
+On CPU in eager mode the public functions skip the custom-op dispatcher and
+call the same aten kernels directly (what the ops do there anyway, minus
+the dispatch overhead); under ``torch.compile``/``torch.export`` and on other
+devices they go through the ops. During ONNX export they emit plain aten ops
+so the exporter produces standard ONNX nodes.
+
+Example:
+    >>> import torch
+    >>> x, r = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    >>> y, s = add_layer_norm(x, r, torch.ones(8), torch.zeros(8), 1e-5)
+    >>> torch.allclose(s, x + r)
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+KINDS = ("layer_norm", "rms_llama", "rms_gemma", "rms_t5", "rms_torch")
+IMPLS = ("auto", "aten", "triton")
+TRITON_MAX_HIDDEN = 65536  # one row per Triton block; wider rows take the aten path under impl="auto"
+_HALF = (torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def triton_available() -> bool:
+    """Whether the Triton kernels can be imported (the package is installed)."""
+    from . import triton as _triton_pkg
+
+    return _triton_pkg.is_available()
+
+
+def triton_interpret() -> bool:
+    """Whether Triton runs in interpreter mode (``TRITON_INTERPRET=1``), i.e. on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _check(kind: str, impl: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown norm kind {kind!r}; accepted: {', '.join(KINDS)}")
+    if impl not in IMPLS:
+        raise ValueError(f"unknown norm impl {impl!r}; accepted: {', '.join(IMPLS)}")
+
+
+def output_dtype(kind: str, x_dtype: torch.dtype, w_dtype: Optional[torch.dtype]) -> torch.dtype:
+    """dtype that the original implementation of ``kind`` returns (see ``reference.py``).
+
+    Args:
+        kind: one of ``KINDS``.
+        x_dtype: dtype of the normalized input (the sum, for add+norm).
+        w_dtype: dtype of the gain, or None without one.
+    Returns:
+        The output dtype.
+    """
+    if kind == "rms_llama":
+        return x_dtype if w_dtype is None else torch.promote_types(w_dtype, x_dtype)
+    if kind == "rms_t5":
+        if w_dtype is None:
+            return torch.float32
+        return w_dtype if w_dtype in _HALF else torch.promote_types(w_dtype, torch.float32)
+    return x_dtype
+
+
+def _use_triton(x: Tensor, impl: str) -> bool:
+    if impl == "aten":
+        return False
+    if impl == "triton":
+        if not triton_available():
+            raise RuntimeError("impl='triton' was forced but Triton is not installed (pip install triton)")
+        if x.device.type != "cuda" and not triton_interpret():
+            raise RuntimeError(
+                f"impl='triton' was forced for a {x.device.type} tensor; Triton runs on CUDA tensors, "
+                "or on CPU only with TRITON_INTERPRET=1"
+            )
+        return True
+    return x.device.type == "cuda" and x.shape[-1] <= TRITON_MAX_HIDDEN and triton_available()
+
+
+def _rows(x: Tensor) -> Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+# --------------------------------------------------------------------------- aten implementations
+
+
+def _aten_fwd(x, residual, weight, bias, eps, kind):
+    s = x if residual is None else x + residual
+    n = s.shape[-1]
+    if kind == "layer_norm":
+        y, mean, rstd = torch.ops.aten.native_layer_norm(s, (n,), weight, bias, eps)
+        if mean.dtype != torch.float32:  # CPU keeps half-precision stats; the backward wants fp32
+            sf = s.float()
+            mean = sf.mean(-1)
+            rstd = torch.rsqrt((sf - mean.unsqueeze(-1)).pow(2).mean(-1) + eps)
+        return y, s, mean.reshape(s.shape[:-1]), rstd.reshape(s.shape[:-1])
+    sf = s.float()
+    rstd = torch.rsqrt(sf.pow(2).mean(-1, keepdim=True) + eps)
+    normed = sf * rstd
+    if kind == "rms_llama":
+        y = normed.to(s.dtype)
+        if weight is not None:
+            y = weight * y
+    elif kind == "rms_gemma":
+        y = (normed if weight is None else normed * (1.0 + weight.float())).to(s.dtype)
+    elif kind == "rms_t5":
+        if weight is None:
+            y = normed
+        else:
+            y = weight * (normed.to(weight.dtype) if weight.dtype in _HALF else normed)
+    else:  # rms_torch
+        y = (normed if weight is None else normed * weight.float()).to(s.dtype)
+    return y, s, s.new_empty((0,), dtype=torch.float32), rstd.reshape(s.shape[:-1])
+
+
+def _rounded_xhat(kind, xhat, s_dtype, weight):
+    """xhat as the original multiplies it by the weight (Llama/T5 round it first)."""
+    if kind == "rms_llama":
+        return xhat.to(s_dtype).float()
+    if kind == "rms_t5" and weight is not None and weight.dtype in _HALF:
+        return xhat.to(weight.dtype).float()
+    return xhat
+
+
+def _aten_bwd(dy, ds, s, weight, mean, rstd, kind, has_bias, mask):
+    """Backward in fp32 from the saved fp32 statistics (plain torch ops, any device)."""
+    sf, g = s.float(), dy.float()
+    r = rstd.unsqueeze(-1)
+    xhat = (sf - mean.unsqueeze(-1)) * r if kind == "layer_norm" else sf * r
+    if weight is None:
+        dxhat = g
+    elif kind == "rms_gemma":
+        dxhat = g * (1.0 + weight.float())
+    else:
+        dxhat = g * weight.float()
+    dx = None
+    if mask[0]:
+        proj = xhat * (dxhat * xhat).mean(-1, keepdim=True)
+        if kind == "layer_norm":
+            proj = proj + dxhat.mean(-1, keepdim=True)
+        dx = r * (dxhat - proj)
+        if ds is not None:
+            dx = dx + ds.float()
+        dx = dx.to(s.dtype)
+    dw = None
+    if weight is not None and mask[1]:
+        dw = _rows(g * _rounded_xhat(kind, xhat, s.dtype, weight)).sum(0)
+    db = _rows(g).sum(0) if has_bias and mask[2] else None
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------- custom ops
+
+
+@torch.library.custom_op("hf_lnorm::norm_fwd", mutates_args=())
+def norm_fwd(
+    x: Tensor,
+    residual: Optional[Tensor],
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    eps: float,
+    kind: str,
+    impl: str,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(Residual add +) norm over the last dim.
+
+    Args:
+        x: input ``(..., N)``.
+        residual: optional tensor added to ``x`` before the norm (same shape).
+        weight, bias: optional ``(N,)`` gain and shift (bias only for ``layer_norm``).
+        eps: added to the variance / mean square.
+        kind: one of ``KINDS`` (the casting convention of the original module).
+        impl: ``auto`` | ``aten`` | ``triton``.
+    Returns:
+        ``(y, summed, mean, rstd)``: ``summed`` is ``x + residual`` (an empty
+        tensor without residual), ``mean``/``rstd`` fp32 of shape ``x.shape[:-1]``
+        (``mean`` empty for RMS kinds).
+    """
+    _check(kind, impl)
+    if bias is not None and kind != "layer_norm":
+        raise ValueError(f"norm kind {kind!r} takes no bias (only 'layer_norm' does)")
+    if _use_triton(x, impl):
+        from .triton import kernels
+
+        y, s, mean, rstd = kernels.norm_fwd(x, residual, weight, bias, eps, kind)
+    else:
+        y, s, mean, rstd = _aten_fwd(x, residual, weight, bias, eps, kind)
+    if residual is None:
+        s = x.new_empty((0,))
+    return y, s, mean, rstd
+
+
+@norm_fwd.register_fake
+def _norm_fwd_fake(x, residual, weight, bias, eps, kind, impl):
+    s_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
+    y = x.new_empty(x.shape, dtype=output_dtype(kind, s_dtype, None if weight is None else weight.dtype))
+    s = x.new_empty((0,)) if residual is None else x.new_empty(x.shape, dtype=s_dtype)
+    stats = x.shape[:-1]
+    mean = x.new_empty(stats if kind == "layer_norm" else (0,), dtype=torch.float32)
+    rstd = x.new_empty(stats, dtype=torch.float32)
+    return y, s, mean, rstd
+
+
+@torch.library.custom_op("hf_lnorm::norm_bwd", mutates_args=())
+def norm_bwd(
+    dy: Tensor,
+    ds: Optional[Tensor],
+    s: Tensor,
+    weight: Optional[Tensor],
+    mean: Tensor,
+    rstd: Tensor,
+    kind: str,
+    has_bias: bool,
+    impl: str,
+    mask: List[bool],
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients of ``norm_fwd`` with respect to its normalized input, weight and bias.
+
+    Args:
+        dy: gradient of ``y``.
+        ds: optional gradient that reached the sum ``x + residual`` directly.
+        s: the tensor that was normalized (``x`` or ``x + residual``).
+        weight, mean, rstd: as saved by the forward.
+        kind, impl: as in ``norm_fwd``.
+        has_bias: whether the forward had a bias.
+        mask: which of (dx, dweight, dbias) are needed.
+    Returns:
+        ``(dx, dweight, dbias)``: dx (including ``ds``) in ``s.dtype``; dweight and dbias
+        fp32 ``(N,)`` accumulated across rows. Gradients that are not needed
+        come back as empty tensors.
+    """
+    _check(kind, impl)
+    if _use_triton(s, impl):
+        from .triton import kernels
+
+        dx, dw, db = kernels.norm_bwd(dy, ds, s, weight, mean, rstd, kind, has_bias, mask)
+    else:
+        dx, dw, db = _aten_bwd(dy, ds, s, weight, mean, rstd, kind, has_bias, mask)
+    dx = s.new_empty((0,)) if dx is None else dx
+    dw = s.new_empty((0,), dtype=torch.float32) if dw is None else dw.float()
+    db = s.new_empty((0,), dtype=torch.float32) if db is None else db.float()
+    return dx, dw, db
+
+
+@norm_bwd.register_fake
+def _norm_bwd_fake(dy, ds, s, weight, mean, rstd, kind, has_bias, impl, mask):
+    n = s.shape[-1]
+    f32 = torch.float32
+    dx = s.new_empty(s.shape) if mask[0] else s.new_empty((0,))
+    dw = s.new_empty((n,), dtype=f32) if (mask[1] and weight is not None) else s.new_empty((0,), dtype=f32)
+    db = s.new_empty((n,), dtype=f32) if (mask[2] and has_bias) else s.new_empty((0,), dtype=f32)
+    return dx, dw, db
+
+
+def _setup_context(ctx, inputs, output):
+    x, residual, weight, bias, eps, kind, impl = inputs
+    y, s, mean, rstd = output
+    normalized = x if residual is None else s
+    ctx.save_for_backward(normalized, weight, mean, rstd)
+    ctx.kind, ctx.impl = kind, impl
+    ctx.has_bias = bias is not None
+    ctx.has_residual = residual is not None
+    ctx.dtypes = (x.dtype, None if residual is None else residual.dtype)
+    ctx.param_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+    ctx.mark_non_differentiable(mean, rstd)
+
+
+def _backward(ctx, dy, ds, dmean, drstd):
+    s, weight, mean, rstd = ctx.saved_tensors
+    need_x = ctx.needs_input_grad[0] or (ctx.has_residual and ctx.needs_input_grad[1])
+    mask = [bool(need_x), bool(ctx.needs_input_grad[2] and weight is not None), bool(ctx.needs_input_grad[3] and ctx.has_bias)]
+    if dy is None:
+        dy = torch.zeros_like(s)
+    if not ctx.has_residual or ds is None or ds.numel() == 0:
+        ds = None
+    dx, dw, db = norm_bwd(dy.contiguous(), ds, s, weight, mean, rstd, ctx.kind, ctx.has_bias, ctx.impl, mask)
+    gx = gr = gw = gb = None
+    if need_x:
+        if ctx.needs_input_grad[0]:
+            gx = dx.to(ctx.dtypes[0])
+        if ctx.has_residual and ctx.needs_input_grad[1]:
+            gr = dx.to(ctx.dtypes[1])
+    if mask[1]:
+        gw = dw.to(ctx.param_dtypes[0])
+    if mask[2]:
+        gb = db.to(ctx.param_dtypes[1])
+    return gx, gr, gw, gb, None, None, None
+
+
+norm_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def _direct_aten(x: Tensor) -> bool:
+    """Eager CPU: call aten directly (same kernels as the op, without dispatch overhead)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling() and not triton_interpret()
+
+
+def _exporting() -> bool:
+    """Inside ``torch.onnx.export`` (TorchScript or dynamo): emit plain aten ops for standard ONNX nodes."""
+    return torch.onnx.is_in_onnx_export()
+
+
+def _rms_llama_plain(s: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
+    """Llama RMSNorm from elementary ops (what ONNX export sees)."""
+    sf = s.float()
+    y = (sf * torch.rsqrt(sf.pow(2).mean(-1, keepdim=True) + eps)).to(s.dtype)
+    return y if weight is None else weight * y
+
+
+def _rms_llama_native(s: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
+    """Llama RMSNorm through the native fused ``F.rms_norm`` kernel (same casting order)."""
+    n = (int(s.shape[-1]),)
+    if weight is not None and s.dtype == weight.dtype == torch.float32:
+        return F.rms_norm(s, n, weight, eps)
+    y = F.rms_norm(s, n, None, eps)  # fp32 math, one cast back to s.dtype
+    return y if weight is None else weight * y
+
+
+def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
+    """LayerNorm over the last dim (``nn.LayerNorm`` numerics: fp32 statistics, output in ``x.dtype``).
+
+    Args:
+        x: input ``(..., N)``.
+        weight, bias: optional ``(N,)`` affine parameters.
+        eps: added to the variance.
+    Returns:
+        Tensor shaped and typed like ``x``.
+    """
+    if _direct_aten(x) or _exporting():
+        return F.layer_norm(x, (int(x.shape[-1]),), weight, bias, eps)
+    return norm_fwd(x, None, weight, bias, float(eps), "layer_norm", "auto")[0]
+
+
+def rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> Tensor:
+    """RMSNorm over the last dim in the Llama convention (``weight * normed.to(x.dtype)``).
+
+    Args:
+        x: input ``(..., N)``.
+        weight: optional ``(N,)`` gain.
+        eps: added to the mean square.
+    Returns:
+        Tensor in ``promote(weight.dtype, x.dtype)`` (``x.dtype`` without weight).
+    """
+    if _exporting():
+        return _rms_llama_plain(x, weight, eps)
+    if _direct_aten(x):
+        return _rms_llama_native(x, weight, eps)
+    return norm_fwd(x, None, weight, None, float(eps), "rms_llama", "auto")[0]
+
+
+def add_layer_norm(
+    x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5
+) -> Tuple[Tensor, Tensor]:
+    """Fused ``summed = x + residual; normed = layer_norm(summed)``.
+
+    Args:
+        x, residual: tensors of the same shape ``(..., N)``.
+        weight, bias: optional ``(N,)`` affine parameters.
+        eps: added to the variance.
+    Returns:
+        ``(normed, summed)``.
+    """
+    if _direct_aten(x) or _exporting():
+        s = x + residual
+        return F.layer_norm(s, (int(s.shape[-1]),), weight, bias, eps), s
+    y, s, _, _ = norm_fwd(x, residual, weight, bias, float(eps), "layer_norm", "auto")
+    return y, s
+
+
+def add_rms_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> Tuple[Tensor, Tensor]:
+    """Fused ``summed = x + residual; normed = rms_norm(summed)`` (Llama convention).
+
+    Returns:
+        ``(normed, summed)``.
+    """
+    if _exporting():
+        s = x + residual
+        return _rms_llama_plain(s, weight, eps), s
+    if _direct_aten(x):
+        s = x + residual
+        return _rms_llama_native(s, weight, eps), s
+    y, s, _, _ = norm_fwd(x, residual, weight, None, float(eps), "rms_llama", "auto")
+    return y, s
+
+
+def add_layer_norm_(
+    x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5
+) -> Tuple[Tensor, Tensor]:
+    """In-place inference variant of ``add_layer_norm``: the sum is written into ``residual``.
+
+    ``residual += x``, then ``normed = layer_norm(residual)``: one new
+    activation-sized tensor instead of eager's two. Use it where the old
+    residual is dead afterwards (the residual stream of a pre-LN block in
+    inference). Not differentiable. (aten has no LayerNorm that writes into a
+    given buffer: its ``out=`` variant computes into a temporary and copies,
+    which costs more than it saves, so the output is allocated.)
+
+    Args:
+        x: sublayer output ``(..., N)``.
+        residual: tensor of the same shape and dtype; receives the sum.
+        weight, bias: optional ``(N,)`` affine parameters.
+        eps: added to the variance.
+    Returns:
+        ``(normed, residual)``, i.e. ``(normed, summed)`` with the sum in ``residual``.
+    Raises:
+        RuntimeError: autograd is recording and an input requires grad.
+        ValueError: ``x`` and ``residual`` differ in shape or dtype.
+    """
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias)):
+        raise RuntimeError(
+            "add_layer_norm_ writes into its inputs and has no autograd; use add_layer_norm when gradients are needed"
+        )
+    if x.shape != residual.shape or x.dtype != residual.dtype:
+        raise ValueError(
+            f"add_layer_norm_ needs x and residual of one shape and dtype, got {tuple(x.shape)}/{x.dtype} "
+            f"and {tuple(residual.shape)}/{residual.dtype}"
+        )
+    residual.add_(x)
+    return F.layer_norm(residual, (int(residual.shape[-1]),), weight, bias, eps), residual

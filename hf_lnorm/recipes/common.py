@@ -1,0 +1,156 @@
+"""Pieces shared by ``scripts/run_qa.py`` and ``scripts/run_translation.py``.
+
+* :func:`parse_recipe_args`: Hugging Face examples-style argument parsing,
+  with a JSON config as the first argument and optional command-line overrides.
+* :func:`apply_lnorm_patch`: the ``--hf_lnorm_patch {none,fused,quantized}`` switch.
+* :func:`apply_lora` / :func:`default_lora_targets`: the ``--lora`` switch (PEFT).
+* :func:`resumable_checkpoint`: the newest *complete* ``checkpoint-N`` folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+from typing import Any, List, Optional, Sequence, Tuple
+
+__all__ = ["PATCH_CHOICES", "parse_recipe_args", "apply_lnorm_patch", "default_lora_targets", "apply_lora", "resumable_checkpoint"]
+
+PATCH_CHOICES = ("none", "fused", "quantized")
+
+# Attention projections tried in order when --lora_target_modules is not given.
+# BERT-style ("query"/"value"), BART/Marian/Llama-style ("q_proj"/"v_proj"), T5-style ("q"/"v"),
+# hf_lnorm families (fused "qkv_proj" in self-attention, "q_proj" + "kv_proj" in cross-attention), GPT-2 ("c_attn").
+_LORA_CANDIDATES: Tuple[Tuple[str, ...], ...] = (
+    ("query", "value"), ("q_proj", "v_proj"), ("q", "v"), ("qkv_proj", "q_proj", "kv_proj"), ("qkv_proj",), ("c_attn",), ("qkv",))
+
+
+def parse_recipe_args(parser, argv: Optional[Sequence[str]] = None) -> tuple:
+    """Parse ``argv`` into the parser's dataclasses.
+
+    ``script.py config.json`` reads every field from the JSON file (as in the
+    Hugging Face examples); ``script.py config.json --num_train_epochs 2``
+    additionally overrides fields on the command line; plain flags work as usual.
+
+    Args:
+        parser: an ``HfArgumentParser``.
+        argv: arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The tuple of dataclass instances.
+
+    Raises:
+        ValueError: the JSON file has a key that is not an argument of the script.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith(".json") and not argv[0].startswith("-"):
+        path = os.path.abspath(argv.pop(0))
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a recipe config must be a JSON object of argument names to values")
+        known = {f.name for dc in parser.dataclass_types for f in dataclasses.fields(dc) if f.init}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown argument(s) {unknown}; see --help for the accepted names")
+        parser.set_defaults(**values)
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def apply_lnorm_patch(model, mode: str):
+    """Apply ``hf_lnorm.patch(model, mode=mode)`` unless ``mode == "none"``.
+
+    Args:
+        model: a transformers model.
+        mode: ``"none"``, ``"fused"`` or ``"quantized"`` (any mode registered with hf_lnorm).
+
+    Returns:
+        ``(model, report)``; ``report`` is ``None`` for ``"none"``.
+
+    Raises:
+        ValueError: from :func:`hf_lnorm.patch` when the mode is not registered
+            (for example ``"quantized"`` before its module is installed).
+    """
+    if mode == "none":
+        return model, None
+    import hf_lnorm
+
+    model = hf_lnorm.patch(model, mode=mode)
+    return model, hf_lnorm.patch_report(model)
+
+
+def default_lora_targets(model) -> List[str]:
+    """Pick LoRA target module names for ``model``: its attention query/value projections.
+
+    Args:
+        model: a transformers model.
+
+    Returns:
+        The first candidate group whose names all exist as ``nn.Linear`` leaf names:
+        ``query,value`` (BERT), ``q_proj,v_proj`` (BART, Marian, Llama), ``q,v`` (T5),
+        ``qkv_proj,q_proj,kv_proj`` (lnorm-seq2seq), ``qkv_proj`` (lnorm-gpt), ``c_attn`` (GPT-2) or ``qkv``.
+
+    Raises:
+        ValueError: no candidate matches; pass ``--lora_target_modules`` explicitly.
+    """
+    import torch.nn as nn
+
+    leaf_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    for group in _LORA_CANDIDATES:
+        if all(n in leaf_names for n in group):
+            return list(group)
+    raise ValueError(f"no default LoRA target modules for {type(model).__name__} (linear layers: {sorted(leaf_names)[:20]}); "
+                     f"pass --lora_target_modules NAME [NAME ...]")
+
+
+def apply_lora(model, task_type: str, r: int, alpha: int, dropout: float, target_modules: Optional[List[str]], modules_to_save: Optional[List[str]]):
+    """Wrap ``model`` with a PEFT LoRA adapter.
+
+    Args:
+        model: a transformers model.
+        task_type: PEFT task type name, e.g. ``"QUESTION_ANS"`` or ``"SEQ_2_SEQ_LM"``.
+        r, alpha, dropout: LoRA rank, scaling numerator and dropout.
+        target_modules: module names to adapt; ``None`` uses :func:`default_lora_targets`.
+        modules_to_save: modules trained in full and saved with the adapter (e.g. the fresh QA head).
+
+    Returns:
+        The ``PeftModel``.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = list(target_modules) if target_modules else default_lora_targets(model)
+    cfg = LoraConfig(task_type=getattr(TaskType, task_type), r=r, lora_alpha=alpha, lora_dropout=dropout,
+                     target_modules=targets, modules_to_save=modules_to_save)
+    return get_peft_model(model, cfg)
+
+
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def resumable_checkpoint(output_dir: str) -> Optional[str]:
+    """The newest ``checkpoint-N`` folder under ``output_dir`` that was completely written.
+
+    Trainer writes ``trainer_state.json`` last, so a folder without it comes from
+    a run killed while saving and is skipped (the stock ``get_last_checkpoint``
+    would pick it and fail to resume).
+
+    Args:
+        output_dir: a Trainer output folder (may not exist).
+
+    Returns:
+        The folder path, or ``None`` when there is no complete checkpoint.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    found = []
+    for name in os.listdir(output_dir):
+        m = _CKPT.match(name)
+        path = os.path.join(output_dir, name)
+        if m and os.path.isfile(os.path.join(path, "trainer_state.json")):
+            found.append((int(m.group(1)), path))
+    return max(found)[1] if found else None

@@ -1,0 +1,62 @@
+"""``hf-lnorm optimize``: the main job end to end on a tiny BERT (quick settings), and its bad input."""
+
+import json
+
+import pytest
+import transformers
+
+from hf_lnorm.cli import main
+from hf_lnorm.export.optimize import VARIANTS, default_model_source
+
+from ..conftest import minilm_path
+
+
+@pytest.fixture(scope="module")
+def tiny_qa_dir(tmp_path_factory):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path())
+    cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+    path = tmp_path_factory.mktemp("opt") / "tiny-bert-qa"
+    transformers.BertForQuestionAnswering(cfg).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_optimize_quick_writes_table_json_and_plot(tiny_qa_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["optimize", str(tiny_qa_dir), "--quick", "--output", str(out), "--repeats", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "span agree" in text and "pytorch-fp32" in text and "ort-int8-static" in text
+    report = json.loads((out / "report.json").read_text())
+    rows = report["rows"]
+    assert {r["variant"] for r in rows} == set(VARIANTS)
+    assert {(r["batch"], r["seq"]) for r in rows} == {(1, 32), (1, 64), (2, 32), (2, 64)}
+    for r in rows:
+        assert set(r) >= {"variant", "batch", "seq", "median_ms", "max_abs_err", "span_agreement", "f1"}
+        assert r["median_ms"] > 0
+    by = {(r["variant"], r["seq"]): r for r in rows if r["batch"] == 1}
+    for seq in (32, 64):
+        assert by[("pytorch-patched", seq)]["max_abs_err"] <= 1e-4  # patch is equivalent
+        assert by[("ort-fp32", seq)]["max_abs_err"] <= 1e-4  # fused fp32 graph is too
+        assert by[("ort-fp32", seq)]["span_agreement"] == 1.0
+        assert 0.0 <= by[("ort-int8", seq)]["span_agreement"] <= 1.0
+    assert report["fused_ops"]["SkipLayerNormalization"] >= 3
+    assert (out / "report.png").stat().st_size > 1000
+    for name in ("onnx/model.onnx", "model_optimized.onnx", "model_int8_dynamic.onnx", "model_int8_static.onnx"):
+        assert (out / name).is_file(), name
+
+
+def test_optimize_bad_input_exits_2(tmp_path, capsys):
+    assert main(["optimize", str(tmp_path / "missing-model"), "--output", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "o").mkdir()
+    assert main(["optimize", "--output", str(tmp_path / "o")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["optimize", "--output", str(tmp_path / "p"), "--repeats", "0"]) == 2
+    assert not (tmp_path / "p").exists()
+
+
+def test_default_model_is_resolvable():
+    source, description = default_model_source()
+    assert source and description
+    assert (transformers.AutoConfig.from_pretrained(source).model_type) == "bert"

@@ -1,0 +1,133 @@
+"""Tiny configs and helpers shared by the model-family tests (ModelTester style: hidden 32, 2 layers)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import hf_lnorm  # noqa: F401  (registers the Auto classes)
+from hf_lnorm.models import LNormGPTConfig, LNormSeq2SeqConfig
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tiny_gpt_config(**overrides) -> LNormGPTConfig:
+    """A 2-layer, 32-wide LNormGPT config with dropout off (deterministic outputs)."""
+    values = dict(
+        vocab_size=99,
+        max_position_embeddings=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        dropout=0.0,
+        attention_dropout=0.0,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        num_labels=3,
+    )
+    values.update(overrides)
+    return LNormGPTConfig(**values)
+
+
+def tiny_seq2seq_config(**overrides) -> LNormSeq2SeqConfig:
+    """A 2+3-layer, 32-wide LNormSeq2Seq config with dropout off."""
+    values = dict(
+        vocab_size=60,
+        max_position_embeddings=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_decoder_layers=3,
+        num_attention_heads=4,
+        dropout=0.0,
+        attention_dropout=0.0,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    values.update(overrides)
+    return LNormSeq2SeqConfig(**values)
+
+
+class ForwardSpy:
+    """Records, for every forward call of a model, the query length and whether a KV cache came in."""
+
+    def __init__(self, model, key="input_ids"):
+        self.calls = []
+        self.key = key
+        self.handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs.get(self.key)
+        if ids is None and args:
+            ids = args[0]
+        cache = kwargs.get("past_key_values", None)
+        if cache is None:
+            cache = kwargs.get("cache", None)
+        self.calls.append((ids.shape[-1], cache is not None and cache.get_seq_length() > 0))
+
+    def remove(self):
+        self.handle.remove()
+
+
+def run_python(code: str, env_extra=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (offline Hub, private HF cache) and fail the test on a non-zero exit."""
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"})
+    env.update(env_extra or {})
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
+    )
+    assert proc.returncode == 0, f"subprocess failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}"
+    return proc
+
+
+# Prepended to subprocess code: make `import hf_lnorm` fail even though the package is installed (editable),
+# and prove it does, so remote code cannot lean on it.
+BLOCK_HF_LNORM = """
+import sys
+class _BlockHfLnorm:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_lnorm" or name.startswith("hf_lnorm."):
+            raise ImportError("hf_lnorm is blocked in this process")
+        return None
+sys.meta_path.insert(0, _BlockHfLnorm())
+sys.path = [p for p in sys.path if "hf_lnorm" not in p and p not in ("", ".")]
+try:
+    import hf_lnorm
+except ImportError:
+    pass
+else:
+    raise SystemExit("hf_lnorm is importable; the remote-code test would prove nothing")
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test models are tiny: one intra-op thread is faster than several (and much faster on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tmp_hf_home(tmp_path, monkeypatch):
+    """A private HF_HOME so remote-code modules and downloads do not touch the user's cache."""
+    home = tmp_path / "hf_home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    return home
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (scripts are not a package)."""
+    import importlib.util
+
+    path = os.path.join(REPO_ROOT, "scripts", name + ".py")
+    spec = importlib.util.spec_from_file_location(f"hf_lnorm_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,68 @@
+"""Saved models load with trust_remote_code=True in a process where hf_lnorm cannot be imported, with equal outputs."""
+
+import torch
+
+from hf_lnorm.models import LNormGPTForCausalLM, LNormGPTForSequenceClassification, LNormSeq2SeqForConditionalGeneration
+
+from .conftest import BLOCK_HF_LNORM, run_python, tiny_gpt_config, tiny_seq2seq_config
+
+
+def test_every_family_loads_as_remote_code_without_hf_lnorm(tmp_path):
+    torch.manual_seed(0)
+    ids = torch.randint(3, 60, (2, 6))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    gpt = LNormGPTForCausalLM(tiny_gpt_config(norm_type="rmsnorm")).eval()
+    cls = LNormGPTForSequenceClassification(tiny_gpt_config(norm_position="post")).eval()
+    s2s = LNormSeq2SeqForConditionalGeneration(tiny_seq2seq_config(share_embeddings=False, decoder_vocab_size=40)).eval()
+    gpt.save_pretrained(tmp_path / "gpt")
+    cls.save_pretrained(tmp_path / "cls")
+    s2s.save_pretrained(tmp_path / "s2s")
+    with torch.no_grad():
+        expected = {
+            "gpt": gpt(ids).logits,
+            "gpt_generate": gpt.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False),
+            "cls": cls(ids, attention_mask=mask).logits,
+            "s2s": s2s(ids, attention_mask=mask, decoder_input_ids=ids[:, :4] % 40).logits,
+            "s2s_generate": s2s.generate(ids, attention_mask=mask, max_new_tokens=5, min_new_tokens=5, num_beams=2, do_sample=False),
+        }
+    torch.save({"ids": ids, "mask": mask, "expected": expected}, tmp_path / "expected.pt")
+
+    code = BLOCK_HF_LNORM + f"""
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+root = {str(tmp_path)!r}
+data = torch.load(root + "/expected.pt")
+ids, mask, expected = data["ids"], data["mask"], data["expected"]
+
+def check(name, got):
+    want = expected[name]
+    if want.dtype.is_floating_point:
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    else:
+        assert torch.equal(got, want), (name, got, want)
+
+with torch.no_grad():
+    gpt = AutoModelForCausalLM.from_pretrained(root + "/gpt", trust_remote_code=True).eval()
+    assert type(gpt).__module__.startswith("transformers_modules"), type(gpt).__module__
+    check("gpt", gpt(ids).logits)
+    check("gpt_generate", gpt.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False))
+    cls = AutoModelForSequenceClassification.from_pretrained(root + "/cls", trust_remote_code=True).eval()
+    check("cls", cls(ids, attention_mask=mask).logits)
+    # every Auto class of the family resolves from the saved auto_map, not only the saved head
+    assert type(AutoModel.from_pretrained(root + "/cls", trust_remote_code=True)).__name__ == "LNormGPTModel"
+    assert type(AutoModelForCausalLM.from_pretrained(root + "/cls", trust_remote_code=True)).__name__ == "LNormGPTForCausalLM"
+    s2s = AutoModelForSeq2SeqLM.from_pretrained(root + "/s2s", trust_remote_code=True).eval()
+    check("s2s", s2s(ids, attention_mask=mask, decoder_input_ids=ids[:, :4] % 40).logits)
+    check("s2s_generate", s2s.generate(ids, attention_mask=mask, max_new_tokens=5, min_new_tokens=5, num_beams=2, do_sample=False))
+    assert type(AutoModel.from_pretrained(root + "/s2s", trust_remote_code=True)).__name__ == "LNormSeq2SeqModel"
+    assert AutoConfig.from_pretrained(root + "/s2s", trust_remote_code=True).model_type == "lnorm-seq2seq"
+    # a model loaded as remote code saves as remote code again
+    gpt.save_pretrained(root + "/gpt_again")
+import os, sys
+assert "hf_lnorm" not in sys.modules
+assert os.path.exists(root + "/gpt_again/layers.py")
+print("REMOTE-CODE-OK")
+"""
+    proc = run_python(code, env_extra={"HF_HOME": str(tmp_path / "hf_home")}, cwd=str(tmp_path))
+    assert "REMOTE-CODE-OK" in proc.stdout

@@ -1,0 +1,45 @@
+"""`hf-lnorm bench quantized`: usage errors exit 2; a tiny run on the offline MiniLM writes the JSON rows."""
+
+import json
+import os
+
+import pytest
+
+from hf_lnorm.cli import main
+
+from ..conftest import minilm_path
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("argv", [
+    ["--variants", "fp32,int4"],
+    ["--batch", "0"],
+    ["--alpha", "1.5"],
+    ["--text-file", "/nonexistent/text.txt"],
+])
+def test_bench_quantized_usage_errors_exit_2(argv, capsys):
+    assert main(["bench", "quantized", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hf-lnorm: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_bench_quantized_tiny_run_writes_rows(tmp_path, capsys):
+    text = os.path.join(REPO, "data", "shakespeare_sample.txt")
+    qa_file = os.path.join(REPO, "data", "qa", "sample_dev.json")
+    out = tmp_path / "bench.json"
+    argv = ["bench", "quantized", "--model", minilm_path(), "--batch", "2", "--seq", "32", "--repeats", "1",
+            "--warmup", "0", "--variants", "fp32,torch-dynamic-int8,hf_lnorm-int8,hf_lnorm-int8-smooth",
+            "--text-file", text, "--qa-file", qa_file if os.path.isfile(qa_file) else str(tmp_path / "none.json"),
+            "--qa-examples", "8", "--json", str(out)]
+    assert main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["fp32", "torch-dynamic-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth"]
+    for r in rows:
+        assert set(r) >= {"variant", "model", "median_ms", "weight_bytes", "metric", "value"}
+        assert r["median_ms"] > 0 and r["weight_bytes"] > 0
+        assert r["metric"] in ("span_agreement", "cosine_vs_fp32")
+    fp32 = rows[0]
+    assert fp32["value"] == 1.0
+    assert rows[2]["weight_bytes"] < fp32["weight_bytes"]  # int8 copies of the norms' readers
+    assert "hf_lnorm-int8" in capsys.readouterr().out

@@ -1,0 +1,94 @@
+"""Tiny end-to-end runs of both recipe scripts, in-process: train, evaluate, save, reload."""
+
+import json
+import os
+
+import pytest
+
+import hf_lnorm
+
+from .conftest import qa_args, translation_args, write_config
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_qa_train_eval_save_with_fused_patch(run_qa, tiny_qa_model_dir, tmp_path):
+    out = str(tmp_path / "qa")
+    cfg = write_config(str(tmp_path / "qa.json"), qa_args(tiny_qa_model_dir, out, hf_lnorm_patch="fused"))
+    # JSON config plus a command-line override, as in the HF examples.
+    res = run_qa.main([cfg, "--max_steps", "2"])
+    assert res["global_step"] == 2 if "global_step" in res else True
+    state = _read(os.path.join(out, "trainer_state.json"))
+    assert state["global_step"] == 2
+    assert res["train_windows"] > res["train_samples"], "96-token windows must split some contexts"
+    for key in ("eval_exact_match", "eval_f1", "eval_first_sentence_f1"):
+        assert 0.0 <= res[key] <= 100.0
+    preds = _read(os.path.join(out, "eval_predictions.json"))
+    assert len(preds) == 24 and all(isinstance(v, str) for v in preds.values())
+    assert os.path.isfile(os.path.join(out, "model.safetensors")) and os.path.isfile(os.path.join(out, "tokenizer.json"))
+    assert _read(os.path.join(out, "all_results.json"))["eval_f1"] == pytest.approx(res["eval_f1"])
+    # The saved (patched during training) model loads in stock transformers.
+    from transformers import AutoModelForQuestionAnswering
+
+    model = AutoModelForQuestionAnswering.from_pretrained(out)
+    assert not hf_lnorm.patch_report(model).patched
+
+
+def test_qa_lora_trains_adapter_and_head(run_qa, tiny_qa_model_dir, tmp_path):
+    out = str(tmp_path / "qa_lora")
+    run_qa.main([write_config(str(tmp_path / "c.json"), qa_args(tiny_qa_model_dir, out, lora=True, lora_r=4, do_eval=False, max_steps=1))])
+    adapter = _read(os.path.join(out, "adapter_config.json"))
+    assert sorted(adapter["target_modules"]) == ["query", "value"]
+    assert set(adapter["modules_to_save"]) == {"qa_outputs"}  # the fresh span head is trained in full
+
+
+def test_qa_unknown_config_key_is_rejected(run_qa, tmp_path):
+    cfg = write_config(str(tmp_path / "c.json"), {"train_fil": "x.json"})
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['train_fil'\]"):
+        run_qa.main([cfg])
+
+
+def test_translation_lnorm_seq2seq_train_eval_save(run_translation, tmp_path):
+    out = str(tmp_path / "tr")
+    res = run_translation.main([write_config(str(tmp_path / "t.json"), translation_args(out, hf_lnorm_patch="fused"))])
+    for key in ("eval_bleu", "eval_chrf", "eval_copy_source_bleu", "eval_copy_source_chrf"):
+        assert 0.0 <= res[key] <= 100.0
+    assert res["eval_samples"] == 16
+    lines = open(os.path.join(out, "eval_translations.jsonl"), encoding="utf-8").read().splitlines()
+    assert len(lines) == 16 and set(json.loads(lines[0])) == {"source", "reference", "prediction"}
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)
+    assert model.config.model_type == "lnorm-seq2seq"
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.decode(tok("In the beginning")["input_ids"], skip_special_tokens=True) == "In the beginning"
+
+
+def test_translation_any_hub_seq2seq_type(run_translation, tmp_path):
+    out = str(tmp_path / "marian")
+    over = json.dumps({"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                       "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_position_embeddings": 128})
+    res = run_translation.main([write_config(str(tmp_path / "m.json"), translation_args(out, model_type="marian", config_overrides=over,
+                                                                                         max_steps=2, max_eval_samples=8))])
+    assert 0.0 <= res["eval_chrf"] <= 100.0
+    assert _read(os.path.join(out, "config.json"))["model_type"] == "marian"
+
+
+def test_patch_switch_none_and_fused(tiny_qa_model_dir):
+    """--hf_lnorm_patch: 'none' leaves the model alone, 'fused' patches every LayerNorm, and a mode that is
+    not registered fails with patch's own ValueError (what 'quantized' does until its module is installed)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from hf_lnorm.recipes.common import apply_lnorm_patch
+
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_qa_model_dir)
+    same, report = apply_lnorm_patch(model, "none")
+    assert same is model and report is None and not hf_lnorm.patch_report(model).patched
+    n_norms = sum(1 for m in model.modules() if type(m).__name__ == "LayerNorm")
+    model, report = apply_lnorm_patch(model, "fused")
+    assert len(report.patched) == n_norms == 5  # embeddings + 2 per layer
+    with pytest.raises(ValueError, match="unknown mode 'not-a-mode'"):
+        apply_lnorm_patch(model, "not-a-mode")
