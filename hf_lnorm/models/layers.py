@@ -437,6 +437,38 @@ class LNormBlock(GradientCheckpointingLayer):
         return x, self_weights, cross_weights
 
 
+def build_stack(config, num_layers: int, causal: bool, cross_attention: bool = False):
+    """The blocks of one transformer stack and its final norm.
+
+    Returns:
+        ``(layers, final_norm)``: an ``nn.ModuleList`` of ``LNormBlock`` and the
+        norm applied after the last block (pre-LN only; post-LN blocks already
+        end in a norm, so it is a ``Passthrough`` there).
+    """
+    layers = nn.ModuleList(
+        [
+            LNormBlock(
+                config.hidden_size,
+                config.num_attention_heads,
+                config.intermediate_size,
+                config.dropout,
+                config.attention_dropout,
+                config.norm_type,
+                config.norm_position,
+                config.layer_norm_eps,
+                layer_idx=i,
+                activation=config.hidden_act,
+                causal=causal,
+                cross_attention=cross_attention,
+            )
+            for i in range(num_layers)
+        ]
+    )
+    pre = config.norm_position == "pre"
+    final_norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps) if pre else Passthrough()
+    return layers, final_norm
+
+
 def new_cache(encoder_decoder: bool = False) -> Cache:
     """An empty ``DynamicCache`` (or ``EncoderDecoderCache`` of two) for a forward called with ``use_cache=True``."""
     if encoder_decoder:

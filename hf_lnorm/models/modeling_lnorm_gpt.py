@@ -36,10 +36,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .configuration_lnorm_gpt import LNormGPTConfig
 from .layers import (
     CACHE_FIELD,
-    LNormBlock,
-    Passthrough,
     build_attention_mask,
-    build_norm,
+    build_stack,
     causal_lm_loss,
     check_context,
     has_padding,
@@ -102,27 +100,8 @@ class LNormGPTModel(LNormGPTPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(
-            [
-                LNormBlock(
-                    config.hidden_size,
-                    config.num_attention_heads,
-                    config.intermediate_size,
-                    config.dropout,
-                    config.attention_dropout,
-                    config.norm_type,
-                    config.norm_position,
-                    config.layer_norm_eps,
-                    layer_idx=i,
-                    activation=config.hidden_act,
-                    causal=True,
-                )
-                for i in range(config.num_hidden_layers)
-            ]
-        )
         # Post-LN blocks end in a norm already; pre-LN needs one before the head.
-        pre = config.norm_position == "pre"
-        self.final_norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps) if pre else Passthrough()
+        self.layers, self.final_norm = build_stack(config, config.num_hidden_layers, causal=True)
         self.gradient_checkpointing = False
         self.post_init()
 

@@ -31,10 +31,8 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPa
 from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig
 from .layers import (
     CACHE_FIELD,
-    LNormBlock,
-    Passthrough,
     build_attention_mask,
-    build_norm,
+    build_stack,
     check_context,
     init_weights,
     new_cache,
@@ -127,27 +125,7 @@ class _Stack(nn.Module):
             self._shared = _SharedModule(embed_tokens)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(
-            [
-                LNormBlock(
-                    config.hidden_size,
-                    config.num_attention_heads,
-                    config.intermediate_size,
-                    config.dropout,
-                    config.attention_dropout,
-                    config.norm_type,
-                    config.norm_position,
-                    config.layer_norm_eps,
-                    layer_idx=i,
-                    activation=config.hidden_act,
-                    causal=decoder,
-                    cross_attention=decoder,
-                )
-                for i in range(num_layers)
-            ]
-        )
-        pre = config.norm_position == "pre"
-        self.final_norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps) if pre else Passthrough()
+        self.layers, self.final_norm = build_stack(config, num_layers, causal=decoder, cross_attention=decoder)
         self.gradient_checkpointing = False
 
     def get_input_embeddings(self) -> nn.Embedding:
