@@ -100,7 +100,6 @@ class LNormGPTModel(LNormGPTPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
-        # Post-LN blocks end in a norm already; pre-LN needs one before the head.
         self.layers, self.final_norm = build_stack(config, config.num_hidden_layers, causal=True)
         self.gradient_checkpointing = False
         self.post_init()
