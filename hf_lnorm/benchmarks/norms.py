@@ -64,6 +64,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-bwd-elements", type=int, default=None,
                         help="skip fwd+bwd above this many elements (default: 8M on cpu, no limit on cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU runs")
+    parser.add_argument("--timing", choices=["eager", "graph"], default="eager",
+                        help="cuda only: 'eager' times back-to-back calls (host launch cost included), "
+                             "'graph' replays them from a CUDA graph (device time alone)")
     parser.add_argument("--e2e", action="store_true", help="also time stock vs patched MiniLM QA inference")
     parser.add_argument("--e2e-model", default=None, help="model folder or hub id (default: the offline MiniLM)")
     parser.add_argument("--e2e-batch", type=int, default=8)
@@ -141,25 +144,53 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _input_sets(tokens: int, hidden: int, dtype, device: str) -> int:
+    """How many distinct input sets a case cycles through.
+
+    On CUDA the sets together exceed 4x the L2 cache, so every call reads its
+    inputs from device memory as it would inside a model (a single set of
+    4096x1024 fp32 fits the H100's 50 MB L2 and would time cache bandwidth).
+    """
+    if device != "cuda":
+        return 1
+    l2 = getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "L2_cache_size", 64 * 2**20)
+    per_set = 2 * tokens * hidden * torch.finfo(dtype).bits // 8  # x and r
+    return max(1, min(64, -(-4 * l2 // per_set)))
+
+
 def _case_runner(op, impl, pass_, tokens, hidden, dtype, device) -> Optional[Callable[[], None]]:
     fn = _make_fn(op, impl)
     if fn is None or (impl == "hf_lnorm_inplace" and pass_ != "fwd"):
         return None
     gen = torch.Generator(device="cpu").manual_seed(tokens + hidden)
-    x = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=dtype)
-    r = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=dtype)
+    sets = []
+    for _ in range(_input_sets(tokens, hidden, dtype, device)):
+        x = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=dtype)
+        r = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=dtype)
+        sets.append((x, r))
     w = (torch.rand(hidden, generator=gen) + 0.5).to(device=device, dtype=dtype)
     b = torch.randn(hidden, generator=gen).to(device=device, dtype=dtype)
+    turn = [0]
+
+    def next_set():
+        turn[0] = (turn[0] + 1) % len(sets)
+        return sets[turn[0]]
+
     if pass_ == "fwd":
         def run():
+            x, r = next_set()
             with torch.no_grad():
                 fn(x, r, w, b)
         return run
-    for t in (x, r, w, b):
-        t.requires_grad_(True)
+    for x, r in sets:
+        x.requires_grad_(True)
+        r.requires_grad_(True)
+    w.requires_grad_(True)
+    b.requires_grad_(True)
     gy = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=dtype)
 
     def run_bwd():
+        x, r = next_set()
         out = fn(x, r, w, b)
         y = out[0] if isinstance(out, tuple) else out
         torch.autograd.backward([y], [gy])
@@ -168,8 +199,11 @@ def _case_runner(op, impl, pass_, tokens, hidden, dtype, device) -> Optional[Cal
     return run_bwd
 
 
-def _time_interleaved(runners: Dict[str, Callable[[], None]], repeats: int, device: str, budget_s: float) -> Dict[str, float]:
+def _time_interleaved(runners: Dict[str, Callable[[], None]], repeats: int, device: str, budget_s: float,
+                      graph: bool = False) -> Dict[str, float]:
     """Median ms per runner; each round calls every runner once, in rotating order."""
+    if device == "cuda":
+        return _time_cuda(runners, repeats, graph=graph)
     names = list(runners)
     for name in names:  # warm-up (allocator, kernel compilation)
         runners[name]()
@@ -190,6 +224,65 @@ def _time_interleaved(runners: Dict[str, Callable[[], None]], repeats: int, devi
             _sync(device)
             times[name].append(time.perf_counter() - start)
     return {n: statistics.median(v) * 1e3 for n, v in times.items()}
+
+
+def _capture(runner: Callable[[], None], calls: int) -> "torch.cuda.CUDAGraph":
+    """A CUDA graph of ``calls`` consecutive calls of ``runner`` (warmed up on a side stream)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            runner()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            runner()
+    return graph
+
+
+def _time_cuda(runners: Dict[str, Callable[[], None]], repeats: int, target_ms: float = 20.0,
+               graph: bool = False) -> Dict[str, float]:
+    """Median ms per call on CUDA: CUDA events around back-to-back calls, rotating runner order.
+
+    Each sample times ``inner`` consecutive calls (enough for ~``target_ms``),
+    so launch latency overlaps with kernel time as it does in a model; the
+    runners rotate input sets larger than L2 (see ``_input_sets``). With
+    ``graph`` the calls are captured once in a CUDA graph and replayed: device
+    time alone, without the host's launch cost (what a captured or compiled
+    model sees).
+    """
+    names = list(runners)
+    inner: Dict[str, int] = {}
+    for name in names:
+        for _ in range(3):  # warm-up: compilation, autotuning, allocator
+            runners[name]()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(5):
+            runners[name]()
+        end.record()
+        end.synchronize()
+        per_call = max(start.elapsed_time(end) / 5, 1e-3)
+        inner[name] = int(max(5, min(200 if graph else 2000, target_ms / per_call)))
+    graphs = {name: _capture(runners[name], inner[name]) for name in names} if graph else {}
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    for i in range(max(3, repeats)):
+        order = names[i % len(names):] + names[: i % len(names)]
+        for name in order:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            if graph:
+                graphs[name].replay()
+            else:
+                for _ in range(inner[name]):
+                    runners[name]()
+            end.record()
+            end.synchronize()
+            times[name].append(start.elapsed_time(end) / inner[name])
+    return {n: statistics.median(v) for n, v in times.items()}
 
 
 def copy_bandwidth_gbps(device: str, nbytes: int = 256 * 2**20, repeats: int = 10) -> float:
@@ -364,6 +457,8 @@ def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise _usage("--device cuda: no CUDA device is available here; use --device cpu")
+    if args.timing == "graph" and device != "cuda":
+        raise _usage(f"--timing graph needs --device cuda, got --device {device}")
     if args.repeats < 1:
         raise _usage(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads is not None:
@@ -394,7 +489,8 @@ def run(args) -> int:
                         if runner is not None:
                             runners[impl] = runner
                     budget = 20.0 if device == "cpu" else 5.0
-                    for impl, ms in _time_interleaved(runners, args.repeats, device, budget).items():
+                    timed = _time_interleaved(runners, args.repeats, device, budget, graph=args.timing == "graph")
+                    for impl, ms in timed.items():
                         results.append({"op": op, "impl": impl, "dtype": dtype_name, "tokens": tokens,
                                         "hidden": hidden, "pass": pass_, "median_ms": round(ms, 4)})
                     runners.clear()
@@ -402,6 +498,7 @@ def run(args) -> int:
         "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine()),
         "copy_gbps": round(copy_gbps, 2),
+        "timing": args.timing if device == "cuda" else "eager",
         "threads": torch.get_num_threads(),
         "load_avg_start": load,
         "load_avg_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -412,7 +509,7 @@ def run(args) -> int:
         payload["e2e"] = e2e_minilm(args.e2e_model, args.e2e_batch, args.e2e_seq, args.e2e_repeats, device)
     payload["targets"] = _targets(results, device, copy_gbps)
 
-    print(f"device: {payload['device_name']} ({device}), threads {payload['threads']}, copy bandwidth {copy_gbps:.1f} GB/s, "
+    print(f"device: {payload['device_name']} ({device}, timing {payload['timing']}), threads {payload['threads']}, copy bandwidth {copy_gbps:.1f} GB/s, "
           f"load average {load} -> {payload['load_avg_end']}")
     print(_table(results))
     if "e2e" in payload:

@@ -126,15 +126,15 @@ def triton_norm(
         eps = torch.finfo(x.dtype).eps
     kind = _KIND_OF_VARIANT[spec.variant]
     if spec.variant == LAYER_NORM_CHANNELS_FIRST:
-        y = ops.norm_fwd(x.movedim(1, -1), None, weight, bias, float(eps), kind, "triton")[0]
+        y = ops.triton_norm_fwd(x.movedim(1, -1), None, weight, bias, float(eps), kind)[0]
         return y.movedim(-1, 1)
     n = spec.normalized_ndim
     if n == 1:
-        return ops.norm_fwd(x, None, weight, bias, float(eps), kind, "triton")[0]
+        return ops.triton_norm_fwd(x, None, weight, bias, float(eps), kind)[0]
     flat = x.reshape(x.shape[:-n] + (-1,))
     w = None if weight is None else weight.reshape(-1)
     b = None if bias is None else bias.reshape(-1)
-    return ops.norm_fwd(flat, None, w, b, float(eps), kind, "triton")[0].reshape(x.shape)
+    return ops.triton_norm_fwd(flat, None, w, b, float(eps), kind)[0].reshape(x.shape)
 
 
 BACKENDS: Dict[str, NormFn] = {"aten": aten_norm, "triton": triton_norm}

@@ -21,7 +21,8 @@ forces one (``"triton"`` also runs on CPU under ``TRITON_INTERPRET=1``).
 
 On CPU in eager mode the public functions skip the custom-op dispatcher and
 call the same aten kernels directly (what the ops do there anyway, minus
-the dispatch overhead); under ``torch.compile``/``torch.export`` and on other
+the dispatch overhead); on CUDA in eager mode they call the same Triton
+kernels through a plain ``autograd.Function`` (``_TritonNorm``); under ``torch.compile``/``torch.export`` and on other
 devices they go through the ops. During ONNX export they emit plain aten ops
 so the exporter produces standard ONNX nodes.
 
@@ -115,6 +116,12 @@ def _aten_fwd(x, residual, weight, bias, eps, kind):
     s = x if residual is None else x + residual
     n = s.shape[-1]
     if kind == "layer_norm":
+        mixed = any(t is not None and t.dtype != s.dtype for t in (weight, bias))
+        if mixed and s.device.type != "cpu":
+            # CUDA's kernel wants one dtype; CPU's mixed kernel computes in fp32 and returns s.dtype: do the same
+            y, mean, rstd = torch.ops.aten.native_layer_norm(
+                s.float(), (n,), None if weight is None else weight.float(), None if bias is None else bias.float(), eps)
+            return y.to(s.dtype), s, mean.reshape(s.shape[:-1]), rstd.reshape(s.shape[:-1])
         y, mean, rstd = torch.ops.aten.native_layer_norm(s, (n,), weight, bias, eps)
         if mean.dtype != torch.float32:  # CPU keeps half-precision stats; the backward wants fp32
             sf = s.float()
@@ -317,6 +324,71 @@ def _backward(ctx, dy, ds, dmean, drstd):
 norm_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+# --------------------------------------------------------------------------- eager CUDA fast path
+
+
+class _TritonNorm(torch.autograd.Function):
+    """Eager CUDA: the Triton kernels under a plain autograd.Function.
+
+    Same kernels and saved tensors as the ``norm_fwd`` custom op, without the
+    custom-op dispatcher and its autograd wrapper, whose Python cost per call
+    is several times a small norm's kernel time. ``torch.compile``,
+    ``torch.export`` and ONNX export still go through the custom ops.
+    """
+
+    @staticmethod
+    def forward(ctx, x, residual, weight, bias, eps, kind):
+        from .triton import kernels
+
+        y, s, mean, rstd = kernels.norm_fwd(x, residual, weight, bias, eps, kind)
+        ctx.save_for_backward(s, weight, mean, rstd)
+        ctx.kind, ctx.has_bias, ctx.has_residual = kind, bias is not None, residual is not None
+        ctx.dtypes = (x.dtype, None if residual is None else residual.dtype,
+                      None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+        ctx.set_materialize_grads(False)
+        return (y, s) if residual is not None else y
+
+    @staticmethod
+    def backward(ctx, dy, ds=None):
+        from .triton import kernels
+
+        s, weight, mean, rstd = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        need_x = need[0] or (ctx.has_residual and need[1])
+        mask = [bool(need_x), bool(need[2] and weight is not None), bool(need[3] and ctx.has_bias)]
+        if dy is None:
+            dy = torch.zeros_like(s)
+        dx, dw, db = kernels.norm_bwd(dy.contiguous(), ds if ctx.has_residual else None, s, weight, mean, rstd,
+                                      ctx.kind, ctx.has_bias, mask)
+        gx = dx.to(ctx.dtypes[0]) if need[0] else None
+        gr = dx.to(ctx.dtypes[1]) if (ctx.has_residual and need[1]) else None
+        gw = dw.to(ctx.dtypes[2]) if mask[1] else None
+        gb = db.to(ctx.dtypes[3]) if mask[2] else None
+        return gx, gr, gw, gb, None, None
+
+
+def _direct_triton(x: Tensor) -> bool:
+    """Eager CUDA with Triton installed: run the kernels without the custom-op dispatcher."""
+    return (x.device.type == "cuda" and x.shape[-1] <= TRITON_MAX_HIDDEN and not torch.compiler.is_compiling()
+            and triton_available())
+
+
+def triton_norm_fwd(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
+                    eps: float, kind: str) -> Tuple[Tensor, Tensor]:
+    """``(y, summed)`` from the Triton kernels for any ``kind``; ``summed`` is ``x`` without residual.
+
+    Eager CUDA goes through ``_TritonNorm`` (cheap to call), everything else
+    (``torch.compile``, export, ``TRITON_INTERPRET=1`` on CPU) through the
+    ``norm_fwd`` custom op with ``impl="triton"``.
+    """
+    eager = not torch.compiler.is_compiling() and not _exporting() and triton_available()
+    if eager and (x.device.type == "cuda" or triton_interpret()) and x.shape[-1] <= TRITON_MAX_HIDDEN:
+        out = _TritonNorm.apply(x, residual, weight, bias, float(eps), kind)
+        return out if residual is not None else (out, x)
+    y, s, _, _ = norm_fwd(x, residual, weight, bias, float(eps), kind, "triton")
+    return y, (s if residual is not None else x)
+
+
 # --------------------------------------------------------------------------- public functions
 
 
@@ -358,6 +430,8 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     """
     if _direct_aten(x) or _exporting():
         return F.layer_norm(x, (int(x.shape[-1]),), weight, bias, eps)
+    if _direct_triton(x):
+        return _TritonNorm.apply(x, None, weight, bias, float(eps), "layer_norm")
     return norm_fwd(x, None, weight, bias, float(eps), "layer_norm", "auto")[0]
 
 
@@ -375,6 +449,8 @@ def rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> T
         return _rms_llama_plain(x, weight, eps)
     if _direct_aten(x):
         return _rms_llama_native(x, weight, eps)
+    if _direct_triton(x):
+        return _TritonNorm.apply(x, None, weight, None, float(eps), "rms_llama")
     return norm_fwd(x, None, weight, None, float(eps), "rms_llama", "auto")[0]
 
 
@@ -393,6 +469,8 @@ def add_layer_norm(
     if _direct_aten(x) or _exporting():
         s = x + residual
         return F.layer_norm(s, (int(s.shape[-1]),), weight, bias, eps), s
+    if _direct_triton(x):
+        return _TritonNorm.apply(x, residual, weight, bias, float(eps), "layer_norm")
     y, s, _, _ = norm_fwd(x, residual, weight, bias, float(eps), "layer_norm", "auto")
     return y, s
 
@@ -409,6 +487,8 @@ def add_rms_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, e
     if _direct_aten(x):
         s = x + residual
         return _rms_llama_native(s, weight, eps), s
+    if _direct_triton(x):
+        return _TritonNorm.apply(x, residual, weight, None, float(eps), "rms_llama")
     y, s, _, _ = norm_fwd(x, residual, weight, None, float(eps), "rms_llama", "auto")
     return y, s
 

@@ -136,7 +136,7 @@ def _fused_block_forward(self, hidden_states, input_tensor):
         # h is the Linear's fresh output, private to this call: add into it, then normalize
         return F.layer_norm(h.add_(input_tensor), (int(h.shape[-1]),), w, b, eps)
     if backend == "triton" and h.device.type == "cuda":
-        return ops.norm_fwd(h, input_tensor, w, b, float(eps), "layer_norm", "triton")[0]
+        return ops.triton_norm_fwd(h, input_tensor, w, b, float(eps), "layer_norm")[0]
     return ops.add_layer_norm(h, input_tensor, w, b, eps)[0]
 
 

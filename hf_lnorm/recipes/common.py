@@ -52,6 +52,7 @@ def parse_recipe_args(parser, argv: Optional[Sequence[str]] = None) -> tuple:
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a recipe config must be a JSON object of argument names to values")
         known = {f.name for dc in parser.dataclass_types for f in dataclasses.fields(dc) if f.init}
+        values = _portable_training_values(values, known)
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{path}: unknown argument(s) {unknown}; see --help for the accepted names")
@@ -60,6 +61,28 @@ def parse_recipe_args(parser, argv: Optional[Sequence[str]] = None) -> tuple:
             if action.dest in values:
                 action.required = False
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _portable_training_values(values: dict, known: set) -> dict:
+    """Spell config keys the way the installed transformers does.
+
+    transformers 5.x dropped ``warmup_ratio`` (a fractional ``warmup_steps``
+    < 1 means the same ratio there) and ``group_by_length`` (now
+    ``train_sampling_strategy="group_by_length"``); 4.57 has the old names.
+    """
+    values = dict(values)
+    if "warmup_ratio" in values and "warmup_ratio" not in known and "warmup_steps" in known:
+        ratio = values.pop("warmup_ratio")
+        if values.get("warmup_steps", 0):
+            raise ValueError("give either warmup_ratio or warmup_steps in a recipe config, not both")
+        if not 0 <= ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {ratio!r}")
+        values["warmup_steps"] = ratio
+    # 5.x replaced the boolean group_by_length with train_sampling_strategy
+    if "group_by_length" in values and "group_by_length" not in known and "train_sampling_strategy" in known:
+        if values.pop("group_by_length"):
+            values["train_sampling_strategy"] = "group_by_length"
+    return values
 
 
 def apply_lnorm_patch(model, mode: str):

@@ -31,6 +31,7 @@ def test_bench_norms_cpu_json_schema(tmp_path, capsys):
     (["--shapes", "12x"], "--shapes"),
     (["--ops", "layer_norm,bogus"], "bogus"),
     (["--dtypes", "int8"], "int8"),
+    (["--timing", "graph"], "--timing graph"),
 ])
 def test_bench_norms_usage_errors_exit_2(argv, needle, capsys):
     assert main(["bench", "norms", "--device", "cpu"] + argv) == 2

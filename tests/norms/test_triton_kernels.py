@@ -192,3 +192,30 @@ def test_patch_with_forced_triton_backend(triton_here):
     hf_lnorm.patch(block, backend="triton")
     assert fused_block_names(block) == [""]
     torch.testing.assert_close(block(h, r), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["layer_norm", "rms_llama", "rms_gemma"])
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+def test_eager_autograd_path_equals_the_custom_op(kind, residual, triton_here):
+    """``triton_norm_fwd`` (eager: a plain autograd.Function) and the custom op run the same kernels."""
+    if not triton_here:
+        return
+    torch.manual_seed(0)
+    x = torch.randn(6, 33, device=DEVICE, requires_grad=True)
+    r = torch.randn(6, 33, device=DEVICE, requires_grad=True) if residual else None
+    w = (torch.rand(33, device=DEVICE) + 0.5).requires_grad_()
+    b = torch.randn(33, device=DEVICE, requires_grad=True) if kind == "layer_norm" else None
+    inputs = [t for t in (x, r, w, b) if t is not None]
+    gy, gs = torch.randn(6, 33, device=DEVICE), torch.randn(6, 33, device=DEVICE)
+
+    y, s = ops.triton_norm_fwd(x, r, w, b, 1e-5, kind)
+    y_op, s_op, _, _ = ops.norm_fwd(x, r, w, b, 1e-5, kind, "triton")
+    assert torch.equal(y, y_op)
+    if residual:
+        assert torch.equal(s, s_op)
+    else:
+        assert s is x
+    outs, outs_op = ([y, s], [y_op, s_op]) if residual else ([y], [y_op])
+    grads = [gy, gs] if residual else [gy]
+    for got, want in zip(torch.autograd.grad(outs, inputs, grads), torch.autograd.grad(outs_op, inputs, grads)):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)

@@ -146,11 +146,11 @@ def _flags(kind: str, weight: Optional[torch.Tensor]) -> Tuple[bool, bool, int]:
     return is_rms, gemma, rnd
 
 
-def _block(n: int) -> Tuple[int, int]:
+def _block(n: int, num_warps: Optional[int] = None) -> Tuple[int, int]:
     if n > MAX_HIDDEN:
         raise ValueError(f"Triton norm kernels support hidden sizes up to {MAX_HIDDEN}, got {n}")
     block = triton.next_power_of_2(max(n, 1))
-    return block, min(max(block // 256, 1), 16)
+    return block, num_warps or min(max(block // 256, 1), 16)
 
 
 def _rows2d(t: torch.Tensor) -> torch.Tensor:
@@ -165,6 +165,7 @@ def norm_fwd(
     bias: Optional[torch.Tensor],
     eps: float,
     kind: str,
+    num_warps: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward of ``(residual +) norm`` over the last dim.
 
@@ -172,6 +173,7 @@ def norm_fwd(
         x: ``(..., N)`` input; residual: optional tensor of the same shape.
         weight, bias: optional ``(N,)`` parameters; eps: the epsilon.
         kind: ``layer_norm`` | ``rms_llama`` | ``rms_gemma`` | ``rms_t5`` | ``rms_torch``.
+        num_warps: override the warps per row (tuning; default from the row width).
     Returns:
         ``(y, summed, mean, rstd)``; ``summed`` is ``x`` itself without residual,
         ``mean`` is empty for RMS kinds; stats are fp32 shaped ``x.shape[:-1]``.
@@ -179,7 +181,7 @@ def norm_fwd(
     from ..ops import output_dtype
 
     n = x.shape[-1]
-    block, warps = _block(n)
+    block, warps = _block(n, num_warps)
     x2 = _rows2d(x)
     m = x2.shape[0]
     is_rms, gemma, rnd = _flags(kind, weight)
@@ -206,10 +208,10 @@ def norm_fwd(
     return y2.reshape(x.shape), s_out, mean_out, rstd.reshape(stats)
 
 
-def _num_programs(m: int, device: torch.device) -> int:
+def _num_programs(m: int, device: torch.device, per_sm: int = 4) -> int:
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        return max(1, min(m, sms * 4))
+        return max(1, min(m, sms * per_sm))
     return max(1, min(m, 4))  # interpreter: few programs, it is slow per launch
 
 
@@ -223,6 +225,8 @@ def norm_bwd(
     kind: str,
     has_bias: bool,
     mask: List[bool],
+    num_warps: Optional[int] = None,
+    programs_per_sm: int = 4,
 ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Backward of ``norm_fwd``.
 
@@ -230,19 +234,20 @@ def norm_bwd(
         dy: gradient of the output; ds: optional gradient that reached the sum directly.
         s: the normalized tensor; weight, mean, rstd: from the forward.
         kind, has_bias: as in the forward; mask: which of (dx, dw, db) are needed.
+        num_warps, programs_per_sm: tuning overrides (default from the row width / 4 per SM).
     Returns:
         ``(dx, dw, db)``: dx in ``s.dtype`` (including ``ds``), dw/db fp32 ``(N,)``;
         None where not requested.
     """
     n = s.shape[-1]
-    block, warps = _block(n)
+    block, warps = _block(n, num_warps)
     s2, dy2 = _rows2d(s), _rows2d(dy)
     m = s2.shape[0]
     is_rms, gemma, rnd = _flags(kind, weight)
     want_dx, want_dw, want_db = mask[0], mask[1] and weight is not None, mask[2] and has_bias
     ds2 = _rows2d(ds) if (ds is not None and want_dx) else dy2
     dx2 = torch.empty(s2.shape, dtype=s.dtype, device=s.device) if want_dx else s2
-    progs = _num_programs(m, s.device)
+    progs = _num_programs(m, s.device, programs_per_sm)
     rows_per_prog = triton.cdiv(max(m, 1), progs)
     dw_part = torch.empty((progs, n), dtype=torch.float32, device=s.device) if want_dw else rstd
     db_part = torch.empty((progs, n), dtype=torch.float32, device=s.device) if want_db else rstd

@@ -1,0 +1,54 @@
+"""The committed recipe configs parse under the installed transformers line."""
+
+import importlib.util
+import os
+import sys
+
+import pytest
+from transformers import HfArgumentParser, Seq2SeqTrainingArguments, TrainingArguments
+
+from hf_lnorm.recipes.common import parse_recipe_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"_recipe_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script, config, training_args", [
+    ("run_qa", "qa_minilm.json", TrainingArguments),
+    ("run_translation", "translation_lnorm_seq2seq.json", Seq2SeqTrainingArguments),
+])
+def test_default_config_parses(script, config, training_args, tmp_path):
+    module = _script(script)
+    types = [module.ModelArguments, module.DataTrainingArguments, training_args]
+    parsed = parse_recipe_args(HfArgumentParser(types), [os.path.join(ROOT, "configs", config), "--output_dir", str(tmp_path)])
+    args = parsed[-1]
+    assert isinstance(args, training_args)
+    assert args.output_dir == str(tmp_path)
+
+
+def test_warmup_ratio_means_the_same_on_both_lines(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text('{"warmup_ratio": 0.1, "output_dir": "x"}')
+    (args,) = parse_recipe_args(HfArgumentParser([TrainingArguments]), [str(config)])
+    assert args.get_warmup_steps(1000) == 100
+
+
+def test_warmup_ratio_out_of_range_is_an_error(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text('{"warmup_ratio": 1.5, "output_dir": "x"}')
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        parse_recipe_args(HfArgumentParser([TrainingArguments]), [str(config)])
+
+
+def test_group_by_length_survives_on_both_lines(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text('{"group_by_length": true, "output_dir": "x"}')
+    (args,) = parse_recipe_args(HfArgumentParser([TrainingArguments]), [str(config)])
+    assert getattr(args, "group_by_length", None) is True or getattr(args, "train_sampling_strategy", None) == "group_by_length"
