@@ -71,13 +71,23 @@ def dummy_inputs(
     elif name == "input_features":
         mels = _cfg(config, "num_mel_bins", "feature_size", default=80)
         frames = 2 * _cfg(config, "max_source_positions", default=seq_len)
-        out["input_features"] = torch.randn(batch_size, mels, frames, generator=g)
+        if getattr(config, "model_type", "") == "lnorm-speech":  # time-major (batch, frames, mels), subsampled by 4
+            out["input_features"] = torch.randn(batch_size, 4 * seq_len, mels, generator=g)
+        else:
+            out["input_features"] = torch.randn(batch_size, mels, frames, generator=g)
         if getattr(config, "is_encoder_decoder", False):
             vocab = _cfg(config, "vocab_size", default=100)
             out["decoder_input_ids"] = torch.randint(3, max(4, vocab), (batch_size, 4), generator=g)
+    elif name == "observations":  # LNormPolicy: flat float observations
+        out["observations"] = torch.randn(batch_size, config.observation_size, generator=g)
     else:
         raise ValueError(
             f"no dummy input for main_input_name {name!r}; "
-            "accepted: input_ids, pixel_values, input_values, input_features"
+            "accepted: input_ids, pixel_values, input_values, input_features, observations"
         )
+    if name == "pixel_values" and getattr(config, "text_config", None) is not None:  # image + question models
+        vocab = _cfg(config.text_config, "vocab_size", default=100)
+        seq_len = min(seq_len, _cfg(config.text_config, "max_position_embeddings", default=seq_len))
+        out["input_ids"] = torch.randint(min(3, vocab - 1), vocab, (batch_size, seq_len), generator=g)
+        out["attention_mask"] = torch.ones(batch_size, seq_len, dtype=torch.long)
     return {k: v.to(device) for k, v in out.items()}

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ._io import OutputExistsError, check_output_dir, staged_output_dir
+from . import seq2seq as _seq2seq
 
 logger = logging.getLogger("hf_lnorm")
 
@@ -60,6 +61,13 @@ TASKS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "text2text-generation": ("AutoModelForSeq2SeqLM", ("logits",)),
     "text2text-generation-with-past": ("AutoModelForSeq2SeqLM", ("logits",)),
     "image-classification": ("AutoModelForImageClassification", ("logits",)),
+    # LNormPolicy: observations -> action-distribution logits and state value (Optimum's task name)
+    "reinforcement-learning": ("AutoModel", ("logits", "value")),
+    # LNormVisionText: image + question -> answer logits (transformers' AutoModelForVisualQuestionAnswering)
+    "visual-question-answering": ("AutoModelForVisualQuestionAnswering", ("logits",)),
+    # LNormSpeech: encoder + decoder graphs (export/speech.py)
+    "automatic-speech-recognition": ("AutoModelForSpeechSeq2Seq", ("logits",)),
+    "automatic-speech-recognition-with-past": ("AutoModelForSpeechSeq2Seq", ("logits",)),
 }
 # class-name suffix -> task, first match wins
 _CLASS_SUFFIX_TASKS = (
@@ -69,9 +77,12 @@ _CLASS_SUFFIX_TASKS = (
     ("ForMaskedLM", "fill-mask"),
     ("ForCausalLM", "text-generation"),
     ("LMHeadModel", "text-generation"),
+    ("SpeechForConditionalGeneration", "automatic-speech-recognition"),
     ("ForConditionalGeneration", "text2text-generation"),
     ("ForSeq2SeqLM", "text2text-generation"),
     ("ForImageClassification", "image-classification"),
+    ("PolicyModel", "reinforcement-learning"),
+    ("VisionTextForClassification", "visual-question-answering"),
     ("Model", "feature-extraction"),
 )
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -235,10 +246,27 @@ def _text_input_names(model, task: str) -> List[str]:
     return names
 
 
+def _image_features(model, task: str) -> bool:
+    """Feature extraction from an image encoder (e.g. ``LNormViTModel``): inputs are ``pixel_values``."""
+    return task == "feature-extraction" and getattr(model, "main_input_name", None) == "pixel_values"
+
+
+def _vision_text(model, task: str) -> bool:
+    """An image + text model (config with ``vision_config`` and ``text_config``, e.g. LNormVisionText)."""
+    cfg = model.config
+    both = getattr(cfg, "vision_config", None) is not None and getattr(cfg, "text_config", None) is not None
+    return task == "visual-question-answering" or (task == "feature-extraction" and both)
+
+
 def input_spec(model, task: str) -> Dict[str, Dict[int, str]]:
     """Input names and dynamic axes for ``task``, as Optimum's ONNX configs name them."""
-    if task == "image-classification":
+    if _vision_text(model, task):
+        text_axes = {0: "batch_size", 1: "sequence_length"}
+        return {"pixel_values": {0: "batch_size"}, "input_ids": dict(text_axes), "attention_mask": dict(text_axes)}
+    if task == "image-classification" or _image_features(model, task):
         return {"pixel_values": {0: "batch_size"}}
+    if task == "reinforcement-learning":
+        return {"observations": {0: "batch_size"}}
     if task.endswith("-with-past"):
         raise UnsupportedArchitectureError(
             f"task {task!r} for {type(model).__name__} needs Optimum's past-key-values export (transformers 4.57 with "
@@ -256,10 +284,15 @@ def dummy_inputs(model, task: str, batch: int = 2, seq: int = 13, seed: int = 0,
     """Random but valid inputs for ``model`` and ``task`` (right padding on the last row)."""
     gen = torch.Generator().manual_seed(seed)
     cfg = model.config
-    if task == "image-classification":
+    if _vision_text(model, task):  # an image and a (right-padded) question per example
+        image = dummy_inputs(model, "image-classification", batch, seq, seed, pad)
+        return {**image, **dummy_inputs(model, "text-classification", batch, seq, seed + 1, pad)}
+    if task == "image-classification" or _image_features(model, task):
         size = getattr(cfg, "image_size", 32)
         size = size if isinstance(size, int) else size[0]
         return {"pixel_values": torch.randn(batch, getattr(cfg, "num_channels", 3), size, size, generator=gen)}
+    if task == "reinforcement-learning":
+        return {"observations": torch.randn(batch, cfg.observation_size, generator=gen)}
     maxpos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 512
     seq = min(seq, maxpos)
     vocab = cfg.vocab_size
@@ -401,7 +434,7 @@ class _NamedOutputs(torch.nn.Module):
 
 def _output_axes(task: str) -> Dict[int, str]:
     """Dynamic axes of the outputs: per token for token-level tasks, per example otherwise."""
-    if task in ("text-classification", "image-classification"):
+    if task in ("text-classification", "image-classification", "reinforcement-learning", "visual-question-answering"):
         return {0: "batch_size"}
     return {0: "batch_size", 1: "sequence_length"}
 
@@ -600,7 +633,11 @@ def export(
             files = _export_optimum(model, tmp, task, opset, configs, submodels)
         else:
             try:
-                files = _export_dynamo(model, tmp, task, opset, notes)
+                family = _seq2seq.family_of(model)
+                if family is not None:  # encoder + decoder (+ decoder with past) graphs
+                    files = _seq2seq.export_dynamo(family, model, tmp, opset, task=task)
+                else:
+                    files = _export_dynamo(model, tmp, task, opset, notes)
             except Exception as exc:
                 if not type(exc).__module__.startswith("torch"):
                     raise  # not the exporter rejecting the model (OSError, interrupts, our own errors)
@@ -624,6 +661,8 @@ def export(
         )
         if verify and files == ["model.onnx"]:
             result.max_abs_err = verify_onnx(model, tmp / "model.onnx", task)
+        elif verify and _seq2seq.family_of(model) is not None:
+            result.max_abs_err = _seq2seq.verify(_seq2seq.family_of(model), model, tmp)
         if target == "tensorrt":
             from .tensorrt import prepare_tensorrt
 
@@ -638,6 +677,12 @@ def input_spec_for_trt(model, task: str) -> Dict[str, Tuple[int, ...]]:
         size = getattr(cfg, "image_size", 224)
         size = size if isinstance(size, int) else size[0]
         return {"pixel_values": (1, getattr(cfg, "num_channels", 3), size, size)}
+    if task == "reinforcement-learning":
+        return {"observations": (1, model.config.observation_size)}
+    if _vision_text(model, task):
+        cfg = model.config
+        length = min(128, getattr(cfg, "max_position_embeddings", 128))
+        return {"pixel_values": (1, cfg.num_channels, cfg.image_size, cfg.image_size), "input_ids": (1, length), "attention_mask": (1, length)}
     try:
         names = list(input_spec(model, task))
     except UnsupportedArchitectureError:

@@ -60,6 +60,11 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+def _tracing() -> bool:
+    """Inside an exporter's trace (torch.jit / torch.export): masks must not depend on the values in them."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 class _SharedModule:
     """Holds a module without registering it as a child, so a shared embedding is stored once in the state_dict."""
 
@@ -138,8 +143,13 @@ class _Stack(nn.Module):
             inputs_embeds = self.get_input_embeddings()(input_ids)
         batch, length = inputs_embeds.shape[:2]
         check_context(past_len + length, None, self.config.max_position_embeddings)
-        positions = position_ids_from(attention_mask, batch, length, past_len, inputs_embeds.device)
+        positions = position_ids_from(attention_mask, batch, length, past_len, inputs_embeds.device, padded=self._padded(attention_mask))
         return self.dropout(inputs_embeds + self.embed_positions(positions)), length
+
+    @staticmethod
+    def _padded(attention_mask: Optional[torch.Tensor]) -> Optional[bool]:
+        """``True`` under an exporter's trace when a mask is given (keeps the masking branch, no value check), else ``None``."""
+        return True if attention_mask is not None and attention_mask.dim() == 2 and _tracing() else None
 
 
 class LNormSeq2SeqEncoder(_Stack):
@@ -164,7 +174,7 @@ class LNormSeq2SeqEncoder(_Stack):
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
         return_dict = return_dict if return_dict is not None else config.return_dict
         hidden, length = self._embed(input_ids, inputs_embeds, attention_mask, 0)
-        mask, _ = build_attention_mask(attention_mask, length, 0, causal=False)
+        mask, _ = build_attention_mask(attention_mask, length, 0, causal=False, padded=self._padded(attention_mask))
         all_hidden = () if output_hidden_states else None
         all_attn = () if output_attentions else None
         for block in self.layers:
@@ -224,9 +234,11 @@ class LNormSeq2SeqDecoder(_Stack):
         past_len = cache.self_attention_cache.get_seq_length() if cache is not None else 0
 
         hidden, length = self._embed(input_ids, inputs_embeds, attention_mask, past_len)
-        mask, is_causal = build_attention_mask(attention_mask, length, past_len, causal=True)
+        mask, is_causal = build_attention_mask(attention_mask, length, past_len, causal=True, padded=self._padded(attention_mask))
         enc_mask = None
-        if encoder_attention_mask is not None and not bool(encoder_attention_mask.all()):
+        if encoder_attention_mask is not None and encoder_attention_mask.dim() == 4:  # already (B, 1, 1, S), e.g. for export
+            enc_mask = encoder_attention_mask.bool()
+        elif encoder_attention_mask is not None and (self._padded(encoder_attention_mask) or not bool(encoder_attention_mask.all())):
             enc_mask = encoder_attention_mask[:, None, None, :].bool()  # (B, 1, 1, S)
 
         all_hidden = () if output_hidden_states else None

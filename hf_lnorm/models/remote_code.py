@@ -82,7 +82,8 @@ def model_card(model, repo_id: Optional[str] = None, training_data: Optional[str
     auto_class = next((k for k, v in model.auto_map_classes.items() if v.endswith("." + type(model).__name__)), "AutoModel")
     rows = [("model_type", config.model_type), ("architecture", type(model).__name__), ("parameters", f"{_count_parameters(model):,}")]
     rows += [(key, getattr(config, key)) for key in model.card_config_keys if hasattr(config, key)]
-    norm_type, norm_position = config.norm_type, config.norm_position
+    # families without a pre/post choice (e.g. LNormPolicy's MLPs) describe their layout in `card_norm_layout`
+    norm_type, norm_position = config.norm_type, getattr(config, "norm_position", None)
     norm_text = {
         "layernorm": "LayerNorm (mean and variance over the hidden dimension, learned gain and bias)",
         "rmsnorm": "RMSNorm (root mean square over the hidden dimension, learned gain)",
@@ -91,7 +92,10 @@ def model_card(model, repo_id: Optional[str] = None, training_data: Optional[str
     position_text = {
         "pre": "Pre-LN: each sub-layer reads `norm(x)` and adds its output to the residual stream; a final norm precedes the output head",
         "post": "Post-LN: each sub-layer's output is added to its input and the sum is normalized (original Transformer)",
-    }[norm_position]
+    }.get(norm_position)
+    position_line = (
+        f"- `norm_position={norm_position!r}`: {position_text}" if position_text else f"- Layout: {getattr(model, 'card_norm_layout', '')}"
+    )
     lines = [
         "---",
         "library_name: transformers",
@@ -116,7 +120,7 @@ def model_card(model, repo_id: Optional[str] = None, training_data: Optional[str
         "## Normalization",
         "",
         f"- `norm_type={norm_type!r}`: {norm_text}",
-        f"- `norm_position={norm_position!r}`: {position_text}",
+        position_line,
         f"- `layer_norm_eps={getattr(config, 'layer_norm_eps', None)}`",
         "- The norm layers are plain modules with `weight` (and `bias`) parameters, so `hf_lnorm.patch(model)` can swap in fused kernels.",
         "",

@@ -1,0 +1,144 @@
+"""Configuration of LNormSpeech, the course's SpeechTransformer: log-mel features -> conv subsampling -> encoder-decoder.
+
+Shipped next to saved weights as remote code: imports only transformers and siblings.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from transformers import PretrainedConfig
+
+from .layers import NORM_POSITIONS, NORM_TYPES, check_choice, check_heads
+
+
+class LNormSpeechConfig(PretrainedConfig):
+    """Configuration of ``LNormSpeechModel`` and ``LNormSpeechForConditionalGeneration``.
+
+    The encoder reads ``input_features`` of shape ``(batch, frames, num_mel_bins)`` (log-mel frames, time
+    first, as ``LNormSpeechFeatureExtractor`` returns them), subsamples time by 4 with two stride-2
+    ``Conv1d`` layers, adds learned positions and runs ``num_hidden_layers`` transformer blocks. The decoder
+    (``num_decoder_layers`` blocks with cross-attention) predicts text tokens.
+
+    Args:
+        vocab_size: text vocabulary size (decoder input and output).
+        num_mel_bins: features per frame (the feature extractor's ``feature_size``).
+        conv_channels: channels of the first subsampling convolution.
+        conv_kernel_size: kernel size of both subsampling convolutions (odd; padding keeps ``ceil(T / 2)``).
+        max_source_positions: longest encoder sequence *after* subsampling (4 input frames each).
+        max_position_embeddings: longest decoder (text) sequence.
+        hidden_size: width of the residual stream.
+        num_hidden_layers: encoder layers.
+        num_decoder_layers: decoder layers; defaults to ``num_hidden_layers``.
+        num_attention_heads: heads per attention layer; must divide ``hidden_size``.
+        mlp_ratio / intermediate_size: MLP width (``intermediate_size`` wins when given).
+        hidden_act: activation of the MLPs and of the subsampling convolutions.
+        dropout, attention_dropout: dropout on residual branches / attention weights.
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
+        norm_position: ``pre`` (default) | ``post``.
+        layer_norm_eps: eps of the norms.
+        tie_word_embeddings: the output projection reuses the decoder's token embedding.
+        ctc_weight: weight of an auxiliary CTC loss on the encoder output (joint CTC/attention training, which
+            makes the encoder learn the alignment much sooner); 0 (default) builds no CTC head. The loss is
+            ``(1 - ctc_weight) * cross_entropy + ctc_weight * ctc``; generation uses the decoder only.
+        initializer_range: std of the normal init.
+        pad_token_id, bos_token_id, eos_token_id, decoder_start_token_id: special ids
+            (``decoder_start_token_id`` defaults to ``bos_token_id``).
+    """
+
+    model_type = "lnorm-speech"
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
+    SUBSAMPLING = 4
+
+    def __init__(
+        self,
+        vocab_size: int = 32,
+        num_mel_bins: int = 80,
+        conv_channels: int = 256,
+        conv_kernel_size: int = 3,
+        max_source_positions: int = 256,
+        max_position_embeddings: int = 64,
+        hidden_size: int = 192,
+        num_hidden_layers: int = 4,
+        num_decoder_layers: Optional[int] = None,
+        num_attention_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        intermediate_size: Optional[int] = None,
+        hidden_act: str = "gelu",
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        norm_type: str = "layernorm",
+        norm_position: str = "pre",
+        layer_norm_eps: float = 1e-5,
+        tie_word_embeddings: bool = True,
+        ctc_weight: float = 0.0,
+        initializer_range: float = 0.02,
+        use_cache: bool = True,
+        pad_token_id: int = 0,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        decoder_start_token_id: Optional[int] = None,
+        is_encoder_decoder: bool = True,
+        **kwargs,
+    ):
+        check_heads(hidden_size, num_attention_heads)
+        check_choice("norm_type", norm_type, NORM_TYPES)
+        check_choice("norm_position", norm_position, NORM_POSITIONS)
+        if conv_kernel_size < 1 or conv_kernel_size % 2 == 0:
+            raise ValueError(f"conv_kernel_size={conv_kernel_size} is not supported; use an odd size >= 1 (e.g. 3 or 5)")
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight={ctc_weight} must be in [0, 1): the weight of the auxiliary CTC loss")
+        for name, value in (("num_mel_bins", num_mel_bins), ("conv_channels", conv_channels), ("vocab_size", vocab_size)):
+            if value < 1:
+                raise ValueError(f"{name}={value} must be a positive integer")
+        self.vocab_size = vocab_size
+        self.num_mel_bins = num_mel_bins
+        self.conv_channels = conv_channels
+        self.conv_kernel_size = conv_kernel_size
+        self.max_source_positions = max_source_positions
+        self.max_position_embeddings = max_position_embeddings
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_decoder_layers = num_decoder_layers if num_decoder_layers is not None else num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.mlp_ratio = mlp_ratio
+        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
+        self.hidden_act = hidden_act
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.norm_type = norm_type
+        self.norm_position = norm_position
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.use_cache = use_cache
+        self.tie_word_embeddings = tie_word_embeddings
+        self.ctc_weight = ctc_weight
+        self.decoder_start_token_id = decoder_start_token_id if decoder_start_token_id is not None else bos_token_id
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            decoder_start_token_id=self.decoder_start_token_id,
+            is_encoder_decoder=is_encoder_decoder,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+    @property
+    def decoder_vocab_size(self) -> int:
+        """The decoder's vocabulary (there is one vocabulary; the shared decoder stack reads this name)."""
+        return self.vocab_size
+
+    def get_text_config(self, decoder=None, encoder=None):
+        """As ``PretrainedConfig.get_text_config``; the decoder side reports ``num_decoder_layers`` as its depth.
+
+        generate() sizes its KV cache from ``get_text_config(decoder=True).num_hidden_layers``.
+        """
+        config = super().get_text_config(decoder=decoder, encoder=encoder)
+        num_decoder_layers = getattr(self, "num_decoder_layers", config.num_hidden_layers)
+        if decoder and not encoder and config.num_hidden_layers != num_decoder_layers:
+            import copy
+
+            config = copy.deepcopy(config) if config is self else config
+            config.num_hidden_layers = num_decoder_layers
+        return config

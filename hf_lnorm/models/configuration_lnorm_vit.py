@@ -1,0 +1,100 @@
+"""Configuration of LNormViT, the course's Vision Transformer with switchable normalization.
+
+Shipped next to saved weights as remote code: imports only transformers and siblings.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from transformers import PretrainedConfig
+
+from .layers import NORM_POSITIONS, NORM_TYPES, check_choice, check_heads
+
+POOLING_MODES = ("cls", "mean")
+
+
+class LNormViTConfig(PretrainedConfig):
+    """Configuration of ``LNormViTModel`` and ``LNormViTForImageClassification``.
+
+    The image is cut into ``(image_size / patch_size) ** 2`` square patches by a strided
+    convolution; a learned class token is prepended and learned position embeddings added; the
+    sequence runs through transformer blocks (``norm_position="pre"``: Pre-LN, as in ViT) and a
+    final norm. The defaults are ViT-Tiny/16 at 224 pixels.
+
+    Args:
+        image_size: side of the (square) input images, in pixels.
+        patch_size: side of the square patches; must divide ``image_size``.
+        num_channels: channels of the input images (3 for RGB, 1 for grayscale).
+        hidden_size: width of the residual stream.
+        num_hidden_layers: number of transformer blocks.
+        num_attention_heads: heads per attention layer; must divide ``hidden_size``.
+        mlp_ratio: MLP width as a multiple of ``hidden_size``.
+        intermediate_size: MLP width; overrides ``mlp_ratio`` when given.
+        hidden_act: MLP activation (a key of ``transformers.activations.ACT2FN``).
+        dropout: dropout on the embeddings and the residual branches.
+        attention_dropout: dropout on the attention weights.
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``none`` (ablation).
+        norm_position: ``pre`` (ViT) | ``post`` (original Transformer).
+        layer_norm_eps: eps of the norms.
+        initializer_range: std of the (truncated) normal init of weights, class token and positions.
+        pooling: what ``pooler_output`` is: ``cls`` (the class token) or ``mean`` (mean of the patch tokens).
+        num_labels, id2label, label2id, problem_type, ...: standard ``PretrainedConfig`` arguments.
+    """
+
+    model_type = "lnorm-vit"
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 16,
+        num_channels: int = 3,
+        hidden_size: int = 192,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 3,
+        mlp_ratio: float = 4.0,
+        intermediate_size: Optional[int] = None,
+        hidden_act: str = "gelu",
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        norm_type: str = "layernorm",
+        norm_position: str = "pre",
+        layer_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        pooling: str = "cls",
+        **kwargs,
+    ):
+        check_heads(hidden_size, num_attention_heads)
+        check_choice("norm_type", norm_type, NORM_TYPES)
+        check_choice("norm_position", norm_position, NORM_POSITIONS)
+        check_choice("pooling", pooling, POOLING_MODES)
+        for name, value in (("image_size", image_size), ("patch_size", patch_size), ("num_channels", num_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive int")
+        if image_size % patch_size:
+            raise ValueError(
+                f"image_size={image_size} is not divisible by patch_size={patch_size}; "
+                f"choose a patch_size that divides the image side"
+            )
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.mlp_ratio = mlp_ratio
+        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
+        self.hidden_act = hidden_act
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.norm_type = norm_type
+        self.norm_position = norm_position
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.pooling = pooling
+        super().__init__(**kwargs)
+
+    @property
+    def num_patches(self) -> int:
+        """Patches per image (tokens without the class token)."""
+        return (self.image_size // self.patch_size) ** 2

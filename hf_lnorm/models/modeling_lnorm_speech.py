@@ -1,0 +1,444 @@
+"""LNormSpeech: the course's SpeechTransformer as a Hugging Face speech-to-text encoder-decoder.
+
+``input_features`` ``(B, T, num_mel_bins)`` (log-mel frames from ``LNormSpeechFeatureExtractor``)
+-> two stride-2 ``Conv1d`` layers (time subsampled by 4) -> learned positions
+-> Pre-LN transformer encoder (``build_stack``) -> the LNormSeq2Seq decoder
+(causal self-attention with a KV cache, cross-attention to the encoder output,
+reused from ``modeling_lnorm_seq2seq.py``) -> logits over the text vocabulary.
+
+``attention_mask`` ``(B, T)`` marks real frames (right padding); it is
+subsampled with the features, so padded frames change neither the encoder
+output of the real frames nor the decoder's cross-attention.
+
+``LNormSpeechForConditionalGeneration`` works with ``AutoModelForSpeechSeq2Seq``,
+``Seq2SeqTrainer`` and ``generate()`` (greedy, sampling, beam search) with an
+``EncoderDecoderCache``; the cache is accepted as ``past_key_values``
+(transformers 4.x) or ``cache`` (5.x).
+
+Shipped next to saved weights as remote code: imports only torch, transformers
+and sibling files.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+
+from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig  # noqa: F401  (used by the decoder's file; a direct import so remote code loading copies it)
+from .configuration_lnorm_speech import LNormSpeechConfig
+from .layers import CACHE_FIELD, build_attention_mask, build_stack, init_weights, token_loss
+from .modeling_lnorm_seq2seq import LNormSeq2SeqDecoder, shift_tokens_right
+from .remote_code import RemoteCodeMixin
+
+try:  # transformers 5.x: init functions that skip tensors already loaded from a checkpoint
+    from transformers import initialization as _init
+except ImportError:  # transformers 4.x
+    from torch.nn import init as _init
+
+
+def _tracing() -> bool:
+    """Inside an exporter's trace (torch.jit / torch.export): masks must not depend on the values in them."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def subsampled_lengths(lengths: torch.Tensor, times: int = 2) -> torch.Tensor:
+    """Frame counts after ``times`` stride-2 convolutions with "same" padding: ``ceil(L / 2)`` each time."""
+    for _ in range(times):
+        lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+    return lengths
+
+
+def subsampled_mask(attention_mask: Optional[torch.Tensor], length: int) -> Optional[torch.Tensor]:
+    """The ``(B, length)`` 0/1 mask over subsampled frames for a right-padded ``(B, T)`` frame mask (or ``None``)."""
+    if attention_mask is None:
+        return None
+    kept = subsampled_lengths(attention_mask.long().sum(-1))
+    return (torch.arange(length, device=attention_mask.device)[None, :] < kept[:, None]).long()
+
+
+class LNormSpeechSubsampler(nn.Module):
+    """Two ``Conv1d(kernel, stride=2, padding=kernel // 2)`` layers with an activation: ``(B, T, F) -> (B, ceil(T/4), hidden)``.
+
+    Frames past each row's length are zeroed before every convolution, so a padded batch row computes
+    exactly what the unpadded utterance does (the convolutions' own zero padding plays the same role).
+    """
+
+    def __init__(self, config: LNormSpeechConfig):
+        super().__init__()
+        k = config.conv_kernel_size
+        self.conv1 = nn.Conv1d(config.num_mel_bins, config.conv_channels, k, stride=2, padding=k // 2)
+        self.conv2 = nn.Conv1d(config.conv_channels, config.hidden_size, k, stride=2, padding=k // 2)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, features: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = features.transpose(1, 2)  # (B, F, T)
+        lengths = attention_mask.long().sum(-1) if attention_mask is not None else None
+        for conv in (self.conv1, self.conv2):
+            if lengths is not None:
+                keep = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+                x = x * keep[:, None, :].to(x.dtype)
+                lengths = subsampled_lengths(lengths, 1)
+            x = self.act(conv(x))
+        return x.transpose(1, 2)  # (B, T', hidden)
+
+
+class LNormSpeechPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+    """Weight init, Auto-class wiring and remote-code saving shared by the LNormSpeech models."""
+
+    config_class = LNormSpeechConfig
+    base_model_prefix = "model"
+    main_input_name = "input_features"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LNormBlock"]
+    _supports_sdpa = True
+    _supports_cache_class = True
+    auto_map_classes = {
+        "AutoConfig": "configuration_lnorm_speech.LNormSpeechConfig",
+        "AutoModel": "modeling_lnorm_speech.LNormSpeechModel",
+        "AutoModelForSpeechSeq2Seq": "modeling_lnorm_speech.LNormSpeechForConditionalGeneration",
+    }
+    card_description = (
+        "LNormSpeech: a speech recognition encoder-decoder from the hf_lnorm package (log-mel features, "
+        "convolutional subsampling by 4, Pre-LN transformer encoder and decoder), built to study layer "
+        "normalization (Pre-LN by default, Post-LN as an option; LayerNorm, RMSNorm or none)."
+    )
+    card_intended_use = (
+        "Small-vocabulary speech recognition experiments and LayerNorm ablations (e.g. spoken digits and "
+        "playing cards). Not a general-purpose recognizer: it only knows the words it was trained on."
+    )
+    card_pipeline_tag = "automatic-speech-recognition"
+    card_config_keys = (
+        "vocab_size",
+        "num_mel_bins",
+        "conv_channels",
+        "max_source_positions",
+        "max_position_embeddings",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_decoder_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "dropout",
+    )
+
+    def _init_weights(self, module: nn.Module) -> None:
+        depth = self.config.num_hidden_layers + self.config.num_decoder_layers
+        if isinstance(module, nn.Conv1d):
+            # He init: the subsampled features reach the encoder at unit scale, above the position embeddings
+            # (a small normal init leaves them ~0.02 and the encoder learns from positions first)
+            _init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                _init.zeros_(module.bias)
+        else:
+            init_weights(module, self.config.initializer_range, depth)
+
+
+class LNormSpeechEncoder(nn.Module):
+    """Subsampling convolutions, learned positions and the bidirectional transformer encoder."""
+
+    def __init__(self, config: LNormSpeechConfig):
+        super().__init__()
+        self.config = config
+        self.subsample = LNormSpeechSubsampler(config)
+        self.embed_positions = nn.Embedding(config.max_source_positions, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers, self.final_norm = build_stack(config, config.num_hidden_layers, causal=False)
+        self.gradient_checkpointing = False
+
+    def _check_features(self, input_features) -> None:
+        if not torch.is_tensor(input_features) or input_features.dim() != 3 or input_features.shape[-1] != self.config.num_mel_bins:
+            shape = tuple(input_features.shape) if torch.is_tensor(input_features) else type(input_features).__name__
+            raise ValueError(
+                f"input_features must be a (batch, frames, num_mel_bins={self.config.num_mel_bins}) tensor of log-mel "
+                f"frames (what LNormSpeechFeatureExtractor returns), got {shape}"
+            )
+
+    def forward(
+        self,
+        input_features: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> Union[Tuple, BaseModelOutput]:
+        """Encode ``(B, T, num_mel_bins)`` features (real frames marked by ``attention_mask (B, T)``) into ``(B, ceil(T/4), hidden)``."""
+        config = self.config
+        self._check_features(input_features)
+        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        if attention_mask is not None and attention_mask.shape != input_features.shape[:2]:
+            raise ValueError(
+                f"attention_mask of shape {tuple(attention_mask.shape)} does not match input_features of shape "
+                f"{tuple(input_features.shape)}; expected (batch, frames) = {tuple(input_features.shape[:2])}"
+            )
+        hidden = self.subsample(input_features, attention_mask)
+        length = hidden.shape[1]
+        if length > config.max_source_positions:
+            raise ValueError(
+                f"input of {input_features.shape[1]} frames gives {length} encoder positions after subsampling by 4, "
+                f"more than max_source_positions={config.max_source_positions}; use shorter audio (at most "
+                f"{config.max_source_positions * 4} frames) or a config with a larger max_source_positions"
+            )
+        positions = torch.arange(length, device=hidden.device)
+        hidden = self.dropout(hidden + self.embed_positions(positions)[None])
+        frame_mask = subsampled_mask(attention_mask, length)
+        # padded=True under an exporter's trace keeps the masking branch in the graph (no value-dependent check)
+        padded = True if frame_mask is not None and _tracing() else None
+        mask, _ = build_attention_mask(frame_mask, length, 0, causal=False, padded=padded)
+        all_hidden = () if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        for block in self.layers:
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            hidden, weights, _ = block(hidden, attention_mask=mask, output_attentions=output_attentions)
+            if output_attentions:
+                all_attn += (weights,)
+        hidden = self.final_norm(hidden)
+        if output_hidden_states:
+            all_hidden += (hidden,)
+        if not return_dict:
+            return tuple(v for v in (hidden, all_hidden, all_attn) if v is not None)
+        return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn)
+
+
+class LNormSpeechModel(LNormSpeechPreTrainedModel):
+    """The bare speech encoder-decoder (no output projection)."""
+
+    def __init__(self, config: LNormSpeechConfig):
+        super().__init__(config)
+        self.encoder = LNormSpeechEncoder(config)
+        self.decoder = LNormSeq2SeqDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.decoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.decoder.embed_tokens = value
+
+    def get_encoder(self, *args, **kwargs) -> LNormSpeechEncoder:
+        return self.encoder
+
+    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
+        return self.decoder
+
+    def forward(
+        self,
+        input_features: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        decoder_input_ids: Optional[torch.LongTensor] = None,
+        decoder_attention_mask: Optional[torch.Tensor] = None,
+        encoder_outputs=None,
+        past_key_values=None,
+        decoder_inputs_embeds: Optional[torch.Tensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        cache=None,
+        **kwargs,
+    ) -> Union[Tuple, Seq2SeqModelOutput]:
+        """Encode the features (unless ``encoder_outputs`` is given) and decode the text.
+
+        Args:
+            input_features: ``(B, T, num_mel_bins)`` log-mel frames; ``attention_mask`` ``(B, T)`` marks real frames
+                (right padding), also when ``encoder_outputs`` is given (it masks the cross-attention).
+            decoder_input_ids: ``(B, L)`` text inputs; ``decoder_attention_mask`` ``(B, past + L)``.
+            encoder_outputs: precomputed encoder output (``generate()`` passes it).
+            past_key_values / cache: an ``EncoderDecoderCache`` (either name).
+
+        Returns:
+            ``Seq2SeqModelOutput`` (decoder ``last_hidden_state (B, L, hidden)``, cache, encoder output).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_features,
+                attention_mask=attention_mask,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
+            )
+        encoder_hidden = encoder_outputs.last_hidden_state
+        encoder_mask = subsampled_mask(attention_mask, encoder_hidden.shape[1])
+        if encoder_mask is not None and _tracing():  # a (B, 1, 1, S) mask is used as it is, without a value check
+            encoder_mask = encoder_mask[:, None, None, :].bool()
+        decoded = self.decoder(
+            decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_hidden,
+            encoder_attention_mask=encoder_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            cache=cache,
+        )
+        present = decoded[CACHE_FIELD] if CACHE_FIELD in decoded else None
+        if not return_dict:
+            parts = (decoded.last_hidden_state, present, decoded.hidden_states, decoded.attentions, decoded.cross_attentions)
+            parts += (encoder_hidden, encoder_outputs.hidden_states, encoder_outputs.attentions)
+            return tuple(v for v in parts if v is not None)
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoded.last_hidden_state,
+            decoder_hidden_states=decoded.hidden_states,
+            decoder_attentions=decoded.attentions,
+            cross_attentions=decoded.cross_attentions,
+            encoder_last_hidden_state=encoder_hidden,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            **{CACHE_FIELD: present},
+        )
+
+
+class LNormSpeechForConditionalGeneration(LNormSpeechPreTrainedModel, GenerationMixin):
+    """LNormSpeech with the output projection over the text vocabulary; for recognition and ``generate()``.
+
+    With ``tie_word_embeddings`` the projection *is* the decoder embedding (no separate ``lm_head`` parameter).
+    """
+
+    def __init__(self, config: LNormSpeechConfig):
+        super().__init__(config)
+        self.model = LNormSpeechModel(config)
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # auxiliary CTC head over the encoder output (training only; blank = pad_token_id)
+        self.ctc_head = nn.Linear(config.hidden_size, config.vocab_size) if config.ctc_weight > 0 else None
+        self.post_init()
+
+    def ctc_loss(self, encoder_hidden: torch.Tensor, attention_mask: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """CTC loss of ``ctc_head(encoder_hidden)`` against ``labels`` without ``-100``, pad and eos (blank = pad id)."""
+        config = self.config
+        log_probs = F.log_softmax(self.ctc_head(encoder_hidden).float(), dim=-1).transpose(0, 1)  # (T, B, V)
+        batch, length = encoder_hidden.shape[:2]
+        if attention_mask is None:
+            input_lengths = torch.full((batch,), length, dtype=torch.long, device=encoder_hidden.device)
+        else:
+            input_lengths = subsampled_lengths(attention_mask.long().sum(-1))
+        keep = (labels >= 0) & (labels != config.pad_token_id) & (labels != config.eos_token_id)
+        targets = labels[keep]
+        target_lengths = keep.sum(-1)
+        return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=config.pad_token_id, zero_infinity=True)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value) -> None:
+        self.lm_head = value
+
+    def get_encoder(self, *args, **kwargs) -> LNormSpeechEncoder:
+        return self.model.encoder
+
+    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
+        return self.model.decoder
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Teacher-forcing decoder inputs (used by ``DataCollatorForSeq2Seq``)."""
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    def forward(
+        self,
+        input_features: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        decoder_input_ids: Optional[torch.LongTensor] = None,
+        decoder_attention_mask: Optional[torch.Tensor] = None,
+        encoder_outputs=None,
+        past_key_values=None,
+        decoder_inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.LongTensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        cache=None,
+        **kwargs,
+    ) -> Union[Tuple, Seq2SeqLMOutput]:
+        """Text-token logits; the cross-entropy loss when ``labels`` are given.
+
+        Args:
+            labels: ``(B, L)`` target ids (``-100`` ignored). When ``decoder_input_ids`` is ``None`` they are
+                built from the labels by ``shift_tokens_right``; position t of the logits predicts ``labels[t]``.
+                With ``config.ctc_weight > 0`` the loss adds the auxiliary CTC loss (see ``LNormSpeechConfig``).
+            num_items_in_batch (in ``kwargs``): Trainer's token count for gradient accumulation.
+            Other arguments: see ``LNormSpeechModel.forward``.
+
+        Returns:
+            ``Seq2SeqLMOutput`` with ``logits (B, L, vocab_size)``.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        out = self.model(
+            input_features,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            past_key_values=past_key_values,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            cache=cache,
+        )
+        hidden = out.last_hidden_state
+        if self.lm_head is None:
+            logits = F.linear(hidden, self.model.decoder.get_input_embeddings().weight)
+        else:
+            logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = token_loss(logits.reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), kwargs.get("num_items_in_batch"))
+            if self.ctc_head is not None:
+                weight = self.config.ctc_weight
+                loss = (1 - weight) * loss + weight * self.ctc_loss(out.encoder_last_hidden_state, attention_mask, labels.to(logits.device))
+        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
+        if not return_dict:
+            parts = (logits, present, out.decoder_hidden_states, out.decoder_attentions, out.cross_attentions)
+            parts += (out.encoder_last_hidden_state, out.encoder_hidden_states, out.encoder_attentions)
+            return ((loss,) if loss is not None else ()) + tuple(v for v in parts if v is not None)
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            decoder_hidden_states=out.decoder_hidden_states,
+            decoder_attentions=out.decoder_attentions,
+            cross_attentions=out.cross_attentions,
+            encoder_last_hidden_state=out.encoder_last_hidden_state,
+            encoder_hidden_states=out.encoder_hidden_states,
+            encoder_attentions=out.encoder_attentions,
+            **{CACHE_FIELD: present},
+        )
+
+
+__all__ = [
+    "LNormSpeechEncoder",
+    "LNormSpeechModel",
+    "LNormSpeechForConditionalGeneration",
+    "LNormSpeechPreTrainedModel",
+    "LNormSpeechSubsampler",
+    "subsampled_lengths",
+    "subsampled_mask",
+]

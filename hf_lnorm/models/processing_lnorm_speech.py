@@ -1,0 +1,365 @@
+"""Feature extractor, word tokenizer and processor of LNormSpeech.
+
+* ``LNormSpeechFeatureExtractor`` (``SequenceFeatureExtractor`` conventions):
+  16 kHz mono audio -> log-mel frames ``(frames, feature_size)``, computed in
+  numpy: a centred short-time Fourier transform (periodic Hann window,
+  ``n_fft`` / ``hop_length`` / ``win_length``), the power spectrum, a
+  triangular mel filterbank (HTK mel scale) and ``log(max(mel, 1e-10))``; then,
+  with ``normalize=True``, per-utterance mean/variance normalization of each
+  mel channel (cepstral mean and variance normalization, which removes the
+  volume and most of the channel). Batches are right-padded with
+  ``padding_value``; ``attention_mask`` marks real frames.
+* ``build_word_tokenizer(words)``: a word-level ``PreTrainedTokenizerFast``
+  (``<pad>``, ``<s>``, ``</s>``, ``<unk>`` + the words; ``</s>`` appended to
+  every encoded text), for closed-vocabulary recognition.
+* ``LNormSpeechProcessor`` (``ProcessorMixin``): feature extractor + tokenizer;
+  ``processor(audio=..., sampling_rate=16000, text=...)`` gives
+  ``input_features``, ``attention_mask`` and ``labels``; ``batch_decode``.
+
+Sampling rate: audio at any rate other than 16 kHz is refused with a
+``ValueError`` naming the rate given; when ``sampling_rate`` is not passed a
+``UserWarning`` says that 16 kHz is assumed (the transformers convention).
+
+Imports only numpy, transformers and tokenizers (a transformers dependency).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+from transformers import BatchFeature, ProcessorMixin, SequenceFeatureExtractor
+
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
+
+
+# --------------------------------------------------------------------------- signal processing
+
+
+def hz_to_mel(hz):
+    """HTK mel scale: ``2595 * log10(1 + f / 700)``."""
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz(mel):
+    """Inverse of ``hz_to_mel``."""
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filter_bank(n_mels: int, n_fft: int, sampling_rate: int, f_min: float, f_max: float) -> np.ndarray:
+    """Triangular filters, equally spaced on the mel scale, peak 1: ``(n_fft // 2 + 1, n_mels)`` float32.
+
+    Filter ``m`` rises linearly from mel point ``m`` to ``m + 1`` and falls to ``m + 2``
+    (``n_mels + 2`` points from ``f_min`` to ``f_max``), evaluated at the FFT bin frequencies.
+    """
+    if not 0 <= f_min < f_max <= sampling_rate / 2:
+        raise ValueError(f"need 0 <= f_min < f_max <= sampling_rate / 2, got f_min={f_min}, f_max={f_max}, sampling_rate={sampling_rate}")
+    bins = np.linspace(0.0, sampling_rate / 2, n_fft // 2 + 1)
+    points = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
+    lower, centre, upper = points[:-2, None], points[1:-1, None], points[2:, None]  # (n_mels, 1)
+    rising = (bins[None, :] - lower) / (centre - lower)
+    falling = (upper - bins[None, :]) / (upper - centre)
+    filters = np.clip(np.minimum(rising, falling), 0.0, None)  # (n_mels, n_bins)
+    filters.setflags(write=False)
+    return filters.T.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def hann_window(length: int) -> np.ndarray:
+    """Periodic Hann window (the STFT convention, as ``torch.hann_window(periodic=True)``)."""
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
+    window.setflags(write=False)
+    return window
+
+
+def power_spectrogram(waveform: np.ndarray, n_fft: int, hop_length: int, win_length: int) -> np.ndarray:
+    """``|STFT|^2`` of a 1D signal: centred frames (reflect padding by ``n_fft // 2``), ``(1 + len // hop, n_fft // 2 + 1)``.
+
+    The window (periodic Hann of ``win_length``) is zero-padded to ``n_fft`` in the middle, as ``torch.stft`` does.
+    """
+    waveform = np.asarray(waveform, dtype=np.float64)
+    pad = n_fft // 2
+    mode = "reflect" if len(waveform) > pad else "constant"  # reflect needs more samples than the pad
+    padded = np.pad(waveform, pad, mode=mode)
+    window = np.zeros(n_fft)
+    start = (n_fft - win_length) // 2
+    window[start : start + win_length] = hann_window(win_length)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]  # (frames, n_fft)
+    spectrum = np.fft.rfft(frames * window, n=n_fft, axis=-1)
+    return spectrum.real**2 + spectrum.imag**2
+
+
+def log_mel_spectrogram(
+    waveform: np.ndarray,
+    sampling_rate: int = 16000,
+    n_mels: int = 80,
+    n_fft: int = 400,
+    hop_length: int = 160,
+    win_length: int = 400,
+    f_min: float = 20.0,
+    f_max: Optional[float] = None,
+) -> np.ndarray:
+    """Log-mel frames ``(1 + len // hop_length, n_mels)`` float32 of a 1D waveform."""
+    power = power_spectrogram(waveform, n_fft, hop_length, win_length)
+    filters = mel_filter_bank(n_mels, n_fft, sampling_rate, float(f_min), float(f_max if f_max is not None else sampling_rate / 2))
+    return np.log(np.maximum(power @ filters, 1e-10)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- feature extractor
+
+
+class LNormSpeechFeatureExtractor(SequenceFeatureExtractor):
+    """Log-mel features for LNormSpeech, ``input_features`` ``(batch, frames, feature_size)``.
+
+    Args:
+        feature_size: number of mel channels (the model's ``num_mel_bins``).
+        sampling_rate: the only accepted audio rate (16000).
+        padding_value: value of padded frames.
+        n_fft, hop_length, win_length: STFT sizes in samples (25 ms window, 10 ms hop at 16 kHz).
+        f_min, f_max: frequency range of the mel filters (``f_max`` defaults to half the sampling rate).
+        normalize: per-utterance mean/variance normalization of every mel channel.
+        return_attention_mask: return the frame mask by default.
+
+    Example:
+        >>> extractor = LNormSpeechFeatureExtractor()
+        >>> batch = extractor([np.zeros(16000), np.zeros(8000)], sampling_rate=16000, return_tensors="pt")
+        >>> batch["input_features"].shape, batch["attention_mask"].sum(-1).tolist()
+        (torch.Size([2, 101, 80]), [101, 51])
+    """
+
+    model_input_names = ["input_features", "attention_mask"]
+
+    def __init__(
+        self,
+        feature_size: int = 80,
+        sampling_rate: int = 16000,
+        padding_value: float = 0.0,
+        n_fft: int = 400,
+        hop_length: int = 160,
+        win_length: int = 400,
+        f_min: float = 20.0,
+        f_max: Optional[float] = None,
+        normalize: bool = True,
+        return_attention_mask: bool = True,
+        **kwargs,
+    ):
+        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value,
+                         return_attention_mask=return_attention_mask, **kwargs)
+        if win_length > n_fft:
+            raise ValueError(f"win_length={win_length} must not exceed n_fft={n_fft}")
+        if hop_length < 1:
+            raise ValueError(f"hop_length={hop_length} must be a positive number of samples")
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.win_length = win_length
+        self.f_min = f_min
+        self.f_max = f_max
+        self.normalize = normalize
+        mel_filter_bank(feature_size, n_fft, sampling_rate, float(f_min), float(f_max if f_max is not None else sampling_rate / 2))
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for ``num_samples`` samples: ``1 + num_samples // hop_length``."""
+        return 1 + num_samples // self.hop_length
+
+    def extract(self, waveform: np.ndarray) -> np.ndarray:
+        """Features ``(frames, feature_size)`` of one 16 kHz mono waveform (no padding)."""
+        features = log_mel_spectrogram(waveform, self.sampling_rate, self.feature_size, self.n_fft, self.hop_length,
+                                       self.win_length, self.f_min, self.f_max)
+        if self.normalize:
+            mean = features.mean(axis=0, keepdims=True)
+            std = features.std(axis=0, keepdims=True)
+            features = (features - mean) / np.maximum(std, 1e-5)
+        return features.astype(np.float32)
+
+    def _as_batch(self, raw_speech) -> List[np.ndarray]:
+        if isinstance(raw_speech, np.ndarray):
+            if raw_speech.ndim == 1:
+                items = [raw_speech]
+            elif raw_speech.ndim == 2:
+                items = list(raw_speech)
+            else:
+                raise ValueError(
+                    f"raw_speech must be a 1D mono waveform or a batch of them, got an array of shape {raw_speech.shape}"
+                )
+        elif isinstance(raw_speech, (list, tuple)):
+            if len(raw_speech) == 0:
+                raise ValueError("raw_speech is an empty list; pass a 1D waveform or a list of 1D waveforms")
+            first = raw_speech[0]
+            items = [raw_speech] if np.isscalar(first) else list(raw_speech)
+        elif hasattr(raw_speech, "numpy"):  # a torch tensor
+            return self._as_batch(raw_speech.detach().cpu().numpy())
+        else:
+            raise TypeError(f"raw_speech must be a numpy array, a list of arrays or a torch tensor, got {type(raw_speech).__name__}")
+        batch = []
+        for i, item in enumerate(items):
+            item = item.detach().cpu().numpy() if hasattr(item, "detach") else np.asarray(item)
+            if item.ndim != 1:
+                raise ValueError(
+                    f"waveform {i} has shape {item.shape}; LNormSpeechFeatureExtractor takes mono audio, one 1D array "
+                    "per utterance (average the channels of stereo audio first)"
+                )
+            if item.size == 0:
+                raise ValueError(f"waveform {i} is empty")
+            if not np.issubdtype(item.dtype, np.floating):
+                raise ValueError(f"waveform {i} has dtype {item.dtype}; pass float samples in [-1, 1] (divide int16 PCM by 32768)")
+            batch.append(item.astype(np.float32))
+        return batch
+
+    def __call__(
+        self,
+        raw_speech,
+        sampling_rate: Optional[int] = None,
+        padding: Union[bool, str] = True,
+        max_length: Optional[int] = None,
+        truncation: bool = False,
+        pad_to_multiple_of: Optional[int] = None,
+        return_attention_mask: Optional[bool] = None,
+        return_tensors=None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Featurize one waveform or a batch.
+
+        Args:
+            raw_speech: a 1D float array (one utterance), a 2D array or list of 1D arrays (a batch).
+            sampling_rate: rate of the audio; must be ``self.sampling_rate`` (16000). ``None`` warns and assumes it.
+            padding, max_length, truncation, pad_to_multiple_of: as ``SequenceFeatureExtractor.pad`` (in frames).
+            return_attention_mask: defaults to ``self.return_attention_mask``.
+            return_tensors: ``"pt"``, ``"np"`` or ``None`` (lists).
+
+        Returns:
+            ``BatchFeature`` with ``input_features`` ``(batch, frames, feature_size)`` and ``attention_mask``.
+
+        Raises:
+            ValueError: wrong sampling rate, non-mono or empty audio, integer samples.
+        """
+        if sampling_rate is None:
+            warnings.warn(
+                f"{type(self).__name__} was called without sampling_rate; assuming the audio is {self.sampling_rate} Hz. "
+                f"Pass sampling_rate={self.sampling_rate} to have audio at another rate refused instead of silently misread.",
+                UserWarning,
+                stacklevel=2,
+            )
+        elif int(sampling_rate) != self.sampling_rate:
+            raise ValueError(
+                f"audio was given at sampling_rate={sampling_rate} Hz, but {type(self).__name__} expects "
+                f"{self.sampling_rate} Hz; resample it to {self.sampling_rate} Hz first (e.g. scipy.signal.resample_poly)"
+            )
+        features = [self.extract(w) for w in self._as_batch(raw_speech)]
+        encoded = BatchFeature({"input_features": features})
+        return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        padded = self.pad(
+            encoded,
+            padding=padding,
+            max_length=max_length,
+            truncation=truncation,
+            pad_to_multiple_of=pad_to_multiple_of,
+            return_attention_mask=return_attention_mask,
+            return_tensors=return_tensors,
+        )
+        return padded
+
+
+# --------------------------------------------------------------------------- tokenizer and processor
+
+
+def build_word_tokenizer(words: Sequence[str]):
+    """A word-level fast tokenizer over a closed vocabulary.
+
+    Ids: ``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, ``<unk>`` 3, then ``words`` in the order given. Text is split on
+    whitespace and punctuation, lower-cased, and ``</s>`` is appended (the decoder's stop token).
+
+    Args:
+        words: the vocabulary (distinct, non-empty, no whitespace).
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` (saves and loads with ``AutoTokenizer``).
+    """
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    words = list(words)
+    bad = [w for w in words if not w or any(c.isspace() for c in w) or w in SPECIAL_TOKENS]
+    if bad or len(set(words)) != len(words):
+        raise ValueError(f"the vocabulary must be distinct words without whitespace and not special tokens; problems: {bad or 'duplicates'}")
+    vocab = {token: i for i, token in enumerate(list(SPECIAL_TOKENS) + words)}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+class LNormSpeechProcessor(ProcessorMixin):
+    """Feature extractor + tokenizer for LNormSpeech.
+
+    ``processor(audio=..., sampling_rate=16000, text=..., return_tensors="pt")`` returns the model inputs
+    and, with ``text``, ``labels`` (padded with -100); ``batch_decode`` turns generated ids into text.
+    """
+
+    attributes = ["feature_extractor", "tokenizer"]
+    if not hasattr(ProcessorMixin, "get_attributes"):  # transformers 4.x: load both parts through their Auto classes
+        feature_extractor_class = "AutoFeatureExtractor"
+        tokenizer_class = "AutoTokenizer"
+
+    def __init__(self, feature_extractor, tokenizer, **kwargs):
+        super().__init__(feature_extractor, tokenizer, **kwargs)
+
+    def __call__(self, audio=None, sampling_rate: Optional[int] = None, text=None, return_tensors=None, **kwargs) -> BatchFeature:
+        """Features of ``audio`` and/or ``labels`` from ``text``.
+
+        Args:
+            audio: one waveform or a batch (see ``LNormSpeechFeatureExtractor.__call__``).
+            sampling_rate: rate of ``audio`` (must be 16000).
+            text: transcript(s) for training labels.
+            return_tensors: ``"pt"``, ``"np"`` or ``None``.
+            **kwargs: passed to the feature extractor (``padding``, ``max_length`` ...).
+        """
+        if audio is None and text is None:
+            raise ValueError("pass audio=..., text=... or both")
+        out = BatchFeature()
+        if audio is not None:
+            out.update(self.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors=return_tensors, **kwargs))
+        if text is not None:
+            encoded = self.tokenizer(text, padding=True, return_tensors=return_tensors)
+            labels = encoded["input_ids"]
+            if return_tensors is not None:
+                labels = labels.masked_fill(encoded["attention_mask"] == 0, -100) if hasattr(labels, "masked_fill") else \
+                    np.where(encoded["attention_mask"] == 0, -100, labels)
+            elif isinstance(text, (list, tuple)):
+                labels = [[t if m else -100 for t, m in zip(ids, mask)] for ids, mask in zip(labels, encoded["attention_mask"])]
+            out["labels"] = labels
+        if return_tensors is not None:
+            out = BatchFeature(dict(out), tensor_type=return_tensors)
+        return out
+
+    def batch_decode(self, *args, **kwargs):
+        """``tokenizer.batch_decode`` (pass ``skip_special_tokens=True`` for plain text)."""
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        """``tokenizer.decode``."""
+        return self.tokenizer.decode(*args, **kwargs)
+
+    @property
+    def model_input_names(self):
+        return list(self.feature_extractor.model_input_names)
+
+
+__all__ = [
+    "LNormSpeechFeatureExtractor",
+    "LNormSpeechProcessor",
+    "build_word_tokenizer",
+    "hann_window",
+    "log_mel_spectrogram",
+    "mel_filter_bank",
+    "power_spectrogram",
+]
+
+# save_pretrained writes an ``auto_map`` and copies this file next to the processor files, so the feature
+# extractor and processor load with ``trust_remote_code=True`` where hf_lnorm is not installed.
+LNormSpeechFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+LNormSpeechProcessor.register_for_auto_class("AutoProcessor")
