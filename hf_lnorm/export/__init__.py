@@ -580,7 +580,8 @@ def export(
         overwrite: replace an existing ``output``.
         method: ``"optimum"`` or ``"torch.onnx-dynamo"``; default: Optimum when installed.
         patch: patch a model loaded from a path/hub id before export.
-        verify: compare ONNX Runtime with PyTorch on fresh inputs (single-graph exports).
+        verify: compare ONNX Runtime with PyTorch on fresh inputs (single-graph exports, and every graph of
+            the encoder-decoder families: export/seq2seq.py).
         trust_remote_code: for loading from a path/hub id.
     Returns:
         An ``ExportResult``.

@@ -376,17 +376,8 @@ class LNormSeq2SeqModel(LNormSeq2SeqPreTrainedModel):
         )
 
 
-class LNormSeq2SeqForConditionalGeneration(LNormSeq2SeqPreTrainedModel, GenerationMixin):
-    """LNormSeq2Seq with the output projection over the target vocabulary; for translation and ``generate()``.
-
-    With ``tie_word_embeddings`` the projection *is* the decoder embedding (no separate ``lm_head`` parameter).
-    """
-
-    def __init__(self, config: LNormSeq2SeqConfig):
-        super().__init__(config)
-        self.model = LNormSeq2SeqModel(config)
-        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.decoder_vocab_size, bias=False)
-        self.post_init()
+class Seq2SeqHeadMixin:
+    """Accessors of an encoder-decoder LM head over ``self.model`` (shared with LNormSpeech)."""
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
@@ -400,15 +391,28 @@ class LNormSeq2SeqForConditionalGeneration(LNormSeq2SeqPreTrainedModel, Generati
     def set_output_embeddings(self, value) -> None:
         self.lm_head = value
 
-    def get_encoder(self, *args, **kwargs) -> LNormSeq2SeqEncoder:
+    def get_encoder(self, *args, **kwargs) -> nn.Module:
         return self.model.encoder
 
-    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
+    def get_decoder(self, *args, **kwargs) -> "LNormSeq2SeqDecoder":
         return self.model.decoder
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Teacher-forcing decoder inputs (used by ``DataCollatorForSeq2Seq``)."""
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+
+class LNormSeq2SeqForConditionalGeneration(Seq2SeqHeadMixin, LNormSeq2SeqPreTrainedModel, GenerationMixin):
+    """LNormSeq2Seq with the output projection over the target vocabulary; for translation and ``generate()``.
+
+    With ``tie_word_embeddings`` the projection *is* the decoder embedding (no separate ``lm_head`` parameter).
+    """
+
+    def __init__(self, config: LNormSeq2SeqConfig):
+        super().__init__(config)
+        self.model = LNormSeq2SeqModel(config)
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.decoder_vocab_size, bias=False)
+        self.post_init()
 
     def forward(
         self,

@@ -33,7 +33,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2
 from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig  # noqa: F401  (used by the decoder's file; a direct import so remote code loading copies it)
 from .configuration_lnorm_speech import LNormSpeechConfig
 from .layers import CACHE_FIELD, build_attention_mask, build_stack, init_weights, token_loss
-from .modeling_lnorm_seq2seq import LNormSeq2SeqDecoder, shift_tokens_right
+from .modeling_lnorm_seq2seq import LNormSeq2SeqDecoder, Seq2SeqHeadMixin
 from .remote_code import RemoteCodeMixin
 
 try:  # transformers 5.x: init functions that skip tensors already loaded from a checkpoint
@@ -308,7 +308,7 @@ class LNormSpeechModel(LNormSpeechPreTrainedModel):
         )
 
 
-class LNormSpeechForConditionalGeneration(LNormSpeechPreTrainedModel, GenerationMixin):
+class LNormSpeechForConditionalGeneration(Seq2SeqHeadMixin, LNormSpeechPreTrainedModel, GenerationMixin):
     """LNormSpeech with the output projection over the text vocabulary; for recognition and ``generate()``.
 
     With ``tie_word_embeddings`` the projection *is* the decoder embedding (no separate ``lm_head`` parameter).
@@ -335,28 +335,6 @@ class LNormSpeechForConditionalGeneration(LNormSpeechPreTrainedModel, Generation
         targets = labels[keep]
         target_lengths = keep.sum(-1)
         return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=config.pad_token_id, zero_infinity=True)
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.set_input_embeddings(value)
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value) -> None:
-        self.lm_head = value
-
-    def get_encoder(self, *args, **kwargs) -> LNormSpeechEncoder:
-        return self.model.encoder
-
-    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
-        return self.model.decoder
-
-    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """Teacher-forcing decoder inputs (used by ``DataCollatorForSeq2Seq``)."""
-        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
     def forward(
         self,
