@@ -286,7 +286,6 @@ def train(recipe: dict, log=print) -> dict:
 
     start = time.perf_counter()
     torch.manual_seed(seed)
-    np.random.seed(seed)
     envs = make_envs(env_id, settings["num_envs"])
     for i, env in enumerate(envs):
         env.action_space.seed(seed + i)

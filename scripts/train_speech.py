@@ -153,7 +153,6 @@ def pocketsphinx_clips():
 def transcribe(model, processor, audios, batch_size: int = 64, max_new_tokens: int = 16):
     """Greedy ``generate()`` (KV cache) over 16 kHz waveforms, in batches; returns the texts."""
     model.eval()
-    texts = []
     order = np.argsort([len(a) for a in audios])  # similar lengths together: less padding
     out = [None] * len(audios)
     for start in range(0, len(order), batch_size):
@@ -162,8 +161,7 @@ def transcribe(model, processor, audios, batch_size: int = 64, max_new_tokens: i
         ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True)
         for i, text in zip(idx, processor.batch_decode(ids, skip_special_tokens=True)):
             out[i] = " ".join(text.split())
-    texts.extend(out)
-    return texts
+    return out
 
 
 def evaluate_split(model, processor, audios, refs, voices):

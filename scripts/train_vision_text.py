@@ -226,7 +226,7 @@ def main(argv=None) -> dict:
         confusions=Counter(f"{answers[l]}->{answers[p]}" for p, l in zip(predictions, labels) if p != l).most_common(10),
         config=os.path.relpath(os.path.abspath(args.config), ROOT), transformers_version=__import__("transformers").__version__,
     )
-    model.save_pretrained(work, training_data="easy-VQA train split (PyPI easy-vqa): 4,000 images, 38,575 questions.")
+    model.save_pretrained(work, training_data=f"easy-VQA train split (PyPI easy-vqa): {len(datasets['train']):,} questions.")
     processor.save_pretrained(work)
     shutil.rmtree(os.path.join(work, "trainer"), ignore_errors=True)
     with open(os.path.join(work, "results.json"), "w", encoding="utf-8") as handle:

@@ -628,13 +628,13 @@ def export(
     notes.insert(0, "export path: Optimum ONNX exporter (optimum-onnx)" if method == METHOD_OPTIMUM
                  else "export path: torch.onnx.export (dynamo) — Optimum's exporter is not installed with this transformers")
 
+    family = _seq2seq.family_of(model)  # an encoder-decoder family: several graphs (export/seq2seq.py)
     with staged_output_dir(output, overwrite) as tmp:
         if method == METHOD_OPTIMUM:
             configs, submodels = family_onnx_configs(model, task)
             files = _export_optimum(model, tmp, task, opset, configs, submodels)
         else:
             try:
-                family = _seq2seq.family_of(model)
                 if family is not None:  # encoder + decoder (+ decoder with past) graphs
                     files = _seq2seq.export_dynamo(family, model, tmp, opset, task=task)
                 else:
@@ -662,8 +662,8 @@ def export(
         )
         if verify and files == ["model.onnx"]:
             result.max_abs_err = verify_onnx(model, tmp / "model.onnx", task)
-        elif verify and _seq2seq.family_of(model) is not None:
-            result.max_abs_err = _seq2seq.verify(_seq2seq.family_of(model), model, tmp)
+        elif verify and family is not None:
+            result.max_abs_err = _seq2seq.verify(family, model, tmp)
         if target == "tensorrt":
             from .tensorrt import prepare_tensorrt
 

@@ -10,29 +10,20 @@ uses); this module describes what is speech-specific:
   -> ``logits`` (and, with past, ``present.{i}.decoder/encoder.key/value``);
 * decoder with past (Optimum path only): also ``past_key_values.{i}.decoder/encoder.key/value``.
 
-Paths: ``optimum_configs(model, task)`` on transformers 4.57 + optimum-onnx (tasks
-``automatic-speech-recognition`` and ``automatic-speech-recognition-with-past``);
-``export_dynamo(model, out_dir, opset)`` on transformers 5.x (encoder + decoder without past).
-``verify(model, out_dir)`` runs every graph in ONNX Runtime on fresh inputs of other sizes
-and returns the largest absolute difference from PyTorch.
+``SPEECH`` is the family description that ``export/seq2seq.py`` exports and verifies:
+through Optimum on transformers 4.57 (tasks ``automatic-speech-recognition`` and
+``automatic-speech-recognition-with-past``), through torch.onnx on 5.x (encoder + decoder).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict
 
 import torch
 
 from . import seq2seq as _seq2seq
-from .seq2seq import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
 
 TASK = "automatic-speech-recognition"
-
-
-def is_speech(model) -> bool:
-    """Whether ``model`` is an LNormSpeech model."""
-    return getattr(getattr(model, "config", None), "model_type", "") == "lnorm-speech"
 
 
 def example_inputs(config, batch: int = 2, frames: int = 48, length: int = 5, seed: int = 0) -> Dict[str, torch.Tensor]:
@@ -127,20 +118,4 @@ SPEECH = _seq2seq.EncoderDecoderFamily(
 )
 
 
-def optimum_configs(model, task: str):
-    """``(custom_onnx_configs, None)`` for Optimum's exporter, keyed as its encoder-decoder submodels."""
-    return _seq2seq.optimum_configs(SPEECH, model, task)
-
-
-def export_dynamo(model, out_dir: Union[str, Path], opset: int) -> List[str]:
-    """Write ``encoder_model.onnx`` and ``decoder_model.onnx`` (no past) with ``torch.onnx.export(dynamo=True)``."""
-    return _seq2seq.export_dynamo(SPEECH, model, out_dir, opset, task=TASK)
-
-
-def verify(model, out_dir: Union[str, Path]) -> float:
-    """Largest |ONNX Runtime - PyTorch| over the encoder output and the decoder logits (and the decoder with past)."""
-    return _seq2seq.verify(SPEECH, model, out_dir)
-
-
-__all__ = ["DECODER_FILE", "DECODER_WITH_PAST_FILE", "ENCODER_FILE", "SPEECH", "TASK", "example_inputs", "export_dynamo",
-           "is_speech", "optimum_configs", "verify"]
+__all__ = ["SPEECH", "TASK", "example_inputs"]

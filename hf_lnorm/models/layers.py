@@ -180,6 +180,17 @@ def build_norm(norm_type: str, hidden_size: int, eps: float) -> nn.Module:
 # --------------------------------------------------------------------------- masks and positions
 
 
+def exporting() -> bool:
+    """Inside an exporter's trace (torch.jit tracing for Optimum, torch.export for torch.onnx dynamo).
+
+    Masks built there must not depend on the values in them, so callers take the
+    masking branch unconditionally. Plain ``torch.compile`` is not exporting: it
+    keeps the mask-free fast path.
+    """
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
+    return torch.jit.is_tracing() or (is_exporting() if is_exporting is not None else torch.compiler.is_compiling())
+
+
 def has_padding(padding_mask: Optional[torch.Tensor]) -> bool:
     """Whether a 2D 0/1 mask marks any position as padding (``False`` for ``None``)."""
     return padding_mask is not None and padding_mask.dim() == 2 and not bool(padding_mask.all())

@@ -43,10 +43,7 @@ from .configuration_lnorm_policy import LNormPolicyConfig
 from .layers import LNormRMSNorm, build_norm
 from .remote_code import RemoteCodeMixin
 
-try:  # transformers 5.x: init functions that skip tensors already loaded from a checkpoint
-    from transformers import initialization as _init
-except ImportError:  # transformers 4.x
-    from torch.nn import init as _init
+from .layers import _init  # transformers 5.x init functions that skip loaded tensors, else torch.nn.init
 
 
 @dataclass

@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPa
 
 from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig
 from .layers import (
+    exporting,
     CACHE_FIELD,
     build_attention_mask,
     build_stack,
@@ -59,10 +60,6 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     shifted[:, 0] = decoder_start_token_id
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
-
-def _tracing() -> bool:
-    """Inside an exporter's trace (torch.jit / torch.export): masks must not depend on the values in them."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 class _SharedModule:
@@ -149,7 +146,7 @@ class _Stack(nn.Module):
     @staticmethod
     def _padded(attention_mask: Optional[torch.Tensor]) -> Optional[bool]:
         """``True`` under an exporter's trace when a mask is given (keeps the masking branch, no value check), else ``None``."""
-        return True if attention_mask is not None and attention_mask.dim() == 2 and _tracing() else None
+        return True if attention_mask is not None and attention_mask.dim() == 2 and exporting() else None
 
 
 class LNormSeq2SeqEncoder(_Stack):

@@ -30,9 +30,9 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
-from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig  # noqa: F401  (used by the decoder's file; a direct import so remote code loading copies it)
+from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig  # noqa: F401  (a direct import: transformers copies only the direct relative imports of remote code)
 from .configuration_lnorm_speech import LNormSpeechConfig
-from .layers import CACHE_FIELD, build_attention_mask, build_stack, init_weights, token_loss
+from .layers import CACHE_FIELD, build_attention_mask, build_stack, exporting, init_weights, token_loss
 from .modeling_lnorm_seq2seq import LNormSeq2SeqDecoder, Seq2SeqHeadMixin
 from .remote_code import RemoteCodeMixin
 
@@ -41,10 +41,6 @@ try:  # transformers 5.x: init functions that skip tensors already loaded from a
 except ImportError:  # transformers 4.x
     from torch.nn import init as _init
 
-
-def _tracing() -> bool:
-    """Inside an exporter's trace (torch.jit / torch.export): masks must not depend on the values in them."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def subsampled_lengths(lengths: torch.Tensor, times: int = 2) -> torch.Tensor:
@@ -192,7 +188,7 @@ class LNormSpeechEncoder(nn.Module):
         hidden = self.dropout(hidden + self.embed_positions(positions)[None])
         frame_mask = subsampled_mask(attention_mask, length)
         # padded=True under an exporter's trace keeps the masking branch in the graph (no value-dependent check)
-        padded = True if frame_mask is not None and _tracing() else None
+        padded = True if frame_mask is not None and exporting() else None
         mask, _ = build_attention_mask(frame_mask, length, 0, causal=False, padded=padded)
         all_hidden = () if output_hidden_states else None
         all_attn = () if output_attentions else None
@@ -276,7 +272,7 @@ class LNormSpeechModel(LNormSpeechPreTrainedModel):
             )
         encoder_hidden = encoder_outputs.last_hidden_state
         encoder_mask = subsampled_mask(attention_mask, encoder_hidden.shape[1])
-        if encoder_mask is not None and _tracing():  # a (B, 1, 1, S) mask is used as it is, without a value check
+        if encoder_mask is not None and exporting():  # a (B, 1, 1, S) mask is used as it is, without a value check
             encoder_mask = encoder_mask[:, None, None, :].bool()
         decoded = self.decoder(
             decoder_input_ids,

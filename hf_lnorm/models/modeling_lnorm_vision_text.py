@@ -41,10 +41,7 @@ from .layers import build_norm, build_stack, init_weights, sequence_classificati
 from .modeling_lnorm_vit import LNormViTEmbeddings, LNormViTModel
 from .remote_code import RemoteCodeMixin
 
-try:  # transformers 5.x: init functions that skip tensors already loaded from a checkpoint
-    from transformers import initialization as _init
-except ImportError:  # transformers 4.x
-    from torch.nn import init as _init
+from .layers import _init  # transformers 5.x init functions that skip loaded tensors, else torch.nn.init
 
 VISION_TYPE, TEXT_TYPE = 0, 1
 

@@ -37,10 +37,7 @@ from .configuration_lnorm_vit import LNormViTConfig
 from .layers import build_stack, init_weights, sequence_classification_loss
 from .remote_code import RemoteCodeMixin
 
-try:  # transformers 5.x: init functions that skip tensors already loaded from a checkpoint
-    from transformers import initialization as _init
-except ImportError:  # transformers 4.x
-    from torch.nn import init as _init
+from .layers import _init  # transformers 5.x init functions that skip loaded tensors, else torch.nn.init
 
 
 def check_pixel_values(pixel_values, config: LNormViTConfig) -> None:

@@ -63,8 +63,9 @@ def mel_filter_bank(n_mels: int, n_fft: int, sampling_rate: int, f_min: float, f
     rising = (bins[None, :] - lower) / (centre - lower)
     falling = (upper - bins[None, :]) / (upper - centre)
     filters = np.clip(np.minimum(rising, falling), 0.0, None)  # (n_mels, n_bins)
-    filters.setflags(write=False)
-    return filters.T.astype(np.float32)
+    filters = filters.T.astype(np.float32)
+    filters.setflags(write=False)  # cached by the caller's lru_cache: shared, so read-only
+    return filters
 
 
 @functools.lru_cache(maxsize=8)

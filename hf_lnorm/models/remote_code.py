@@ -69,7 +69,7 @@ def model_card(model, repo_id: Optional[str] = None, training_data: Optional[str
 
     Args:
         model: a family model (uses its ``config`` and the class attributes ``card_description``,
-            ``card_intended_use``, ``card_pipeline_tag``, ``card_config_keys``, ``auto_map_classes``).
+            ``card_intended_use``, ``card_pipeline_tag``, ``card_config_keys``, ``card_norm_layout``, ``auto_map_classes``).
         repo_id: name shown in the title and the loading example.
         training_data: what the weights were trained on; "not recorded" when ``None``.
         intended_use: overrides the family's default intended-use text.
@@ -94,7 +94,7 @@ def model_card(model, repo_id: Optional[str] = None, training_data: Optional[str
         "post": "Post-LN: each sub-layer's output is added to its input and the sum is normalized (original Transformer)",
     }.get(norm_position)
     position_line = (
-        f"- `norm_position={norm_position!r}`: {position_text}" if position_text else f"- Layout: {getattr(model, 'card_norm_layout', '')}"
+        f"- `norm_position={norm_position!r}`: {position_text}" if position_text else f"- Layout: {model.card_norm_layout}"
     )
     lines = [
         "---",
@@ -157,6 +157,7 @@ class RemoteCodeMixin:
     card_intended_use = "Research on the effect of layer normalization; small-scale experiments."
     card_pipeline_tag = "text-generation"
     card_config_keys: tuple = ()
+    card_norm_layout = "see the configuration"  # families without norm_position describe their norm layout here
 
     @classmethod
     def code_files(cls) -> List[str]:

@@ -367,10 +367,12 @@ class _TritonNorm(torch.autograd.Function):
         return gx, gr, gw, gb, None, None
 
 
-def _direct_triton(x: Tensor) -> bool:
-    """Eager CUDA with Triton installed: run the kernels without the custom-op dispatcher."""
-    return (x.device.type == "cuda" and x.shape[-1] <= TRITON_MAX_HIDDEN and not torch.compiler.is_compiling()
-            and triton_available())
+def _direct_triton(x: Tensor, interpreted_ok: bool = False) -> bool:
+    """Eager CUDA (or, with ``interpreted_ok``, CPU under ``TRITON_INTERPRET=1``) with Triton installed:
+    run the kernels through ``_TritonNorm`` instead of the custom-op dispatcher."""
+    on_device = x.device.type == "cuda" or (interpreted_ok and triton_interpret())
+    return (on_device and x.shape[-1] <= TRITON_MAX_HIDDEN and not torch.compiler.is_compiling()
+            and not _exporting() and triton_available())
 
 
 def triton_norm_fwd(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
@@ -381,8 +383,7 @@ def triton_norm_fwd(x: Tensor, residual: Optional[Tensor], weight: Optional[Tens
     (``torch.compile``, export, ``TRITON_INTERPRET=1`` on CPU) through the
     ``norm_fwd`` custom op with ``impl="triton"``.
     """
-    eager = not torch.compiler.is_compiling() and not _exporting() and triton_available()
-    if eager and (x.device.type == "cuda" or triton_interpret()) and x.shape[-1] <= TRITON_MAX_HIDDEN:
+    if _direct_triton(x, interpreted_ok=True):
         out = _TritonNorm.apply(x, residual, weight, bias, float(eps), kind)
         return out if residual is not None else (out, x)
     y, s, _, _ = norm_fwd(x, residual, weight, bias, float(eps), kind, "triton")

@@ -341,3 +341,6 @@ def test_tiny_ppo_run_completes_with_finite_losses(tmp_path):
     assert result["timesteps"] == 192 and result["wall_seconds"] > 0
     loaded = AutoModel.from_pretrained(tmp_path / "model")
     assert type(loaded) is LNormPolicyModel and loaded.config.norm_type == "layernorm"
+    # the reported returns are what the saved model plays on the same seeds
+    replay = ppo.evaluate(loaded.eval(), "CartPole-v1", 3, 50)
+    assert list(replay) == pytest.approx(result["episode_returns"])

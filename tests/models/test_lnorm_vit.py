@@ -99,10 +99,12 @@ def test_images_are_read_patch_by_patch_with_positions():
     changed[0, 0, 5, 6] += 1.0  # patch row 2, column 3 -> patch index 2 * 4 + 3 = 11, token 12
     diff = (model.embeddings(changed) - tokens).abs().sum(-1)[0]
     assert diff[12] > 0 and torch.count_nonzero(diff) == 1
+    same = torch.zeros(1, 1, SIZE, SIZE)  # every patch identical: only the positions tell the tokens apart
+    with_positions = model.embeddings(same)[0, 1:]
+    assert not torch.allclose(with_positions, with_positions[:1].expand(TOKENS - 1, -1))
     with torch.no_grad():
         model.embeddings.position_embeddings.zero_()
         model.embeddings.cls_token.zero_()
-    same = torch.zeros(1, 1, SIZE, SIZE)
     assert torch.allclose(model.embeddings(same)[0, 1:], model.embeddings(same)[0, 1:2].expand(TOKENS - 1, -1))
 
 
@@ -418,5 +420,13 @@ def test_training_script_runs_and_saves_a_loadable_model(tmp_path):
     images, labels = _digits(8)
     logits = model(**processor(images[:, None], return_tensors="pt")).logits
     assert logits.shape == (8, 10)
+    # the reported accuracy is the saved model's on the saved test split
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    test_idx = np.array(split["test_indices"])
+    with torch.no_grad():
+        pred = model(**processor(digits.images[test_idx][:, None], return_tensors="pt")).logits.argmax(-1).numpy()
+    assert float((pred == digits.target[test_idx]).mean()) == pytest.approx(results["test_accuracy"], abs=1e-9)
     assert not (tmp_path / "vit.partial").exists()
     assert script.main([recipe, "--norm-type", "batchnorm", "--output-dir", str(tmp_path / "bad")]) == 2

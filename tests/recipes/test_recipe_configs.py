@@ -1,23 +1,13 @@
 """The committed recipe configs parse under the installed transformers line."""
 
-import importlib.util
 import os
-import sys
 
 import pytest
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, TrainingArguments
 
 from hf_lnorm.recipes.common import parse_recipe_args
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"_recipe_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from .conftest import ROOT, load_script
 
 
 @pytest.mark.parametrize("script, config, training_args", [
@@ -25,7 +15,7 @@ def _script(name):
     ("run_translation", "translation_lnorm_seq2seq.json", Seq2SeqTrainingArguments),
 ])
 def test_default_config_parses(script, config, training_args, tmp_path):
-    module = _script(script)
+    module = load_script(script)
     types = [module.ModelArguments, module.DataTrainingArguments, training_args]
     parsed = parse_recipe_args(HfArgumentParser(types), [os.path.join(ROOT, "configs", config), "--output_dir", str(tmp_path)])
     args = parsed[-1]
