@@ -9,7 +9,7 @@ from typing import Optional
 
 from transformers import PretrainedConfig
 
-from .layers import NORM_POSITIONS, NORM_TYPES, check_choice, check_heads
+from .layers import set_stack_fields
 
 
 class LNormGPTConfig(PretrainedConfig):
@@ -63,25 +63,12 @@ class LNormGPTConfig(PretrainedConfig):
         pad_token_id: Optional[int] = None,
         **kwargs,
     ):
-        check_heads(hidden_size, num_attention_heads)
-        check_choice("norm_type", norm_type, NORM_TYPES)
-        check_choice("norm_position", norm_position, NORM_POSITIONS)
+        set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
         if max_position_embeddings < 1:
             raise ValueError(f"max_position_embeddings={max_position_embeddings} must be at least 1")
         self.vocab_size = vocab_size
         self.max_position_embeddings = max_position_embeddings
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.mlp_ratio = mlp_ratio
-        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
-        self.hidden_act = hidden_act
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.norm_type = norm_type
-        self.norm_position = norm_position
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
         self.use_cache = use_cache
         self.image_size = image_size
         self.tie_word_embeddings = tie_word_embeddings

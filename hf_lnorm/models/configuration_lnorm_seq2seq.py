@@ -10,10 +10,35 @@ from typing import Optional
 
 from transformers import PretrainedConfig
 
-from .layers import NORM_POSITIONS, NORM_TYPES, check_choice, check_heads
+from .layers import set_stack_fields
 
 
-class LNormSeq2SeqConfig(PretrainedConfig):
+class EncoderDecoderConfigMixin:
+    """The decoder-side fields of an encoder-decoder config (shared with ``LNormSpeechConfig``).
+
+    Its ``__init__`` ends the config's ``__init__``: it sets ``num_decoder_layers`` (default: ``num_hidden_layers``),
+    ``use_cache``, ``tie_word_embeddings`` and ``decoder_start_token_id`` (default: ``bos_token_id``), then runs
+    ``PretrainedConfig.__init__`` with the special token ids.
+    """
+
+    def __init__(self, num_hidden_layers, num_decoder_layers, use_cache, tie_word_embeddings, pad_token_id, bos_token_id,
+                 eos_token_id, decoder_start_token_id, is_encoder_decoder, **kwargs):
+        self.num_decoder_layers = num_decoder_layers if num_decoder_layers is not None else num_hidden_layers
+        self.use_cache = use_cache
+        self.tie_word_embeddings = tie_word_embeddings
+        self.decoder_start_token_id = decoder_start_token_id if decoder_start_token_id is not None else bos_token_id
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            decoder_start_token_id=self.decoder_start_token_id,
+            is_encoder_decoder=is_encoder_decoder,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+
+class LNormSeq2SeqConfig(EncoderDecoderConfigMixin, PretrainedConfig):
     """Configuration of ``LNormSeq2SeqModel`` and ``LNormSeq2SeqForConditionalGeneration``.
 
     Args:
@@ -69,9 +94,8 @@ class LNormSeq2SeqConfig(PretrainedConfig):
         is_encoder_decoder: bool = True,
         **kwargs,
     ):
-        check_heads(hidden_size, num_attention_heads)
-        check_choice("norm_type", norm_type, NORM_TYPES)
-        check_choice("norm_position", norm_position, NORM_POSITIONS)
+        set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
         decoder_vocab_size = decoder_vocab_size if decoder_vocab_size is not None else vocab_size
         if share_embeddings and decoder_vocab_size != vocab_size:
             raise ValueError(
@@ -81,32 +105,9 @@ class LNormSeq2SeqConfig(PretrainedConfig):
         self.vocab_size = vocab_size
         self.decoder_vocab_size = decoder_vocab_size
         self.max_position_embeddings = max_position_embeddings
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_decoder_layers = num_decoder_layers if num_decoder_layers is not None else num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.mlp_ratio = mlp_ratio
-        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
-        self.hidden_act = hidden_act
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.norm_type = norm_type
-        self.norm_position = norm_position
-        self.layer_norm_eps = layer_norm_eps
         self.share_embeddings = share_embeddings
-        self.initializer_range = initializer_range
-        self.use_cache = use_cache
-        self.tie_word_embeddings = tie_word_embeddings
-        self.decoder_start_token_id = decoder_start_token_id if decoder_start_token_id is not None else bos_token_id
-        super().__init__(
-            pad_token_id=pad_token_id,
-            bos_token_id=bos_token_id,
-            eos_token_id=eos_token_id,
-            decoder_start_token_id=self.decoder_start_token_id,
-            is_encoder_decoder=is_encoder_decoder,
-            tie_word_embeddings=tie_word_embeddings,
-            **kwargs,
-        )
+        super().__init__(num_hidden_layers, num_decoder_layers, use_cache, tie_word_embeddings, pad_token_id, bos_token_id,
+                         eos_token_id, decoder_start_token_id, is_encoder_decoder, **kwargs)
 
     def get_text_config(self, decoder=None, encoder=None):
         """As ``PretrainedConfig.get_text_config``, but the output side reports the decoder's sizes.

@@ -9,10 +9,11 @@ from typing import Optional
 
 from transformers import PretrainedConfig
 
-from .layers import NORM_POSITIONS, NORM_TYPES, check_choice, check_heads
+from .configuration_lnorm_seq2seq import EncoderDecoderConfigMixin
+from .layers import set_stack_fields
 
 
-class LNormSpeechConfig(PretrainedConfig):
+class LNormSpeechConfig(EncoderDecoderConfigMixin, PretrainedConfig):
     """Configuration of ``LNormSpeechModel`` and ``LNormSpeechForConditionalGeneration``.
 
     The encoder reads ``input_features`` of shape ``(batch, frames, num_mel_bins)`` (log-mel frames, time
@@ -81,9 +82,8 @@ class LNormSpeechConfig(PretrainedConfig):
         is_encoder_decoder: bool = True,
         **kwargs,
     ):
-        check_heads(hidden_size, num_attention_heads)
-        check_choice("norm_type", norm_type, NORM_TYPES)
-        check_choice("norm_position", norm_position, NORM_POSITIONS)
+        set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
         if conv_kernel_size < 1 or conv_kernel_size % 2 == 0:
             raise ValueError(f"conv_kernel_size={conv_kernel_size} is not supported; use an odd size >= 1 (e.g. 3 or 5)")
         if not 0.0 <= ctc_weight < 1.0:
@@ -97,32 +97,9 @@ class LNormSpeechConfig(PretrainedConfig):
         self.conv_kernel_size = conv_kernel_size
         self.max_source_positions = max_source_positions
         self.max_position_embeddings = max_position_embeddings
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_decoder_layers = num_decoder_layers if num_decoder_layers is not None else num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.mlp_ratio = mlp_ratio
-        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
-        self.hidden_act = hidden_act
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.norm_type = norm_type
-        self.norm_position = norm_position
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
-        self.use_cache = use_cache
-        self.tie_word_embeddings = tie_word_embeddings
         self.ctc_weight = ctc_weight
-        self.decoder_start_token_id = decoder_start_token_id if decoder_start_token_id is not None else bos_token_id
-        super().__init__(
-            pad_token_id=pad_token_id,
-            bos_token_id=bos_token_id,
-            eos_token_id=eos_token_id,
-            decoder_start_token_id=self.decoder_start_token_id,
-            is_encoder_decoder=is_encoder_decoder,
-            tie_word_embeddings=tie_word_embeddings,
-            **kwargs,
-        )
+        super().__init__(num_hidden_layers, num_decoder_layers, use_cache, tie_word_embeddings, pad_token_id, bos_token_id,
+                         eos_token_id, decoder_start_token_id, is_encoder_decoder, **kwargs)
 
     @property
     def decoder_vocab_size(self) -> int:

@@ -16,7 +16,7 @@ from typing import Optional, Union
 from transformers import PretrainedConfig
 
 from .configuration_lnorm_vit import LNormViTConfig
-from .layers import NORM_POSITIONS, NORM_TYPES, check_choice, check_heads
+from .layers import set_stack_fields
 
 # The vision encoder when no vision_config is given: a small LNormViT for 32x32 RGB images.
 DEFAULT_VISION_CONFIG = dict(image_size=32, patch_size=4, num_channels=3, hidden_size=64, num_hidden_layers=2,
@@ -28,30 +28,7 @@ def _check_positive(name: str, value) -> None:
         raise ValueError(f"{name}={value!r} is not supported; accepted values: a positive integer")
 
 
-class _EncoderConfigMixin:
-    """Shared fields of the two encoder sub-configs (everything ``layers.build_stack`` reads)."""
-
-    def _set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
-                          dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range):
-        check_heads(hidden_size, num_attention_heads)
-        check_choice("norm_type", norm_type, NORM_TYPES)
-        check_choice("norm_position", norm_position, NORM_POSITIONS)
-        _check_positive("num_hidden_layers", num_hidden_layers)
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.mlp_ratio = mlp_ratio
-        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
-        self.hidden_act = hidden_act
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.norm_type = norm_type
-        self.norm_position = norm_position
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
-
-
-class LNormVisionTextTextConfig(_EncoderConfigMixin, PretrainedConfig):
+class LNormVisionTextTextConfig(PretrainedConfig):
     """The text encoder: token + learned position embeddings, bidirectional transformer blocks.
 
     Args:
@@ -89,8 +66,9 @@ class LNormVisionTextTextConfig(_EncoderConfigMixin, PretrainedConfig):
         _check_positive("max_position_embeddings", max_position_embeddings)
         self.vocab_size = vocab_size
         self.max_position_embeddings = max_position_embeddings
-        self._set_stack_fields(hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
-                               dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
+        set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
+        _check_positive("num_hidden_layers", num_hidden_layers)
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
 
@@ -154,26 +132,13 @@ class LNormVisionTextConfig(PretrainedConfig):
         classifier_dropout: float = 0.0,
         **kwargs,
     ):
-        check_heads(hidden_size, num_attention_heads)
-        check_choice("norm_type", norm_type, NORM_TYPES)
-        check_choice("norm_position", norm_position, NORM_POSITIONS)
+        set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
         _check_positive("num_hidden_layers", num_hidden_layers)
         inherited = {"norm_type": norm_type, "norm_position": norm_position}
         vision_defaults = {**DEFAULT_VISION_CONFIG, **inherited} if vision_config is None else inherited
         self.vision_config = _sub_config(LNormViTConfig, vision_config, "vision_config", vision_defaults)
         self.text_config = _sub_config(LNormVisionTextTextConfig, text_config, "text_config", inherited)
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.mlp_ratio = mlp_ratio
-        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
-        self.hidden_act = hidden_act
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.norm_type = norm_type
-        self.norm_position = norm_position
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
         self.classifier_dropout = classifier_dropout
         super().__init__(**kwargs)
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 from transformers import PretrainedConfig
 
-from .layers import NORM_POSITIONS, NORM_TYPES, check_choice, check_heads
+from .layers import check_choice, set_stack_fields
 
 POOLING_MODES = ("cls", "mean")
 
@@ -64,9 +64,8 @@ class LNormViTConfig(PretrainedConfig):
         pooling: str = "cls",
         **kwargs,
     ):
-        check_heads(hidden_size, num_attention_heads)
-        check_choice("norm_type", norm_type, NORM_TYPES)
-        check_choice("norm_position", norm_position, NORM_POSITIONS)
+        set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
         check_choice("pooling", pooling, POOLING_MODES)
         for name, value in (("image_size", image_size), ("patch_size", patch_size), ("num_channels", num_channels)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -79,18 +78,6 @@ class LNormViTConfig(PretrainedConfig):
         self.image_size = image_size
         self.patch_size = patch_size
         self.num_channels = num_channels
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.mlp_ratio = mlp_ratio
-        self.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
-        self.hidden_act = hidden_act
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.norm_type = norm_type
-        self.norm_position = norm_position
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
         self.pooling = pooling
         super().__init__(**kwargs)
 

@@ -79,6 +79,47 @@ def check_heads(hidden_size: int, num_attention_heads: int) -> None:
         )
 
 
+def set_stack_fields(
+    config,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    mlp_ratio: float,
+    intermediate_size: Optional[int],
+    hidden_act: str,
+    dropout: float,
+    attention_dropout: float,
+    norm_type: str,
+    norm_position: str,
+    layer_norm_eps: float,
+    initializer_range: float,
+) -> None:
+    """Validate a family config's transformer-stack arguments and set them on ``config``.
+
+    These are the fields ``build_stack`` and ``init_weights`` read; every family config takes
+    them under the same names. ``intermediate_size`` defaults to ``round(mlp_ratio * hidden_size)``.
+
+    Raises:
+        ValueError: ``hidden_size`` does not split into ``num_attention_heads`` heads, or ``norm_type`` /
+            ``norm_position`` is not one of ``NORM_TYPES`` / ``NORM_POSITIONS``.
+    """
+    check_heads(hidden_size, num_attention_heads)
+    check_choice("norm_type", norm_type, NORM_TYPES)
+    check_choice("norm_position", norm_position, NORM_POSITIONS)
+    config.hidden_size = hidden_size
+    config.num_hidden_layers = num_hidden_layers
+    config.num_attention_heads = num_attention_heads
+    config.mlp_ratio = mlp_ratio
+    config.intermediate_size = intermediate_size if intermediate_size is not None else int(round(mlp_ratio * hidden_size))
+    config.hidden_act = hidden_act
+    config.dropout = dropout
+    config.attention_dropout = attention_dropout
+    config.norm_type = norm_type
+    config.norm_position = norm_position
+    config.layer_norm_eps = layer_norm_eps
+    config.initializer_range = initializer_range
+
+
 def pick_cache(past_key_values: Optional[Cache], cache: Optional[Cache]) -> Optional[Cache]:
     """Merge the two names the KV cache travels under (``past_key_values`` up to transformers 4.x, ``cache`` in 5.x).
 
@@ -194,6 +235,15 @@ def exporting() -> bool:
 def has_padding(padding_mask: Optional[torch.Tensor]) -> bool:
     """Whether a 2D 0/1 mask marks any position as padding (``False`` for ``None``)."""
     return padding_mask is not None and padding_mask.dim() == 2 and not bool(padding_mask.all())
+
+
+def padded_for_export(padding_mask: Optional[torch.Tensor]) -> Optional[bool]:
+    """The ``padded`` argument of the mask helpers: ``True`` under an exporter's trace when a 2D mask is given.
+
+    That keeps the masking branch in the graph without a value-dependent check; otherwise ``None``
+    (the helpers look at the mask's values).
+    """
+    return True if padding_mask is not None and padding_mask.dim() == 2 and exporting() else None
 
 
 def build_attention_mask(
@@ -480,6 +530,37 @@ def build_stack(config, num_layers: int, causal: bool, cross_attention: bool = F
     return layers, final_norm
 
 
+def run_stack(layers: nn.ModuleList, final_norm: nn.Module, hidden: torch.Tensor, output_attentions: bool, output_hidden_states: bool,
+              **block_kwargs):
+    """Run the blocks of ``build_stack`` and the final norm, collecting what the ``output_*`` flags ask for.
+
+    Args:
+        layers, final_norm: what ``build_stack`` returned.
+        hidden: ``(B, T, hidden)`` input of the first block.
+        output_attentions: collect each block's attention weights.
+        output_hidden_states: collect the input of every block and the final (normed) output.
+        **block_kwargs: passed to every ``LNormBlock`` (``attention_mask``, ``is_causal``, ``cache``, ...).
+
+    Returns:
+        ``(hidden, all_hidden, all_attn, all_cross)``: the output and, when asked for, tuples of hidden states,
+        self-attention weights and cross-attention weights (``None`` entries without cross-attention); else ``None``.
+    """
+    all_hidden = () if output_hidden_states else None
+    all_attn = () if output_attentions else None
+    all_cross = () if output_attentions else None
+    for block in layers:
+        if output_hidden_states:
+            all_hidden += (hidden,)
+        hidden, weights, cross = block(hidden, output_attentions=output_attentions, **block_kwargs)
+        if output_attentions:
+            all_attn += (weights,)
+            all_cross += (cross,)
+    hidden = final_norm(hidden)
+    if output_hidden_states:
+        all_hidden += (hidden,)
+    return hidden, all_hidden, all_attn, all_cross
+
+
 def new_cache(encoder_decoder: bool = False) -> Cache:
     """An empty ``DynamicCache`` (or ``EncoderDecoderCache`` of two) for a forward called with ``use_cache=True``."""
     if encoder_decoder:
@@ -487,7 +568,45 @@ def new_cache(encoder_decoder: bool = False) -> Cache:
     return DynamicCache()
 
 
+def prepare_cache(
+    stack: nn.Module, past_key_values: Optional[Cache], cache: Optional[Cache], use_cache: Optional[bool], encoder_decoder: bool = False
+) -> Tuple[Optional[Cache], int]:
+    """The KV cache a causal stack's forward appends to, and how many positions it already holds.
+
+    Args:
+        stack: the module running the blocks (reads ``config.use_cache``, ``training``, ``gradient_checkpointing``).
+        past_key_values, cache: the cache under either name (see ``pick_cache``).
+        use_cache: whether to keep a cache; ``None`` means ``config.use_cache`` outside training. Never while
+            training with gradient checkpointing.
+        encoder_decoder: the stack is a seq2seq decoder: the cache is an ``EncoderDecoderCache`` (a plain
+            ``Cache`` is wrapped with an empty cross-attention cache).
+
+    Returns:
+        ``(cache or None, past_len)``: a new empty cache when one is wanted and none was given.
+    """
+    use_cache = use_cache if use_cache is not None else (stack.config.use_cache and not stack.training)
+    cache = pick_cache(past_key_values, cache)
+    if stack.gradient_checkpointing and stack.training:
+        use_cache = False  # recomputation would append to the cache twice
+    if not use_cache:
+        return None, 0
+    if cache is None:
+        cache = new_cache(encoder_decoder)
+    elif encoder_decoder and not isinstance(cache, EncoderDecoderCache):
+        cache = EncoderDecoderCache(cache, new_cache())
+    own = cache.self_attention_cache if encoder_decoder else cache
+    return cache, own.get_seq_length()
+
+
 # --------------------------------------------------------------------------- shared model helpers
+
+
+def output_flags(config, output_attentions: Optional[bool], output_hidden_states: Optional[bool], return_dict: Optional[bool]):
+    """``(output_attentions, output_hidden_states, return_dict)`` of a forward, each ``None`` replaced by ``config``'s value."""
+    output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
+    output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
+    return_dict = return_dict if return_dict is not None else config.return_dict
+    return output_attentions, output_hidden_states, return_dict
 
 
 def init_weights(module: nn.Module, std: float, num_layers: int) -> None:

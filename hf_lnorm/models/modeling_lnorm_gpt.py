@@ -42,9 +42,10 @@ from .layers import (
     check_context,
     has_padding,
     init_weights,
-    new_cache,
-    pick_cache,
+    output_flags,
     position_ids_from,
+    prepare_cache,
+    run_stack,
     sequence_classification_loss,
 )
 from .remote_code import RemoteCodeMixin
@@ -140,24 +141,13 @@ class LNormGPTModel(LNormGPTPreTrainedModel):
             (embeddings + one per block) and attentions ``(B, heads, T, past + T)``.
         """
         config = self.config
-        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
-        return_dict = return_dict if return_dict is not None else config.return_dict
-        use_cache = use_cache if use_cache is not None else (config.use_cache and not self.training)
+        output_attentions, output_hidden_states, return_dict = output_flags(config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         batch, length = inputs_embeds.shape[:2]
-
-        cache = pick_cache(past_key_values, cache)
-        if self.gradient_checkpointing and self.training:
-            use_cache = False  # recomputation would append to the cache twice
-        if not use_cache:
-            cache = None
-        elif cache is None:
-            cache = new_cache()
-        past_len = cache.get_seq_length() if cache is not None else 0
+        cache, past_len = prepare_cache(self, past_key_values, cache, use_cache)
 
         padded = has_padding(attention_mask)
         check_context(past_len + length, position_ids, config.max_position_embeddings)
@@ -165,25 +155,52 @@ class LNormGPTModel(LNormGPTPreTrainedModel):
             position_ids = position_ids_from(attention_mask, batch, length, past_len, inputs_embeds.device, padded)
         hidden = self.dropout(inputs_embeds + self.embed_positions(position_ids))
         mask, is_causal = build_attention_mask(attention_mask, length, past_len, causal=True, padded=padded)
-
-        all_hidden = () if output_hidden_states else None
-        all_attn = () if output_attentions else None
-        for block in self.layers:
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            hidden, weights, _ = block(hidden, attention_mask=mask, is_causal=is_causal, cache=cache, output_attentions=output_attentions)
-            if output_attentions:
-                all_attn += (weights,)
-        hidden = self.final_norm(hidden)
-        if output_hidden_states:
-            all_hidden += (hidden,)
+        hidden, all_hidden, all_attn, _ = run_stack(
+            self.layers, self.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=mask, is_causal=is_causal, cache=cache
+        )
 
         if not return_dict:
             return tuple(v for v in (hidden, cache, all_hidden, all_attn) if v is not None)
         return BaseModelOutputWithPast(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn, **{CACHE_FIELD: cache})
 
 
-class LNormGPTForCausalLM(LNormGPTPreTrainedModel, GenerationMixin):
+class GPTHeadMixin:
+    """Accessors and the shared ``forward`` steps of a head over ``self.transformer`` (an ``LNormGPTModel``)."""
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.transformer.embed_tokens = value
+
+    def _transformer_outputs(
+        self, input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, output_attentions, output_hidden_states, cache
+    ) -> BaseModelOutputWithPast:
+        """Run the backbone on the head's inputs (see ``LNormGPTModel.forward``), always returning a ``BaseModelOutputWithPast``."""
+        return self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            cache=cache,
+        )
+
+    @staticmethod
+    def _head_output(output_class, loss: Optional[torch.Tensor], logits: torch.Tensor, out: BaseModelOutputWithPast, return_dict: bool):
+        """``output_class`` (or the equivalent tuple) holding ``loss``, ``logits`` and the backbone's cache, hidden states, attentions."""
+        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
+        if not return_dict:
+            rest = tuple(v for v in (present, out.hidden_states, out.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return output_class(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions, **{CACHE_FIELD: present})
+
+
+class LNormGPTForCausalLM(GPTHeadMixin, LNormGPTPreTrainedModel, GenerationMixin):
     """LNormGPT with a language-modelling head (tied to the token embedding by default)."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.embed_tokens.weight"}
@@ -193,12 +210,6 @@ class LNormGPTForCausalLM(LNormGPTPreTrainedModel, GenerationMixin):
         self.transformer = LNormGPTModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.transformer.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.transformer.embed_tokens = value
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
@@ -234,33 +245,18 @@ class LNormGPTForCausalLM(LNormGPTPreTrainedModel, GenerationMixin):
             ``CausalLMOutputWithPast`` with ``logits (B, T, vocab_size)``, ``loss`` and the cache.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        out = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            cache=cache,
+        out = self._transformer_outputs(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, output_attentions, output_hidden_states, cache
         )
         hidden = out.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         loss = causal_lm_loss(logits, labels, kwargs.get("num_items_in_batch")) if labels is not None else None
-        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
-        if not return_dict:
-            rest = tuple(v for v in (present, out.hidden_states, out.attentions) if v is not None)
-            return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return CausalLMOutputWithPast(
-            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions, **{CACHE_FIELD: present}
-        )
+        return self._head_output(CausalLMOutputWithPast, loss, logits, out, return_dict)
 
 
-class LNormGPTForSequenceClassification(LNormGPTPreTrainedModel):
+class LNormGPTForSequenceClassification(GPTHeadMixin, LNormGPTPreTrainedModel):
     """LNormGPT with a linear head on the last real token (GPT-2 style sequence classification)."""
 
     def __init__(self, config: LNormGPTConfig):
@@ -269,12 +265,6 @@ class LNormGPTForSequenceClassification(LNormGPTPreTrainedModel):
         self.transformer = LNormGPTModel(config)
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.transformer.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.transformer.embed_tokens = value
 
     def forward(
         self,
@@ -305,17 +295,8 @@ class LNormGPTForSequenceClassification(LNormGPTPreTrainedModel):
             ``SequenceClassifierOutputWithPast`` with ``logits (B, num_labels)``.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        out = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            cache=cache,
+        out = self._transformer_outputs(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, output_attentions, output_hidden_states, cache
         )
         token_logits = self.score(out.last_hidden_state)  # (B, T, num_labels)
         batch, length = token_logits.shape[:2]
@@ -331,13 +312,7 @@ class LNormGPTForSequenceClassification(LNormGPTPreTrainedModel):
         loss = None
         if labels is not None:
             loss = sequence_classification_loss(self.config, logits, labels)
-        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
-        if not return_dict:
-            rest = tuple(v for v in (present, out.hidden_states, out.attentions) if v is not None)
-            return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return SequenceClassifierOutputWithPast(
-            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions, **{CACHE_FIELD: present}
-        )
+        return self._head_output(SequenceClassifierOutputWithPast, loss, logits, out, return_dict)
 
 
 __all__ = ["LNormGPTModel", "LNormGPTForCausalLM", "LNormGPTForSequenceClassification", "LNormGPTPreTrainedModel"]

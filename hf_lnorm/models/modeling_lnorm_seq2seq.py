@@ -25,20 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions, Seq2SeqLMOutput, Seq2SeqModelOutput
 
 from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig
 from .layers import (
-    exporting,
     CACHE_FIELD,
     build_attention_mask,
     build_stack,
     check_context,
     init_weights,
-    new_cache,
-    pick_cache,
+    output_flags,
+    padded_for_export,
     position_ids_from,
+    prepare_cache,
+    run_stack,
     token_loss,
 )
 from .remote_code import RemoteCodeMixin
@@ -140,13 +140,8 @@ class _Stack(nn.Module):
             inputs_embeds = self.get_input_embeddings()(input_ids)
         batch, length = inputs_embeds.shape[:2]
         check_context(past_len + length, None, self.config.max_position_embeddings)
-        positions = position_ids_from(attention_mask, batch, length, past_len, inputs_embeds.device, padded=self._padded(attention_mask))
+        positions = position_ids_from(attention_mask, batch, length, past_len, inputs_embeds.device, padded=padded_for_export(attention_mask))
         return self.dropout(inputs_embeds + self.embed_positions(positions)), length
-
-    @staticmethod
-    def _padded(attention_mask: Optional[torch.Tensor]) -> Optional[bool]:
-        """``True`` under an exporter's trace when a mask is given (keeps the masking branch, no value check), else ``None``."""
-        return True if attention_mask is not None and attention_mask.dim() == 2 and exporting() else None
 
 
 class LNormSeq2SeqEncoder(_Stack):
@@ -166,23 +161,12 @@ class LNormSeq2SeqEncoder(_Stack):
         **kwargs,
     ) -> Union[Tuple, BaseModelOutput]:
         """Encode ``(B, S)`` source ids (padding marked by ``attention_mask``) into ``(B, S, hidden)``."""
-        config = self.config
-        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
-        return_dict = return_dict if return_dict is not None else config.return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions, output_hidden_states, return_dict)
         hidden, length = self._embed(input_ids, inputs_embeds, attention_mask, 0)
-        mask, _ = build_attention_mask(attention_mask, length, 0, causal=False, padded=self._padded(attention_mask))
-        all_hidden = () if output_hidden_states else None
-        all_attn = () if output_attentions else None
-        for block in self.layers:
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            hidden, weights, _ = block(hidden, attention_mask=mask, output_attentions=output_attentions)
-            if output_attentions:
-                all_attn += (weights,)
-        hidden = self.final_norm(hidden)
-        if output_hidden_states:
-            all_hidden += (hidden,)
+        mask, _ = build_attention_mask(attention_mask, length, 0, causal=False, padded=padded_for_export(attention_mask))
+        hidden, all_hidden, all_attn, _ = run_stack(
+            self.layers, self.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=mask
+        )
         if not return_dict:
             return tuple(v for v in (hidden, all_hidden, all_attn) if v is not None)
         return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn)
@@ -214,51 +198,29 @@ class LNormSeq2SeqDecoder(_Stack):
         The cache (``past_key_values`` / ``cache``) is an ``EncoderDecoderCache``; a plain ``Cache`` is
         wrapped with an empty cross-attention cache.
         """
-        config = self.config
-        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
-        return_dict = return_dict if return_dict is not None else config.return_dict
-        use_cache = use_cache if use_cache is not None else (config.use_cache and not self.training)
-        cache = pick_cache(past_key_values, cache)
-        if self.gradient_checkpointing and self.training:
-            use_cache = False
-        if not use_cache:
-            cache = None
-        elif cache is None:
-            cache = new_cache(encoder_decoder=True)
-        elif not isinstance(cache, EncoderDecoderCache):
-            cache = EncoderDecoderCache(cache, new_cache())
-        past_len = cache.self_attention_cache.get_seq_length() if cache is not None else 0
+        output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions, output_hidden_states, return_dict)
+        cache, past_len = prepare_cache(self, past_key_values, cache, use_cache, encoder_decoder=True)
 
         hidden, length = self._embed(input_ids, inputs_embeds, attention_mask, past_len)
-        mask, is_causal = build_attention_mask(attention_mask, length, past_len, causal=True, padded=self._padded(attention_mask))
+        mask, is_causal = build_attention_mask(attention_mask, length, past_len, causal=True, padded=padded_for_export(attention_mask))
         enc_mask = None
         if encoder_attention_mask is not None and encoder_attention_mask.dim() == 4:  # already (B, 1, 1, S), e.g. for export
             enc_mask = encoder_attention_mask.bool()
-        elif encoder_attention_mask is not None and (self._padded(encoder_attention_mask) or not bool(encoder_attention_mask.all())):
+        elif encoder_attention_mask is not None and (padded_for_export(encoder_attention_mask) or not bool(encoder_attention_mask.all())):
             enc_mask = encoder_attention_mask[:, None, None, :].bool()  # (B, 1, 1, S)
 
-        all_hidden = () if output_hidden_states else None
-        all_attn = () if output_attentions else None
-        all_cross = () if output_attentions else None
-        for block in self.layers:
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            hidden, weights, cross = block(
-                hidden,
-                attention_mask=mask,
-                is_causal=is_causal,
-                cache=cache,
-                encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_mask=enc_mask,
-                output_attentions=output_attentions,
-            )
-            if output_attentions:
-                all_attn += (weights,)
-                all_cross += (cross,)
-        hidden = self.final_norm(hidden)
-        if output_hidden_states:
-            all_hidden += (hidden,)
+        hidden, all_hidden, all_attn, all_cross = run_stack(
+            self.layers,
+            self.final_norm,
+            hidden,
+            output_attentions,
+            output_hidden_states,
+            attention_mask=mask,
+            is_causal=is_causal,
+            cache=cache,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=enc_mask,
+        )
         if not return_dict:
             return tuple(v for v in (hidden, cache, all_hidden, all_attn, all_cross) if v is not None)
         return BaseModelOutputWithPastAndCrossAttentions(
@@ -266,7 +228,88 @@ class LNormSeq2SeqDecoder(_Stack):
         )
 
 
-class LNormSeq2SeqModel(LNormSeq2SeqPreTrainedModel):
+class Seq2SeqModelMixin:
+    """Encoder-decoder plumbing of a bare model over ``self.encoder`` and ``self.decoder`` (shared with LNormSpeech)."""
+
+    def get_encoder(self, *args, **kwargs) -> nn.Module:
+        return self.encoder
+
+    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
+        return self.decoder
+
+    def _cross_attention_mask(self, attention_mask: Optional[torch.Tensor], encoder_hidden: torch.Tensor) -> Optional[torch.Tensor]:
+        """The decoder's mask over the encoder output: the source ``attention_mask`` itself (LNormSpeech subsamples it)."""
+        return attention_mask
+
+    def _encode_decode(
+        self,
+        encoder_inputs: dict,
+        *,
+        attention_mask,
+        encoder_outputs,
+        decoder_input_ids,
+        decoder_attention_mask,
+        decoder_inputs_embeds,
+        past_key_values,
+        cache,
+        use_cache,
+        output_attentions,
+        output_hidden_states,
+        return_dict,
+    ) -> Union[Tuple, Seq2SeqModelOutput]:
+        """The body of ``forward``: encode (unless ``encoder_outputs`` is given), decode, assemble the output.
+
+        Args:
+            encoder_inputs: the encoder's inputs by name (``input_ids`` / ``inputs_embeds``, or ``input_features``).
+            Other arguments: those of ``forward``.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                **encoder_inputs,
+                attention_mask=attention_mask,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
+            )
+        encoder_hidden = encoder_outputs.last_hidden_state
+        decoded = self.decoder(
+            decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_hidden,
+            encoder_attention_mask=self._cross_attention_mask(attention_mask, encoder_hidden),
+            past_key_values=past_key_values,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            cache=cache,
+        )
+        present = decoded[CACHE_FIELD] if CACHE_FIELD in decoded else None
+        if not return_dict:
+            parts = (decoded.last_hidden_state, present, decoded.hidden_states, decoded.attentions, decoded.cross_attentions)
+            parts += (encoder_hidden, encoder_outputs.hidden_states, encoder_outputs.attentions)
+            return tuple(v for v in parts if v is not None)
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoded.last_hidden_state,
+            decoder_hidden_states=decoded.hidden_states,
+            decoder_attentions=decoded.attentions,
+            cross_attentions=decoded.cross_attentions,
+            encoder_last_hidden_state=encoder_hidden,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            **{CACHE_FIELD: present},
+        )
+
+
+class LNormSeq2SeqModel(Seq2SeqModelMixin, LNormSeq2SeqPreTrainedModel):
     """The bare encoder-decoder (no output projection)."""
 
     def __init__(self, config: LNormSeq2SeqConfig):
@@ -290,12 +333,6 @@ class LNormSeq2SeqModel(LNormSeq2SeqPreTrainedModel):
             self.decoder._shared = _SharedModule(value)
         else:
             self.encoder.embed_tokens = value
-
-    def get_encoder(self, *args, **kwargs) -> LNormSeq2SeqEncoder:
-        return self.encoder
-
-    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
-        return self.decoder
 
     def forward(
         self,
@@ -327,54 +364,16 @@ class LNormSeq2SeqModel(LNormSeq2SeqPreTrainedModel):
             ``Seq2SeqModelOutput``: ``last_hidden_state (B, T, hidden)`` of the decoder, the cache, the
             encoder's last hidden state and optional hidden states / attentions.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if encoder_outputs is None:
-            encoder_outputs = self.encoder(
-                input_ids,
-                attention_mask=attention_mask,
-                inputs_embeds=inputs_embeds,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-                return_dict=True,
-            )
-        elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(
-                last_hidden_state=encoder_outputs[0],
-                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
-                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
-            )
-        decoded = self.decoder(
-            decoder_input_ids,
-            attention_mask=decoder_attention_mask,
-            encoder_hidden_states=encoder_outputs.last_hidden_state,
-            encoder_attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            inputs_embeds=decoder_inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            cache=cache,
-        )
-        present = decoded[CACHE_FIELD] if CACHE_FIELD in decoded else None
-        if not return_dict:
-            parts = (decoded.last_hidden_state, present, decoded.hidden_states, decoded.attentions, decoded.cross_attentions)
-            parts += (encoder_outputs.last_hidden_state, encoder_outputs.hidden_states, encoder_outputs.attentions)
-            return tuple(v for v in parts if v is not None)
-        return Seq2SeqModelOutput(
-            last_hidden_state=decoded.last_hidden_state,
-            decoder_hidden_states=decoded.hidden_states,
-            decoder_attentions=decoded.attentions,
-            cross_attentions=decoded.cross_attentions,
-            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
-            encoder_hidden_states=encoder_outputs.hidden_states,
-            encoder_attentions=encoder_outputs.attentions,
-            **{CACHE_FIELD: present},
+        return self._encode_decode(
+            {"input_ids": input_ids, "inputs_embeds": inputs_embeds}, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
+            decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,
+            past_key_values=past_key_values, cache=cache, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict,
         )
 
 
 class Seq2SeqHeadMixin:
-    """Accessors of an encoder-decoder LM head over ``self.model`` (shared with LNormSpeech)."""
+    """Accessors and ``forward`` body of an encoder-decoder LM head over ``self.model`` (shared with LNormSpeech)."""
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
@@ -391,12 +390,54 @@ class Seq2SeqHeadMixin:
     def get_encoder(self, *args, **kwargs) -> nn.Module:
         return self.model.encoder
 
-    def get_decoder(self, *args, **kwargs) -> "LNormSeq2SeqDecoder":
+    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
         return self.model.decoder
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Teacher-forcing decoder inputs (used by ``DataCollatorForSeq2Seq``)."""
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    def _lm_loss(self, logits: torch.Tensor, labels: torch.Tensor, out: Seq2SeqModelOutput, attention_mask, num_items_in_batch) -> torch.Tensor:
+        """Token cross-entropy of ``logits (B, T, V)`` against ``labels (B, T)`` (LNormSpeech adds its CTC loss)."""
+        return token_loss(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), num_items_in_batch)
+
+    def _lm_forward(self, encoder_inputs: dict, labels, return_dict, num_items_in_batch, **model_inputs) -> Union[Tuple, Seq2SeqLMOutput]:
+        """The body of ``forward``: decoder inputs from ``labels`` if none are given, ``self.model``, logits, loss, output.
+
+        Args:
+            encoder_inputs: the encoder's inputs by name (``input_ids`` / ``inputs_embeds``, or ``input_features``).
+            labels, return_dict: as in ``forward``.
+            num_items_in_batch: Trainer's token count for gradient accumulation, or ``None``.
+            **model_inputs: the other inputs of ``self.model`` (``attention_mask``, ``decoder_input_ids``, ...).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None and model_inputs["decoder_input_ids"] is None and model_inputs["decoder_inputs_embeds"] is None:
+            model_inputs["decoder_input_ids"] = self.prepare_decoder_input_ids_from_labels(labels)
+        out = self.model(**encoder_inputs, **model_inputs, return_dict=True)
+        hidden = out.last_hidden_state
+        if self.lm_head is None:
+            logits = F.linear(hidden, self.model.decoder.get_input_embeddings().weight)
+        else:
+            logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = self._lm_loss(logits, labels.to(logits.device), out, model_inputs["attention_mask"], num_items_in_batch)
+        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
+        if not return_dict:
+            parts = (logits, present, out.decoder_hidden_states, out.decoder_attentions, out.cross_attentions)
+            parts += (out.encoder_last_hidden_state, out.encoder_hidden_states, out.encoder_attentions)
+            return ((loss,) if loss is not None else ()) + tuple(v for v in parts if v is not None)
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            decoder_hidden_states=out.decoder_hidden_states,
+            decoder_attentions=out.decoder_attentions,
+            cross_attentions=out.cross_attentions,
+            encoder_last_hidden_state=out.encoder_last_hidden_state,
+            encoder_hidden_states=out.encoder_hidden_states,
+            encoder_attentions=out.encoder_attentions,
+            **{CACHE_FIELD: present},
+        )
 
 
 class LNormSeq2SeqForConditionalGeneration(Seq2SeqHeadMixin, LNormSeq2SeqPreTrainedModel, GenerationMixin):
@@ -440,47 +481,11 @@ class LNormSeq2SeqForConditionalGeneration(Seq2SeqHeadMixin, LNormSeq2SeqPreTrai
         Returns:
             ``Seq2SeqLMOutput`` with ``logits (B, T, decoder_vocab_size)``.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
-            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
-        out = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask,
-            encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            decoder_inputs_embeds=decoder_inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            cache=cache,
-        )
-        hidden = out.last_hidden_state
-        if self.lm_head is None:
-            logits = F.linear(hidden, self.model.decoder.get_input_embeddings().weight)
-        else:
-            logits = self.lm_head(hidden)
-        loss = None
-        if labels is not None:
-            loss = token_loss(logits.reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), kwargs.get("num_items_in_batch"))
-        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
-        if not return_dict:
-            parts = (logits, present, out.decoder_hidden_states, out.decoder_attentions, out.cross_attentions)
-            parts += (out.encoder_last_hidden_state, out.encoder_hidden_states, out.encoder_attentions)
-            return ((loss,) if loss is not None else ()) + tuple(v for v in parts if v is not None)
-        return Seq2SeqLMOutput(
-            loss=loss,
-            logits=logits,
-            decoder_hidden_states=out.decoder_hidden_states,
-            decoder_attentions=out.decoder_attentions,
-            cross_attentions=out.cross_attentions,
-            encoder_last_hidden_state=out.encoder_last_hidden_state,
-            encoder_hidden_states=out.encoder_hidden_states,
-            encoder_attentions=out.encoder_attentions,
-            **{CACHE_FIELD: present},
+        return self._lm_forward(
+            {"input_ids": input_ids, "inputs_embeds": inputs_embeds}, labels, return_dict, kwargs.get("num_items_in_batch"),
+            attention_mask=attention_mask, encoder_outputs=encoder_outputs, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds, past_key_values=past_key_values,
+            cache=cache, use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
 
 

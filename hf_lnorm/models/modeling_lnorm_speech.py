@@ -32,8 +32,8 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2
 
 from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig  # noqa: F401  (a direct import: transformers copies only the direct relative imports of remote code)
 from .configuration_lnorm_speech import LNormSpeechConfig
-from .layers import CACHE_FIELD, build_attention_mask, build_stack, exporting, init_weights, token_loss
-from .modeling_lnorm_seq2seq import LNormSeq2SeqDecoder, Seq2SeqHeadMixin
+from .layers import build_attention_mask, build_stack, exporting, init_weights, output_flags, padded_for_export, run_stack
+from .modeling_lnorm_seq2seq import LNormSeq2SeqDecoder, Seq2SeqHeadMixin, Seq2SeqModelMixin
 from .remote_code import RemoteCodeMixin
 
 try:  # transformers 5.x: init functions that skip tensors already loaded from a checkpoint
@@ -168,9 +168,7 @@ class LNormSpeechEncoder(nn.Module):
         """Encode ``(B, T, num_mel_bins)`` features (real frames marked by ``attention_mask (B, T)``) into ``(B, ceil(T/4), hidden)``."""
         config = self.config
         self._check_features(input_features)
-        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
-        return_dict = return_dict if return_dict is not None else config.return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(config, output_attentions, output_hidden_states, return_dict)
         if attention_mask is not None and attention_mask.shape != input_features.shape[:2]:
             raise ValueError(
                 f"attention_mask of shape {tuple(attention_mask.shape)} does not match input_features of shape "
@@ -187,26 +185,16 @@ class LNormSpeechEncoder(nn.Module):
         positions = torch.arange(length, device=hidden.device)
         hidden = self.dropout(hidden + self.embed_positions(positions)[None])
         frame_mask = subsampled_mask(attention_mask, length)
-        # padded=True under an exporter's trace keeps the masking branch in the graph (no value-dependent check)
-        padded = True if frame_mask is not None and exporting() else None
-        mask, _ = build_attention_mask(frame_mask, length, 0, causal=False, padded=padded)
-        all_hidden = () if output_hidden_states else None
-        all_attn = () if output_attentions else None
-        for block in self.layers:
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            hidden, weights, _ = block(hidden, attention_mask=mask, output_attentions=output_attentions)
-            if output_attentions:
-                all_attn += (weights,)
-        hidden = self.final_norm(hidden)
-        if output_hidden_states:
-            all_hidden += (hidden,)
+        mask, _ = build_attention_mask(frame_mask, length, 0, causal=False, padded=padded_for_export(frame_mask))
+        hidden, all_hidden, all_attn, _ = run_stack(
+            self.layers, self.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=mask
+        )
         if not return_dict:
             return tuple(v for v in (hidden, all_hidden, all_attn) if v is not None)
         return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn)
 
 
-class LNormSpeechModel(LNormSpeechPreTrainedModel):
+class LNormSpeechModel(Seq2SeqModelMixin, LNormSpeechPreTrainedModel):
     """The bare speech encoder-decoder (no output projection)."""
 
     def __init__(self, config: LNormSpeechConfig):
@@ -221,11 +209,12 @@ class LNormSpeechModel(LNormSpeechPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.decoder.embed_tokens = value
 
-    def get_encoder(self, *args, **kwargs) -> LNormSpeechEncoder:
-        return self.encoder
-
-    def get_decoder(self, *args, **kwargs) -> LNormSeq2SeqDecoder:
-        return self.decoder
+    def _cross_attention_mask(self, attention_mask: Optional[torch.Tensor], encoder_hidden: torch.Tensor) -> Optional[torch.Tensor]:
+        """The frame mask subsampled to the encoder positions: ``(B, S)``, ``(B, 1, 1, S)`` under an exporter's trace, or ``None``."""
+        encoder_mask = subsampled_mask(attention_mask, encoder_hidden.shape[1])
+        if encoder_mask is not None and exporting():  # a (B, 1, 1, S) mask is used as it is, without a value check
+            encoder_mask = encoder_mask[:, None, None, :].bool()
+        return encoder_mask
 
     def forward(
         self,
@@ -255,52 +244,11 @@ class LNormSpeechModel(LNormSpeechPreTrainedModel):
         Returns:
             ``Seq2SeqModelOutput`` (decoder ``last_hidden_state (B, L, hidden)``, cache, encoder output).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if encoder_outputs is None:
-            encoder_outputs = self.encoder(
-                input_features,
-                attention_mask=attention_mask,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-                return_dict=True,
-            )
-        elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(
-                last_hidden_state=encoder_outputs[0],
-                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
-                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
-            )
-        encoder_hidden = encoder_outputs.last_hidden_state
-        encoder_mask = subsampled_mask(attention_mask, encoder_hidden.shape[1])
-        if encoder_mask is not None and exporting():  # a (B, 1, 1, S) mask is used as it is, without a value check
-            encoder_mask = encoder_mask[:, None, None, :].bool()
-        decoded = self.decoder(
-            decoder_input_ids,
-            attention_mask=decoder_attention_mask,
-            encoder_hidden_states=encoder_hidden,
-            encoder_attention_mask=encoder_mask,
-            past_key_values=past_key_values,
-            inputs_embeds=decoder_inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            cache=cache,
-        )
-        present = decoded[CACHE_FIELD] if CACHE_FIELD in decoded else None
-        if not return_dict:
-            parts = (decoded.last_hidden_state, present, decoded.hidden_states, decoded.attentions, decoded.cross_attentions)
-            parts += (encoder_hidden, encoder_outputs.hidden_states, encoder_outputs.attentions)
-            return tuple(v for v in parts if v is not None)
-        return Seq2SeqModelOutput(
-            last_hidden_state=decoded.last_hidden_state,
-            decoder_hidden_states=decoded.hidden_states,
-            decoder_attentions=decoded.attentions,
-            cross_attentions=decoded.cross_attentions,
-            encoder_last_hidden_state=encoder_hidden,
-            encoder_hidden_states=encoder_outputs.hidden_states,
-            encoder_attentions=encoder_outputs.attentions,
-            **{CACHE_FIELD: present},
+        return self._encode_decode(
+            {"input_features": input_features}, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
+            decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,
+            past_key_values=past_key_values, cache=cache, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict,
         )
 
 
@@ -332,6 +280,14 @@ class LNormSpeechForConditionalGeneration(Seq2SeqHeadMixin, LNormSpeechPreTraine
         target_lengths = keep.sum(-1)
         return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=config.pad_token_id, zero_infinity=True)
 
+    def _lm_loss(self, logits: torch.Tensor, labels: torch.Tensor, out: Seq2SeqModelOutput, attention_mask, num_items_in_batch) -> torch.Tensor:
+        """The token cross-entropy, mixed with the auxiliary CTC loss when ``config.ctc_weight > 0``."""
+        loss = super()._lm_loss(logits, labels, out, attention_mask, num_items_in_batch)
+        if self.ctc_head is not None:
+            weight = self.config.ctc_weight
+            loss = (1 - weight) * loss + weight * self.ctc_loss(out.encoder_last_hidden_state, attention_mask, labels)
+        return loss
+
     def forward(
         self,
         input_features: Optional[torch.Tensor] = None,
@@ -361,49 +317,11 @@ class LNormSpeechForConditionalGeneration(Seq2SeqHeadMixin, LNormSpeechPreTraine
         Returns:
             ``Seq2SeqLMOutput`` with ``logits (B, L, vocab_size)``.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
-            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
-        out = self.model(
-            input_features,
-            attention_mask=attention_mask,
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask,
-            encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
-            decoder_inputs_embeds=decoder_inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            cache=cache,
-        )
-        hidden = out.last_hidden_state
-        if self.lm_head is None:
-            logits = F.linear(hidden, self.model.decoder.get_input_embeddings().weight)
-        else:
-            logits = self.lm_head(hidden)
-        loss = None
-        if labels is not None:
-            loss = token_loss(logits.reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), kwargs.get("num_items_in_batch"))
-            if self.ctc_head is not None:
-                weight = self.config.ctc_weight
-                loss = (1 - weight) * loss + weight * self.ctc_loss(out.encoder_last_hidden_state, attention_mask, labels.to(logits.device))
-        present = out[CACHE_FIELD] if CACHE_FIELD in out else None
-        if not return_dict:
-            parts = (logits, present, out.decoder_hidden_states, out.decoder_attentions, out.cross_attentions)
-            parts += (out.encoder_last_hidden_state, out.encoder_hidden_states, out.encoder_attentions)
-            return ((loss,) if loss is not None else ()) + tuple(v for v in parts if v is not None)
-        return Seq2SeqLMOutput(
-            loss=loss,
-            logits=logits,
-            decoder_hidden_states=out.decoder_hidden_states,
-            decoder_attentions=out.decoder_attentions,
-            cross_attentions=out.cross_attentions,
-            encoder_last_hidden_state=out.encoder_last_hidden_state,
-            encoder_hidden_states=out.encoder_hidden_states,
-            encoder_attentions=out.encoder_attentions,
-            **{CACHE_FIELD: present},
+        return self._lm_forward(
+            {"input_features": input_features}, labels, return_dict, kwargs.get("num_items_in_batch"),
+            attention_mask=attention_mask, encoder_outputs=encoder_outputs, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds, past_key_values=past_key_values,
+            cache=cache, use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
 
 

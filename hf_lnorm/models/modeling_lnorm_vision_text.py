@@ -37,8 +37,8 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 from .configuration_lnorm_vision_text import LNormVisionTextConfig, LNormVisionTextTextConfig
-from .layers import build_norm, build_stack, init_weights, sequence_classification_loss
-from .modeling_lnorm_vit import LNormViTEmbeddings, LNormViTModel
+from .layers import build_norm, build_stack, init_weights, output_flags, run_stack, sequence_classification_loss
+from .modeling_lnorm_vit import LNormViTModel, init_vit_weights
 from .remote_code import RemoteCodeMixin
 
 from .layers import _init  # transformers 5.x init functions that skip loaded tensors, else torch.nn.init
@@ -54,22 +54,6 @@ def _key_mask(attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     if attention_mask is None:
         return None
     return attention_mask[:, None, None, :].bool()
-
-
-def _run_stack(layers: nn.ModuleList, final_norm: nn.Module, hidden: torch.Tensor, mask: Optional[torch.Tensor],
-               output_attentions: bool, output_hidden_states: bool):
-    all_hidden = () if output_hidden_states else None
-    all_attn = () if output_attentions else None
-    for block in layers:
-        if output_hidden_states:
-            all_hidden += (hidden,)
-        hidden, weights, _ = block(hidden, attention_mask=mask, output_attentions=output_attentions)
-        if output_attentions:
-            all_attn += (weights,)
-    hidden = final_norm(hidden)
-    if output_hidden_states:
-        all_hidden += (hidden,)
-    return hidden, all_hidden, all_attn
 
 
 class LNormVisionTextPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
@@ -105,14 +89,8 @@ class LNormVisionTextPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         depth = config.num_hidden_layers + config.vision_config.num_hidden_layers + config.text_config.num_hidden_layers
         std = config.initializer_range
         init_weights(module, std, depth)
-        if isinstance(module, nn.Conv2d):
-            _init.trunc_normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                _init.zeros_(module.bias)
-        elif isinstance(module, LNormViTEmbeddings):
-            _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
-        elif isinstance(module, LNormVisionTextModel):
+        init_vit_weights(module, std)
+        if isinstance(module, LNormVisionTextModel):
             _init.normal_(module.fusion_cls_token, mean=0.0, std=std)
 
 
@@ -140,7 +118,10 @@ class LNormVisionTextTextEncoder(nn.Module):
             )
         positions = torch.arange(length, device=input_ids.device)[None, :]
         hidden = self.dropout(self.embed_tokens(input_ids) + self.embed_positions(positions))
-        return _run_stack(self.layers, self.final_norm, hidden, _key_mask(attention_mask), output_attentions, output_hidden_states)
+        hidden, all_hidden, all_attn, _ = run_stack(
+            self.layers, self.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=_key_mask(attention_mask)
+        )
+        return hidden, all_hidden, all_attn
 
 
 class LNormVisionTextModel(LNormVisionTextPreTrainedModel):
@@ -190,10 +171,7 @@ class LNormVisionTextModel(LNormVisionTextPreTrainedModel):
             output_attentions, output_hidden_states, return_dict: as in transformers; hidden states and
                 attentions are those of the fusion stack.
         """
-        config = self.config
-        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
-        return_dict = return_dict if return_dict is not None else config.return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions, output_hidden_states, return_dict)
         if pixel_values is None or input_ids is None:
             missing = [n for n, v in (("pixel_values", pixel_values), ("input_ids", input_ids)) if v is None]
             raise ValueError(f"LNormVisionText needs both an image and a question; missing: {', '.join(missing)}")
@@ -214,7 +192,9 @@ class LNormVisionTextModel(LNormVisionTextPreTrainedModel):
         if attention_mask is not None:
             visible = attention_mask.new_ones(batch, 1 + image.shape[1])
             mask = _key_mask(torch.cat([visible, attention_mask], dim=1))
-        hidden, all_hidden, all_attn = _run_stack(self.layers, self.final_norm, hidden, mask, output_attentions, output_hidden_states)
+        hidden, all_hidden, all_attn, _ = run_stack(
+            self.layers, self.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=mask
+        )
         pooled = hidden[:, 0]
         if not return_dict:
             return tuple(v for v in (hidden, pooled, all_hidden, all_attn) if v is not None)

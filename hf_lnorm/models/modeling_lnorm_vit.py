@@ -34,7 +34,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from .configuration_lnorm_vit import LNormViTConfig
-from .layers import build_stack, init_weights, sequence_classification_loss
+from .layers import build_stack, init_weights, output_flags, run_stack, sequence_classification_loss
 from .remote_code import RemoteCodeMixin
 
 from .layers import _init  # transformers 5.x init functions that skip loaded tensors, else torch.nn.init
@@ -91,6 +91,22 @@ class LNormViTEmbeddings(nn.Module):
         return self.dropout(torch.cat([cls, patches], dim=1) + self.position_embeddings)
 
 
+def init_vit_weights(module: nn.Module, std: float) -> None:
+    """Truncated-normal init of what ``init_weights`` leaves alone in a ViT: the patch convolution, class token and positions.
+
+    Args:
+        module: one module (called by ``PreTrainedModel`` for every submodule).
+        std: ``config.initializer_range``.
+    """
+    if isinstance(module, nn.Conv2d):
+        _init.trunc_normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            _init.zeros_(module.bias)
+    elif isinstance(module, LNormViTEmbeddings):
+        _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+        _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+
+
 class LNormViTPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     """Weight init, Auto-class wiring and remote-code saving shared by the LNormViT models."""
 
@@ -132,15 +148,8 @@ class LNormViTPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, nn.Conv2d):
-            _init.trunc_normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                _init.zeros_(module.bias)
-        elif isinstance(module, LNormViTEmbeddings):
-            _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
-        else:
-            init_weights(module, std, self.config.num_hidden_layers)
+        init_weights(module, std, self.config.num_hidden_layers)
+        init_vit_weights(module, std)
 
 
 class LNormViTModel(LNormViTPreTrainedModel):
@@ -178,22 +187,10 @@ class LNormViTModel(LNormViTPreTrainedModel):
         config = self.config
         if pixel_values is None:
             raise ValueError("pixel_values is required: (batch, num_channels, image_size, image_size) float images")
-        output_attentions = bool(output_attentions if output_attentions is not None else config.output_attentions)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
-        return_dict = return_dict if return_dict is not None else config.return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(config, output_attentions, output_hidden_states, return_dict)
 
         hidden = self.embeddings(pixel_values)
-        all_hidden = () if output_hidden_states else None
-        all_attn = () if output_attentions else None
-        for block in self.layers:
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            hidden, weights, _ = block(hidden, attention_mask=None, is_causal=False, output_attentions=output_attentions)
-            if output_attentions:
-                all_attn += (weights,)
-        hidden = self.final_norm(hidden)
-        if output_hidden_states:
-            all_hidden += (hidden,)
+        hidden, all_hidden, all_attn, _ = run_stack(self.layers, self.final_norm, hidden, output_attentions, output_hidden_states)
         pooled = hidden[:, 0] if config.pooling == "cls" else hidden[:, 1:].mean(dim=1)
 
         if not return_dict:
