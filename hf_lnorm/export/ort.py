@@ -255,6 +255,99 @@ def quantize_dynamic_int8(
     return Path(output_path)
 
 
+SMOOTH_OP_TYPES = ("MatMul", "Attention")
+
+
+def smooth_onnx(
+    onnx_path: PathLike,
+    output_path: PathLike,
+    calibration_feeds: Sequence[Mapping[str, np.ndarray]],
+    alpha: float = 0.5,
+    op_types: Sequence[str] = SMOOTH_OP_TYPES,
+) -> int:
+    """SmoothQuant on an ONNX graph: move activation outliers into the weights, exactly in float.
+
+    ORT's int8 (dynamic and static) quantizes each activation with one scale per
+    tensor, so a few large input channels (BERT's LayerNorm outputs have channels
+    15-20x the median) spend most of the 255 levels. For every node in
+    ``op_types`` whose second input is a constant 2-D weight ``W (K, N)``, the
+    per-channel range ``a_k`` of its input ``X`` is measured on
+    ``calibration_feeds`` and ``s_k = a_k**alpha / w_k**(1 - alpha)`` is folded in:
+    a ``Mul(X, 1/s)`` node feeds the consumers and their weight rows are scaled by
+    ``s`` (``hf_lnorm.norms.quantized.smoothing_scales`` computes ``s``). The float
+    graph computes the same function; its int8 version loses less. Consumers of
+    one input share one ``Mul`` and one ``s`` (``w_k`` is the max over them).
+    Weights used by any other node are left alone.
+
+    Args:
+        onnx_path: fp32 model (plain or ORT-fused: ``Attention`` weights are ``(K, 3N)``).
+        output_path: where the smoothed model goes (written to a temporary name, then renamed).
+        calibration_feeds: input dicts (numpy) for the range measurement.
+        alpha: migration strength in [0, 1] (0: nothing moves to the weights).
+        op_types: consumer op types to smooth.
+    Returns:
+        The number of smoothed inputs (0: the file is a plain copy).
+    Raises:
+        ValueError: ``alpha`` outside [0, 1] or no calibration input.
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ..norms.quantized import _check_alpha, smoothing_scales
+
+    alpha = _check_alpha(alpha)
+    if not calibration_feeds:
+        raise ValueError("smooth_onnx needs at least one calibration input")
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    uses: Dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    targets: Dict[str, List] = {}
+    for node in graph.node:
+        if (node.op_type in op_types and len(node.input) > 1 and node.input[1] in inits
+                and len(inits[node.input[1]].dims) == 2 and uses[node.input[1]] == 1 and node.input[0] not in inits):
+            targets.setdefault(node.input[0], []).append(node)
+    if targets:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        outputs = {o.name for o in probe.graph.output}
+        for name in targets:
+            if name not in outputs:
+                probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        sess = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        act_absmax: Dict[str, np.ndarray] = {}
+        for feed in calibration_feeds:
+            for name, value in zip(names, sess.run(None, feed_for(sess, feed))):
+                if name in targets:
+                    a = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+                    act_absmax[name] = a if name not in act_absmax else np.maximum(act_absmax[name], a)
+        for index, (name, nodes) in enumerate(targets.items()):
+            weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
+            w_absmax = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+            scales = smoothing_scales(torch.from_numpy(act_absmax[name]), torch.from_numpy(w_absmax), alpha).numpy()
+            inv = numpy_helper.from_array((1.0 / scales).astype(np.float32), f"hf_lnorm_smooth_{index}_inv")
+            graph.initializer.append(inv)
+            smoothed = f"hf_lnorm_smooth_{index}_out"
+            first = min(list(graph.node).index(n) for n in nodes)  # X exists before its first reader
+            graph.node.insert(first, helper.make_node("Mul", [name, inv.name], [smoothed], name=f"hf_lnorm_smooth_{index}"))
+            for node, w in zip(nodes, weights):
+                node.input[0] = smoothed
+                inits[node.input[1]].CopyFrom(numpy_helper.from_array((w * scales[:, None]).astype(w.dtype), node.input[1]))
+    output_path = Path(output_path)
+    tmp = output_path.with_name(f".{output_path.name}.partial")
+    onnx.save(model, str(tmp))
+    tmp.replace(output_path)
+    return len(targets)
+
+
 class FeedsReader:
     """``onnxruntime.quantization.CalibrationDataReader`` over a list of input dicts."""
 

@@ -78,6 +78,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import types
 import warnings
 import weakref
@@ -180,15 +181,62 @@ class QuantizedActivation:
         return self._q
 
 
+def _quantize_rows_u8(yf: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-row symmetric int8 codes of a 2-D float tensor, stored as ``q + 128`` (uint8), and the scales."""
+    scale = yf.abs().amax(dim=-1, keepdim=True).div(ACT_QMAX).clamp_min(_TINY)
+    codes = (yf / scale).round().add(128)  # in [1, 255]: |y / scale| <= 127
+    return codes.to(torch.uint8), scale
+
+
+class _CompiledQuantizer:
+    """``_quantize_rows_u8`` compiled by inductor into one CPU kernel, built on first use.
+
+    In eager mode the quantization is five passes over the activation (absmax,
+    divide, round, shift, cast), each allocating; for a 3072 x 1536 activation that
+    costs more than the int8 GEMM saves (``hf-lnorm bench quantized`` measures it).
+    Inductor fuses them into one loop with the same arithmetic, so the codes are
+    bit-identical (tested). The compiled function is shape-dynamic: one compile per
+    process (~10 s, cached on disk by inductor afterwards). If compiling fails (no
+    C++ compiler) or ``HF_LNORM_INDUCTOR=0`` is set, the eager function is used and
+    the reason is kept in ``disabled_reason``.
+    """
+
+    fn = None
+    disabled_reason: Optional[str] = None
+
+    @classmethod
+    def get(cls):
+        if cls.fn is None and cls.disabled_reason is None:
+            if os.environ.get("HF_LNORM_INDUCTOR", "1") == "0":
+                cls.disabled_reason = "HF_LNORM_INDUCTOR=0"
+            else:
+                try:
+                    fn = torch.compile(_quantize_rows_u8, dynamic=True)
+                    probe = torch.linspace(-3.0, 3.0, 3 * 40).view(3, 40)
+                    got, want = fn(probe), _quantize_rows_u8(probe)
+                    if not (torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])):
+                        raise RuntimeError("compiled quantizer disagrees with eager")
+                    cls.fn = fn
+                except Exception as exc:  # no compiler, unsupported platform, ...: stay eager
+                    cls.disabled_reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return cls.fn
+
+
 def quantize_activation(y: torch.Tensor, static_scale: Optional[float] = None) -> QuantizedActivation:
-    """Per-token symmetric int8 (``quantize_per_token``) of a ``(..., K)`` tensor, flattened to rows."""
+    """Per-token symmetric int8 (``quantize_per_token``) of a ``(..., K)`` tensor, flattened to rows.
+
+    On CPU outside ``torch.compile`` the quantization runs as one inductor kernel
+    (``_CompiledQuantizer``) when that is available; the codes are the same either way.
+    """
     yf = y.reshape(-1, y.shape[-1]).float()
     if static_scale is not None:
         q, scale = quantize_per_token(yf, static_scale=static_scale)
         return QuantizedActivation((q.view(torch.uint8) ^ 128).contiguous(), scale)
-    scale = _row_scale(yf, ACT_QMAX)
-    codes = (yf / scale).round_().add_(128)  # in [1, 255]: |y / scale| <= 127
-    return QuantizedActivation(codes.to(torch.uint8), scale)
+    fn = None
+    if yf.device.type == "cpu" and not torch.compiler.is_compiling() and yf.shape[0] > 1:
+        fn = _CompiledQuantizer.get()
+    u8, scale = (fn or _quantize_rows_u8)(yf)
+    return QuantizedActivation(u8, scale)
 
 
 @functools.lru_cache(maxsize=None)
@@ -281,17 +329,18 @@ def int8_linear(act: QuantizedActivation, weight: Int8Weight, bias: Optional[tor
     Returns:
         fp32 ``(M, N)``.
     """
-    m, k = act.q.shape
+    m, k = act.u8.shape
     n = weight.q.shape[0]
     kernel = weight.kernel
-    if kernel == "int_mm" and not (act.q.is_cuda and m > 16 and k % 8 == 0 and n % 8 == 0):
+    if kernel == "int_mm" and not (act.u8.is_cuda and m > 16 and k % 8 == 0 and n % 8 == 0):
         kernel = "reference"
     if kernel == "onednn":
         # int32 accumulate, times the per-channel weight scale, in one oneDNN call
         out = torch.ops.onednn.qlinear_pointwise(
             act.u8, 1.0, 128, weight.packed, weight.scale, torch.zeros(n, dtype=torch.long), None,
             1.0, 0, torch.float32, "none", [], "")
-        return out.mul_(act.scale) if bias is None else torch.addcmul(bias.detach().float(), out, act.scale)
+        # per-row activation scale and bias in place: a second output-sized allocation costs more than the pass
+        return out.mul_(act.scale) if bias is None else torch.addcmul(bias.detach().float(), out, act.scale, out=out)
     if kernel == "int_mm":
         acc = torch._int_mm(act.q, weight.packed).float()
     else:
@@ -609,6 +658,8 @@ class QuantizedMode(PatchMode):
                     for m in norms.values():
                         m.__dict__[STATE_ATTR].extra["note"] = f"tracing failed ({type(exc).__name__}): quantize-dequantize only"
                 self._install(norms, consumers, layers, kernel)
+                if any(p.device.type == "cpu" for p in model.parameters()):
+                    _CompiledQuantizer.get()  # compile now, not inside the first timed forward
                 if all_linears:
                     for lname, layer in layers.items():
                         if LINEAR_ATTR not in layer.__dict__:

@@ -84,3 +84,65 @@ def test_dynamic_and_static_int8(exported, tmp_path):
     assert np.abs(got - ref).max() < 0.25 * max(1.0, np.abs(ref).max())
     with pytest.raises(ValueError, match="calibration"):
         quantize_static_int8(path, tmp_path / "x.onnx", [])
+
+
+def test_smooth_onnx_is_exact_in_float(exported, tmp_path):
+    import onnx
+
+    from hf_lnorm.export.ort import smooth_onnx
+
+    model, path, _ = exported
+    optimize_onnx(path, tmp_path / "fused.onnx", model.config)
+    calib = [_feed(model, batch=2, seq=12, seed=s) for s in range(1, 5)]
+    count = smooth_onnx(tmp_path / "fused.onnx", tmp_path / "smooth.onnx", calib, alpha=0.75)
+    graph = onnx.load(str(tmp_path / "smooth.onnx"), load_external_data=False).graph
+    muls = [n for n in graph.node if n.name.startswith("hf_lnorm_smooth_")]
+    assert count == len(muls) and count >= 3 * LAYERS  # per layer at least: attention (or Q/K/V), FFN in, FFN out
+    assert not (tmp_path / ".smooth.onnx.partial").exists()
+    feed = _feed(model, seed=9)
+    ref = session(tmp_path / "fused.onnx").run(["start_logits"], feed)[0]
+    smoothed = session(tmp_path / "smooth.onnx").run(["start_logits"], feed)[0]
+    assert np.abs(smoothed - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())  # the same function in float
+
+
+def test_smooth_onnx_moves_outlier_channels_into_the_weights(tmp_path):
+    """X (two channels 50x the rest) @ W: per-tensor int8 of X loses the small channels unless smoothed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hf_lnorm.export.ort import smooth_onnx
+
+    rng = np.random.default_rng(0)
+    k, n = 64, 32
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", n])],
+        [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "mm.onnx"))
+
+    def batch(seed):
+        x = np.random.default_rng(seed).standard_normal((16, k)).astype(np.float32)
+        x[:, [5, 40]] *= 50.0
+        return {"x": x}
+
+    assert smooth_onnx(tmp_path / "mm.onnx", tmp_path / "mm_smooth.onnx", [batch(s) for s in range(4)], alpha=0.5) == 1
+    feed = batch(99)
+    exact = feed["x"].astype(np.float64) @ w
+    errs = {}
+    for name in ("mm", "mm_smooth"):
+        q = quantize_dynamic_int8(tmp_path / f"{name}.onnx", tmp_path / f"{name}_int8.onnx")
+        errs[name] = float(np.abs(session(q).run(["y"], feed)[0] - exact).mean())
+    assert errs["mm_smooth"] < 0.5 * errs["mm"], errs
+
+
+def test_smooth_onnx_rejects_bad_input(exported, tmp_path):
+    from hf_lnorm.export.ort import smooth_onnx
+
+    model, path, _ = exported
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\], got 1.5"):
+        smooth_onnx(path, tmp_path / "s.onnx", [_feed(model)], alpha=1.5)
+    with pytest.raises(ValueError, match="calibration"):
+        smooth_onnx(path, tmp_path / "s.onnx", [])
+    assert not (tmp_path / "s.onnx").exists()

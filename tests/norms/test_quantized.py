@@ -58,6 +58,24 @@ def test_quantize_per_token_error_bound_and_zero_rows():
     assert torch.equal(codes[[0, 1, 2, 4]].abs().amax(-1), torch.full((4,), 127, dtype=torch.int8))
 
 
+def test_compiled_quantizer_codes_equal_eager_and_per_token_math():
+    fn = q._CompiledQuantizer.get()
+    if fn is None:
+        pytest.skip(f"inductor unavailable here: {q._CompiledQuantizer.disabled_reason}")
+    gen = torch.Generator().manual_seed(3)
+    for rows, k in [(2, 1), (7, 33), (64, 384), (5, 1536)]:
+        y = torch.randn(rows, k, generator=gen) * torch.logspace(-3, 3, rows)[:, None]
+        y[1] = 0.0  # an all-zero row keeps code 128 (signed 0)
+        got_u8, got_scale = fn(y)
+        want_u8, want_scale = q._quantize_rows_u8(y)
+        assert torch.equal(got_u8, want_u8) and torch.equal(got_scale, want_scale)
+        codes, scale = q.quantize_per_token(y)  # the documented per-token math, signed
+        assert torch.equal((got_u8.to(torch.int16) - 128).to(torch.int8), codes) and torch.equal(got_scale, scale)
+    # quantize_activation takes the compiled path on CPU and stores the same codes
+    y = torch.randn(9, 40, generator=gen)
+    assert torch.equal(q.quantize_activation(y).q, q.quantize_per_token(y)[0])
+
+
 def test_quantize_weight_per_channel():
     w = torch.randn(9, 13) * torch.logspace(-2, 2, 9)[:, None]
     for qmax in (127, 63):
