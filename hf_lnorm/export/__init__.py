@@ -667,7 +667,11 @@ def export(
         if target == "tensorrt":
             from .tensorrt import prepare_tensorrt
 
-            result.notes.extend(prepare_tensorrt(tmp, files, input_spec_for_trt(model, task)))
+            if family is not None:  # each graph's own inputs (decoders: encoder states, past), up to the position table
+                max_seq = getattr(model.config, "max_position_embeddings", None) or 512
+                result.notes.extend(prepare_tensorrt(tmp, files, max_seq=max_seq))
+            else:
+                result.notes.extend(prepare_tensorrt(tmp, files, input_spec_for_trt(model, task)))
     return result
 
 

@@ -2,11 +2,15 @@
 
     hf-lnorm export path/to/bert out/ --task question-answering
     hf-lnorm export path/to/bert out/ --target tensorrt --overwrite
+    hf-lnorm export path/to/lnorm-seq2seq out/ --task text2text-generation-with-past --target tensorrt
 
 On transformers 4.57 with optimum-onnx the export goes through Optimum's
 exporter; on transformers 5.x through ``torch.onnx.export`` (dynamo). The
 command prints which path it took, the op types of the graph and the largest
-difference between ONNX Runtime and PyTorch on fresh inputs.
+difference between ONNX Runtime and PyTorch on fresh inputs. An encoder-decoder
+model (``lnorm-seq2seq``) writes ``encoder_model.onnx``, ``decoder_model.onnx`` and
+``decoder_with_past_model.onnx``; ``--target tensorrt`` checks each of them and
+prints one ``trtexec`` command per graph where no engine can be built here.
 """
 
 from __future__ import annotations

@@ -26,6 +26,13 @@ The example inputs always pad the last row, so a traced graph keeps the masking 
 ``verify(family, model, out_dir)`` runs every graph in ONNX Runtime on fresh inputs of other sizes
 (padding included) and returns the largest absolute difference from PyTorch;
 ``OrtEncoderDecoder(family, out_dir).generate(...)`` decodes greedily through the graphs (no Optimum needed).
+
+After the export, per graph (the output directory loads like the export):
+``optimize_seq2seq(onnx_dir, output_dir, config)`` applies ONNX Runtime's fusions (SkipLayerNormalization,
+BiasGelu; attention stays unfused) and returns the fused-op counts, ``expected_seq2seq_fusions(config)``
+what they should reach; ``quantize_seq2seq_int8(onnx_dir, output_dir)`` writes dynamic int8 graphs;
+``token_agreement`` compares greedy outputs. ``hf-lnorm export --target tensorrt`` checks every graph for
+standard ops and prints a ``trtexec`` command per graph (``export/tensorrt.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -43,6 +50,7 @@ DECODER_FILE = "decoder_model.onnx"
 DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
 WITH_PAST = "-with-past"
 FEATURES = "feature-extraction"  # the bare encoder-decoder (no LM head): the decoder's last_hidden_state
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -379,6 +387,114 @@ def _decoder_vocab(config) -> int:
     return getattr(config, "decoder_vocab_size", None) or config.vocab_size
 
 
+# --------------------------------------------------------------------------- ONNX Runtime fusions and int8, per graph
+
+GRAPH_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
+
+
+def graph_files(onnx_dir: Union[str, Path]) -> List[str]:
+    """The encoder-decoder graphs in ``onnx_dir`` (``GRAPH_FILES`` present there, in that order)."""
+    return [name for name in GRAPH_FILES if (Path(onnx_dir) / name).is_file()]
+
+
+def _per_graph(onnx_dir: Union[str, Path], output_dir: Union[str, Path], convert: Callable[[Path, Path], T]) -> Dict[str, T]:
+    """``convert(src, dst)`` for every graph of ``onnx_dir``, written under the same name in ``output_dir``.
+
+    The other files of ``onnx_dir`` (``config.json``, ``generation_config.json``, the tokenizer) are copied, so
+    ``output_dir`` loads like the export (``OrtEncoderDecoder``, Optimum's ``ORTModelForSeq2SeqLM``).
+
+    Raises:
+        FileNotFoundError: ``onnx_dir`` holds no encoder-decoder graph.
+        ValueError: ``output_dir`` is ``onnx_dir``.
+    """
+    import shutil
+
+    onnx_dir, output_dir = Path(onnx_dir), Path(output_dir)
+    files = graph_files(onnx_dir)
+    if not files:
+        raise FileNotFoundError(f"no encoder-decoder ONNX graph ({', '.join(GRAPH_FILES)}) in {onnx_dir}")
+    if output_dir.exists() and output_dir.resolve() == onnx_dir.resolve():
+        raise ValueError(f"output directory {output_dir} is the input directory; write the converted graphs elsewhere")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for path in onnx_dir.iterdir():
+        if path.is_file() and path.suffix != ".onnx":
+            shutil.copy2(path, output_dir / path.name)
+    return {name: convert(onnx_dir / name, output_dir / name) for name in files}
+
+
+def optimize_seq2seq(onnx_dir: Union[str, Path], output_dir: Union[str, Path], config, disable: Sequence[str] = ()) -> Dict[str, Dict[str, int]]:
+    """ONNX Runtime's transformer fusions (``hf_lnorm.export.ort.optimize_onnx``) on every graph of an export.
+
+    ``lnorm-seq2seq`` uses ORT's ``bart`` pattern set (``ORT_MODEL_TYPES``). What fuses (ORT 1.32, both export
+    paths): every ``LayerNormalization`` becomes a ``SkipLayerNormalization`` (residual add folded in) and each
+    block's MLP activation a ``BiasGelu``; attention stays unfused (no ``Attention`` / ``MultiHeadAttention``):
+    none of ORT's attention patterns matches the ``scaled_dot_product_attention`` subgraph (boolean-mask
+    ``Where`` before the softmax, ``IsNaN`` guard after it) of either exporter. ``expected_seq2seq_fusions``
+    gives the counts to check.
+
+    Args:
+        onnx_dir: the export (``encoder_model.onnx``, ``decoder_model.onnx``, optionally ``decoder_with_past_model.onnx``).
+        output_dir: where the fused graphs go, under the same names (with the export's other files).
+        config: the model's config (heads, hidden size, ``model_type``).
+        disable: fusions to switch off (see ``optimize_onnx``).
+    Returns:
+        Per graph file, the fused-op counts (``hf_lnorm.export.ort.FUSED_OPS``).
+    """
+    from .ort import optimize_onnx
+
+    return _per_graph(onnx_dir, output_dir, lambda src, dst: optimize_onnx(src, dst, config, disable=disable))
+
+
+def expected_seq2seq_fusions(config) -> Dict[str, Dict[str, int]]:
+    """Per graph file, the fused-op counts ``optimize_seq2seq`` reaches (for ``check_fusions``).
+
+    Norms (``norm_type="layernorm"``): one ``LayerNormalization`` or ``SkipLayerNormalization`` per norm,
+    2 per encoder block and 3 per decoder block (self-attention, cross-attention, MLP), plus the final norm of
+    each stack with ``norm_position="pre"``. GELU MLPs: one Gelu-family op per block. No ``Attention`` (see
+    ``optimize_seq2seq``). Other norm types and activations make no claim on those ops.
+    """
+    pre = getattr(config, "norm_position", "pre") == "pre"
+    layernorm = getattr(config, "norm_type", "layernorm") == "layernorm"
+    gelu = str(getattr(config, "hidden_act", "")).startswith("gelu")
+
+    def stack(layers: int, norms_per_block: int) -> Dict[str, int]:
+        out = {}
+        if layernorm:
+            out["LayerNormalization+SkipLayerNormalization"] = norms_per_block * layers + int(pre)
+        if gelu:
+            out["gelu"] = layers
+        return out
+
+    decoder = stack(config.num_decoder_layers, 3)
+    return {ENCODER_FILE: stack(config.num_hidden_layers, 2), DECODER_FILE: decoder, DECODER_WITH_PAST_FILE: dict(decoder)}
+
+
+def quantize_seq2seq_int8(onnx_dir: Union[str, Path], output_dir: Union[str, Path], **kwargs) -> Dict[str, Path]:
+    """Dynamic int8 (``hf_lnorm.export.ort.quantize_dynamic_int8``, ``kwargs`` passed on) of every graph.
+
+    The input may be the plain export or ``optimize_seq2seq``'s fused graphs; ``output_dir`` loads like the export.
+
+    Returns:
+        Per graph file, the int8 model's path.
+    """
+    from .ort import quantize_dynamic_int8
+
+    return _per_graph(onnx_dir, output_dir, lambda src, dst: quantize_dynamic_int8(src, dst, **kwargs))
+
+
+def token_agreement(reference: torch.Tensor, other: torch.Tensor, pad_token_id: int) -> float:
+    """Share of ``reference``'s generated tokens (start token and padding excluded) that ``other`` has at the same place.
+
+    Sequences of different lengths are compared on the reference's positions (missing ones count as misses).
+    """
+    ref = reference[:, 1:]
+    got = torch.full_like(ref, -1)
+    width = min(ref.shape[1], other.shape[1] - 1)
+    got[:, :width] = other[:, 1 : width + 1]
+    real = ref != pad_token_id
+    return float(((ref == got) & real).sum()) / max(1, int(real.sum()))
+
+
 # --------------------------------------------------------------------------- the lnorm-seq2seq (text) family
 
 
@@ -480,12 +596,18 @@ __all__ = [
     "DECODER_WITH_PAST_FILE",
     "ENCODER_FILE",
     "EncoderDecoderFamily",
+    "GRAPH_FILES",
     "OrtEncoderDecoder",
     "TEXT",
     "dynamo_with_past",
+    "expected_seq2seq_fusions",
     "export_dynamo",
     "family_of",
+    "graph_files",
+    "optimize_seq2seq",
     "optimum_configs",
+    "quantize_seq2seq_int8",
     "text_example_inputs",
+    "token_agreement",
     "verify",
 ]

@@ -7,6 +7,12 @@ are ``LayerNormalization`` nodes, which TensorRT maps to its own normalization
 layer). Where the ``tensorrt`` Python package and a CUDA GPU are present the
 engine is built (``model.plan``); otherwise one line says so and the
 ``trtexec`` command that builds it is printed.
+
+Encoder-decoder exports (``lnorm-seq2seq``: ``encoder_model.onnx``, ``decoder_model.onnx``,
+``decoder_with_past_model.onnx``) get the same check on every graph, and one ``trtexec``
+command per graph whose dynamic-shape profile is read from that graph's own inputs
+(``graph_profiles``: the decoders take ``encoder_hidden_states`` and ``past_key_values.*``,
+whose sequence axes are dynamic too).
 """
 
 from __future__ import annotations
@@ -14,27 +20,67 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 logger = logging.getLogger("hf_lnorm")
 
 MAX_BATCH = 8
 MAX_SEQ = 512
+OPT_SEQ = 128
+
+Shape = Tuple[int, ...]
+Profile = Tuple[Shape, Shape, Shape]
 
 
-def _profile(shape: Tuple[int, ...]) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
-    """(min, opt, max) shapes for one input; text inputs are (batch, sequence)."""
+def _profile(shape: Union[Shape, Profile]) -> Profile:
+    """(min, opt, max) shapes for one input; text inputs are (batch, sequence); a given profile is kept."""
+    if shape and isinstance(shape[0], tuple):
+        return shape
     if len(shape) == 2:
         return (1, 1), shape, (MAX_BATCH, MAX_SEQ)
     return (1,) + shape[1:], shape, (MAX_BATCH,) + shape[1:]
 
 
-def trtexec_command(onnx_path: str, shapes: Dict[str, Tuple[int, ...]], engine_path: str = "model.plan") -> str:
+def graph_profiles(onnx_path: Union[str, Path], max_seq: int = MAX_SEQ) -> Dict[str, Profile]:
+    """Per graph input, a (min, opt, max) profile read from its dimensions.
+
+    Fixed dimensions stay as they are; ``batch_size`` runs 1..``MAX_BATCH`` (opt 1); every other named
+    (dynamic) axis, a sequence length, runs 1..``max_seq`` (opt ``min(OPT_SEQ, max_seq)``), a
+    ``past_*`` length to ``max_seq - 1`` (one new token still fits the position table).
+
+    Args:
+        onnx_path: the ONNX file.
+        max_seq: the longest sequence (e.g. the model's ``max_position_embeddings``).
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    inits = {t.name for t in graph.initializer}
+    profiles = {}
+    for value in graph.input:
+        if value.name in inits:
+            continue
+        lo, opt, hi = [], [], []
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_value > 0:
+                ranges = (dim.dim_value,) * 3
+            elif dim.dim_param == "batch_size":
+                ranges = (1, 1, MAX_BATCH)
+            else:
+                longest = max_seq - 1 if dim.dim_param.startswith("past") else max_seq
+                ranges = (1, min(OPT_SEQ, longest), longest)
+            for axis, size in zip((lo, opt, hi), ranges):
+                axis.append(size)
+        profiles[value.name] = (tuple(lo), tuple(opt), tuple(hi))
+    return profiles
+
+
+def trtexec_command(onnx_path: str, shapes: Dict[str, Union[Shape, Profile]], engine_path: str = "model.plan") -> str:
     """The ``trtexec`` command line that builds an fp16 engine with a dynamic-shape profile.
 
     Args:
         onnx_path: the ONNX file.
-        shapes: per input, the optimal (representative) shape.
+        shapes: per input, the optimal (representative) shape, or its (min, opt, max) profile.
         engine_path: where the engine is saved.
     Returns:
         A shell command string.
@@ -60,7 +106,7 @@ def tensorrt_unavailable_reason() -> str:
     return ""
 
 
-def build_engine(onnx_path: Path, shapes: Dict[str, Tuple[int, ...]], engine_path: Path, fp16: bool = True) -> Path:
+def build_engine(onnx_path: Path, shapes: Dict[str, Union[Shape, Profile]], engine_path: Path, fp16: bool = True) -> Path:
     """Parse ``onnx_path`` with TensorRT's ONNX parser and serialize an engine (needs tensorrt + GPU).
 
     Raises:
@@ -92,16 +138,24 @@ def build_engine(onnx_path: Path, shapes: Dict[str, Tuple[int, ...]], engine_pat
     return engine_path
 
 
-def prepare_tensorrt(out_dir: Path, onnx_files: Sequence[str], shapes: Dict[str, Tuple[int, ...]]) -> List[str]:
-    """Check the exported graph(s) for TensorRT and build the engine where possible.
+def prepare_tensorrt(
+    out_dir: Path,
+    onnx_files: Sequence[str],
+    shapes: Optional[Dict[str, Union[Shape, Profile]]] = None,
+    max_seq: int = MAX_SEQ,
+) -> List[str]:
+    """Check the exported graph(s) for TensorRT and build the engine(s) where possible.
 
     Args:
         out_dir: the (staging) export directory.
         onnx_files: ONNX files in it (relative).
-        shapes: representative input shapes (see ``hf_lnorm.export.input_spec_for_trt``).
+        shapes: representative input shapes for every file (see ``hf_lnorm.export.input_spec_for_trt``);
+            ``None``: each graph's profile is read from its inputs (``graph_profiles``), as for the
+            encoder-decoder graphs, which take different inputs.
+        max_seq: the longest sequence of the read profiles.
     Returns:
-        Lines for the user: the check result, then the engine path or why none was built
-        and the ``trtexec`` command.
+        Lines for the user: the check result, then the engine paths, or one line saying why
+        none was built and a ``trtexec`` command per graph.
     Raises:
         ValueError: a graph has non-standard ops or an opset below 17 (names them).
     """
@@ -114,12 +168,16 @@ def prepare_tensorrt(out_dir: Path, onnx_files: Sequence[str], shapes: Dict[str,
             raise ValueError(f"{name} is not TensorRT-ready: {'; '.join(problems)}")
     lines.append(f"TensorRT check: {', '.join(onnx_files)} use standard ONNX ops only (opset >= 17)")
     reason = tensorrt_unavailable_reason()
+    if reason:
+        several = len(onnx_files) > 1
+        lines.append(f"TensorRT engine{'s' if several else ''} not built: {reason}. "
+                     f"Build {'them' if several else 'it'} on a GPU machine with:")
     for name in onnx_files:
         engine = Path(name).with_suffix(".plan")
+        graph_shapes = shapes if shapes is not None else graph_profiles(out_dir / name, max_seq)
         if reason:
-            lines.append(f"TensorRT engine not built: {reason}. Build it on a GPU machine with:")
-            lines.append("  " + trtexec_command(name, shapes, str(engine)))
+            lines.append("  " + trtexec_command(name, graph_shapes, str(engine)))
         else:
-            build_engine(out_dir / name, shapes, out_dir / engine)
+            build_engine(out_dir / name, graph_shapes, out_dir / engine)
             lines.append(f"TensorRT engine built: {engine}")
     return lines

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 __all__ = ["PATCH_CHOICES", "parse_recipe_args", "apply_lnorm_patch", "default_lora_targets", "apply_lora", "resumable_checkpoint"]
 
@@ -155,12 +155,22 @@ def apply_lora(model, task_type: str, r: int, alpha: int, dropout: float, target
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
+def _complete_json(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def resumable_checkpoint(output_dir: str) -> Optional[str]:
     """The newest ``checkpoint-N`` folder under ``output_dir`` that was completely written.
 
-    Trainer writes ``trainer_state.json`` last, so a folder without it comes from
-    a run killed while saving and is skipped (the stock ``get_last_checkpoint``
-    would pick it and fail to resume).
+    Trainer writes ``trainer_state.json`` last (and not atomically), so a folder
+    where it is missing or does not parse as JSON comes from a run killed while
+    saving and is skipped (the stock ``get_last_checkpoint`` would pick it and fail
+    to resume).
 
     Args:
         output_dir: a Trainer output folder (may not exist).
@@ -174,6 +184,6 @@ def resumable_checkpoint(output_dir: str) -> Optional[str]:
     for name in os.listdir(output_dir):
         m = _CKPT.match(name)
         path = os.path.join(output_dir, name)
-        if m and os.path.isfile(os.path.join(path, "trainer_state.json")):
+        if m and _complete_json(os.path.join(path, "trainer_state.json")):
             found.append((int(m.group(1)), path))
     return max(found)[1] if found else None

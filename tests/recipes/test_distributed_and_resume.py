@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-import pytest
+from hf_lnorm.recipes.common import resumable_checkpoint
 
 from .conftest import ROOT, accelerate_cmd, qa_args, run, subprocess_env, translation_args, write_config
 
@@ -64,7 +64,8 @@ def test_killed_run_resumes_to_the_same_loss(tmp_path):
     victim = subprocess.Popen([sys.executable, script, kill_cfg], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_ckpt = os.path.join(kill_out, "checkpoint-10", "trainer_state.json")
     deadline = time.time() + 240
-    while not os.path.exists(first_ckpt) and victim.poll() is None and time.time() < deadline:
+    # kill once the first checkpoint is complete (its trainer_state.json, written last, parses)
+    while resumable_checkpoint(kill_out) is None and victim.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(timeout=30) == -signal.SIGKILL, "the run finished before it could be killed"

@@ -42,3 +42,17 @@ def test_group_by_length_survives_on_both_lines(tmp_path):
     config.write_text('{"group_by_length": true, "output_dir": "x"}')
     (args,) = parse_recipe_args(HfArgumentParser([TrainingArguments]), [str(config)])
     assert getattr(args, "group_by_length", None) is True or getattr(args, "train_sampling_strategy", None) == "group_by_length"
+
+
+def test_resumable_checkpoint_skips_half_written_checkpoints(tmp_path):
+    from hf_lnorm.recipes.common import resumable_checkpoint
+
+    assert resumable_checkpoint(str(tmp_path / "missing")) is None
+    for step, state in [(10, '{"global_step": 10}'), (20, '{"global_step": 2'), (30, None), (5, '{"global_step": 5}')]:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-x").mkdir()
+    # 30 has no state (killed before writing it), 20 a truncated one (killed while writing it)
+    assert resumable_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")
