@@ -118,6 +118,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     sys.path.insert(0, REPO)
     import hf_lnorm
+    from hf_lnorm._json import write_json
     from transformers import GPT2LMHeadModel
 
     train_text, heldout_text = load_text(args.text)
@@ -169,12 +170,8 @@ def main(argv=None):
     report = hf_lnorm.patch_report(variants["hf_lnorm-int8"])
     consumers = {r.name: r.extra.get("consumers") for r in report.patched}
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"rows": rows, "heldout_chars": len(heldout_ids) - 1, "context": args.context,
-                       "steps": args.steps, "text": os.path.relpath(args.text, REPO), "consumers": consumers}, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json(args.json, {"rows": rows, "heldout_chars": len(heldout_ids) - 1, "context": args.context,
+                               "steps": args.steps, "text": os.path.relpath(args.text, REPO), "consumers": consumers})
     return 0
 
 

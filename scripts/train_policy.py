@@ -44,6 +44,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from hf_lnorm._json import write_json  # noqa: E402
 from hf_lnorm.models import LNormPolicyConfig, LNormPolicyModel  # noqa: E402
 
 PPO_DEFAULTS = dict(
@@ -370,16 +371,6 @@ def _gym_version() -> str:
     import gymnasium
 
     return gymnasium.__version__
-
-
-def write_json(path: str, data) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def save_model(model: LNormPolicyModel, output_dir: str, training_data: Optional[str]) -> None:

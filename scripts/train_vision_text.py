@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
+from hf_lnorm._json import write_json  # noqa: E402
 from hf_lnorm.models import (  # noqa: E402
     LNormViTImageProcessor,
     LNormVisionTextConfig,
@@ -235,11 +236,7 @@ def main(argv=None) -> dict:
         shutil.rmtree(output_dir)
     os.replace(work, output_dir)
     if args.results_json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.results_json)), exist_ok=True)
-        tmp = args.results_json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
-        os.replace(tmp, args.results_json)
+        write_json(args.results_json, results)
     print(json.dumps({k: v for k, v in results.items() if k != "confusions"}, indent=2))
     print(f"saved model, processor and results.json to {output_dir}")
     return results

@@ -16,13 +16,12 @@ Numbers depend on the machine and its load; compare rows of one run only.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from typing import Dict, List
+
+from .._json import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,27 +181,12 @@ def format_table(result: Dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(result: Dict, path: str) -> None:
-    """Write ``result`` to ``path`` through a temporary file renamed into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(result, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def run(args) -> int:
     """CLI entry point: validate, time, print the table, optionally write JSON."""
     _validate(args)
     result = run_benchmark(args)
     print(format_table(result))
     if args.json:
-        write_json(result, args.json)
+        write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -37,6 +36,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .._json import write_json
 from ..norms import ops
 
 OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
@@ -402,15 +402,6 @@ def _table(results: List[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
 
 
-def _write_json(path: str, payload: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench_norms.", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
-
-
 def _plot(path: str, results: List[dict]) -> None:
     import matplotlib
 
@@ -522,7 +513,7 @@ def run(args) -> int:
         for t in payload["targets"]:
             print(f"  [{'met' if t['met'] else 'NOT met'}] {t['target']}: {t['case']} -> {t['value']}")
     if args.json_path:
-        _write_json(args.json_path, payload)
+        write_json(args.json_path, payload)
         print(f"\nwrote {args.json_path}")
     if args.plot:
         _plot(args.plot, results)

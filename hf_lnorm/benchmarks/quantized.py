@@ -40,6 +40,8 @@ from typing import Dict, List
 import torch
 from torch import nn
 
+from .._json import write_json
+
 VARIANTS = ("fp32", "torch-dynamic-int8", "torchao-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth",
             "hf_lnorm-int8-all", "hf_lnorm-int8-smooth-all")
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -292,9 +294,6 @@ def run(args) -> int:
         note = f"  ({r['note']})" if r.get("note") else ""
         print(f"{r['variant']:<24} {r['median_ms']:>10.1f} {speed:>8} {r['weight_bytes'] / 1e6:>10.1f}  {r['metric']}={r['value']}{note}")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"rows": rows, "batch": args.batch, "seq": args.seq, "threads": torch.get_num_threads(),
-                       "repeats": args.repeats, "questions": len(examples)}, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json(args.json, {"rows": rows, "batch": args.batch, "seq": args.seq, "threads": torch.get_num_threads(),
+                               "repeats": args.repeats, "questions": len(examples)})
     return 0

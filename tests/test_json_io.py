@@ -1,0 +1,54 @@
+"""hf_lnorm._json.write_json: complete files only, nothing left behind on error."""
+
+import json
+import os
+
+import pytest
+
+from hf_lnorm._json import write_json
+
+
+def test_writes_a_parseable_file(tmp_path):
+    path = tmp_path / "out.json"
+    obj = {"rows": [{"a": 1, "b": [1.5, None, "x"]}], "name": "caf\u00e9"}
+    write_json(str(path), obj)
+    text = path.read_text(encoding="utf-8")
+    assert json.loads(text) == obj
+    assert text.endswith("\n")
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_indent_is_passed_on(tmp_path):
+    path = tmp_path / "one_line.json"
+    write_json(str(path), {"a": [1, 2]}, indent=None)
+    assert path.read_text(encoding="utf-8") == '{"a": [1, 2]}\n'
+
+
+def test_unserializable_object_leaves_previous_file_and_no_temporary(tmp_path):
+    path = tmp_path / "out.json"
+    write_json(str(path), {"ok": True})
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        write_json(str(path), {"ok": False, "bad": object()})
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_unserializable_object_creates_no_file(tmp_path):
+    with pytest.raises(TypeError):
+        write_json(str(tmp_path / "new.json"), [object()])
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_folder_is_created(tmp_path):
+    path = tmp_path / "a" / "b" / "out.json"
+    write_json(str(path), [1, 2, 3])
+    assert json.loads(path.read_text(encoding="utf-8")) == [1, 2, 3]
+    assert os.listdir(path.parent) == ["out.json"]
+
+
+def test_non_ascii_text_is_written_as_utf8(tmp_path):
+    path = tmp_path / "t.json"
+    write_json(str(path), {"prediction": "Y murió Elimelech"})
+    assert "murió" in path.read_text(encoding="utf-8")
+    assert json.loads(path.read_text(encoding="utf-8")) == {"prediction": "Y murió Elimelech"}
