@@ -530,16 +530,32 @@ def build_stack(config, num_layers: int, causal: bool, cross_attention: bool = F
     return layers, final_norm
 
 
-def run_stack(layers: nn.ModuleList, final_norm: nn.Module, hidden: torch.Tensor, output_attentions: bool, output_hidden_states: bool,
-              **block_kwargs):
+def run_stack(
+    layers: nn.ModuleList,
+    final_norm: nn.Module,
+    hidden: torch.Tensor,
+    output_attentions: bool,
+    output_hidden_states: bool,
+    attention_mask: Optional[torch.Tensor] = None,
+    is_causal: bool = False,
+    cache: Optional[Cache] = None,
+    encoder_hidden_states: Optional[torch.Tensor] = None,
+    encoder_attention_mask: Optional[torch.Tensor] = None,
+):
     """Run the blocks of ``build_stack`` and the final norm, collecting what the ``output_*`` flags ask for.
+
+    The block arguments are passed positionally: under gradient checkpointing with
+    ``use_reentrant=True`` only positional tensors are inputs of the checkpoint, and a
+    keyword tensor such as the encoder states would be back-propagated once per block
+    (autograd's "backward through the graph a second time").
 
     Args:
         layers, final_norm: what ``build_stack`` returned.
         hidden: ``(B, T, hidden)`` input of the first block.
         output_attentions: collect each block's attention weights.
         output_hidden_states: collect the input of every block and the final (normed) output.
-        **block_kwargs: passed to every ``LNormBlock`` (``attention_mask``, ``is_causal``, ``cache``, ...).
+        attention_mask, is_causal, cache, encoder_hidden_states, encoder_attention_mask: passed to every
+            ``LNormBlock`` (see its ``forward``).
 
     Returns:
         ``(hidden, all_hidden, all_attn, all_cross)``: the output and, when asked for, tuples of hidden states,
@@ -551,7 +567,8 @@ def run_stack(layers: nn.ModuleList, final_norm: nn.Module, hidden: torch.Tensor
     for block in layers:
         if output_hidden_states:
             all_hidden += (hidden,)
-        hidden, weights, cross = block(hidden, output_attentions=output_attentions, **block_kwargs)
+        hidden, weights, cross = block(hidden, attention_mask, is_causal, cache, encoder_hidden_states, encoder_attention_mask,
+                                       output_attentions)
         if output_attentions:
             all_attn += (weights,)
             all_cross += (cross,)

@@ -188,3 +188,21 @@ def test_fused_and_plain_norm_paths_agree(monkeypatch):
     fused = model(src, attention_mask=mask, decoder_input_ids=tgt).logits
     monkeypatch.setattr(layers, "USE_FUSED_NORMS", False)
     torch.testing.assert_close(model(src, attention_mask=mask, decoder_input_ids=tgt).logits, fused, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_gradient_checkpointing_gives_the_same_gradients(reentrant):
+    """Encoder states reach every decoder block; with reentrant checkpointing they must be a checkpoint input."""
+    torch.manual_seed(0)
+    cfg = LNormSeq2SeqConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_decoder_layers=2,
+                             num_attention_heads=4, dropout=0.0, attention_dropout=0.0)
+    plain = LNormSeq2SeqForConditionalGeneration(cfg).train()
+    ckpt = LNormSeq2SeqForConditionalGeneration(cfg).train()
+    ckpt.load_state_dict(plain.state_dict())
+    ckpt.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    assert ckpt.model.decoder.gradient_checkpointing
+    x, y = torch.randint(3, 50, (2, 7)), torch.randint(3, 50, (2, 5))
+    plain(input_ids=x, labels=y).loss.backward()
+    ckpt(input_ids=x, labels=y).loss.backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        assert b.grad is not None and torch.allclose(a.grad, b.grad, atol=1e-6), name
