@@ -249,7 +249,7 @@ def _load(source: Optional[str], seed: int):
     return model.eval(), tokenizer, source, description or source
 
 
-def _smoothed_int8(fused_path: Path, out: Path, calib_enc, alpha: Optional[float], threads: int) -> Tuple[Path, str]:
+def _smoothed_int8(fused_path: Path, fused_runner, out: Path, calib_enc, alpha: Optional[float], threads: int) -> Tuple[Path, str]:
     """SmoothQuant the fused graph, then dynamic int8 (``ort-int8-smooth``).
 
     With ``alpha`` None, each of ``SMOOTH_ALPHAS`` is tried and the one whose int8
@@ -261,17 +261,18 @@ def _smoothed_int8(fused_path: Path, out: Path, calib_enc, alpha: Optional[float
     Returns:
         ``(path of the int8 model, a note for the report)``.
     """
-    from .ort import quantize_dynamic_int8, smooth_onnx
+    from .ort import activation_ranges, quantize_dynamic_int8, smooth_onnx
 
     inputs = calib_enc.inputs
     mask = inputs["attention_mask"].astype(bool)
     feeds = [{k: v[i : i + 8] for k, v in inputs.items()} for i in range(0, mask.shape[0], 8)]
-    ref = _batched(_ort_runner(fused_path, threads), inputs)
+    ranges = activation_ranges(fused_path, feeds)  # the same for every alpha
+    ref = _batched(fused_runner, inputs)
     tried: List[Tuple[float, float]] = []
     best: Optional[Tuple[float, float, Path]] = None
     for i, a in enumerate(SMOOTH_ALPHAS if alpha is None else (alpha,)):
         smoothed = out / f".smooth_{i}.onnx"
-        count = smooth_onnx(fused_path, smoothed, feeds, a)
+        count = smooth_onnx(fused_path, smoothed, alpha=a, ranges=ranges)
         int8 = out / f".smooth_{i}_int8.onnx"
         quantize_dynamic_int8(smoothed, int8)
         smoothed.unlink()
@@ -368,11 +369,12 @@ def run_job(args) -> Dict:
         bar.update()
 
         stage("int8-smooth")
+        fused_runner = _ort_runner(fused_path, args.threads)
         calib_seq = min(args.seq_lens)
         calib_enc = encode(tokenizer, calib_examples, calib_seq)
         feeds = [{k: v[i : i + 1] for k, v in calib_enc.inputs.items()} for i in range(len(calib_examples))]
         with _quiet_root_logger():
-            smooth_path, smooth_note = _smoothed_int8(fused_path, out, calib_enc, args.smooth_alpha, args.threads)
+            smooth_path, smooth_note = _smoothed_int8(fused_path, fused_runner, out, calib_enc, args.smooth_alpha, args.threads)
         notes.append(smooth_note)
         bar.update()
 
@@ -385,7 +387,7 @@ def run_job(args) -> Dict:
         runners = {
             "pytorch-fp32": _torch_runner(stock),
             "pytorch-patched": _torch_runner(model),
-            "ort-fp32": _ort_runner(fused_path, args.threads),
+            "ort-fp32": fused_runner,
             "ort-int8": _ort_runner(int8_path, args.threads),
             "ort-int8-smooth": _ort_runner(smooth_path, args.threads),
             "ort-int8-static": _ort_runner(static_path, args.threads),

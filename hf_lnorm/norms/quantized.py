@@ -134,8 +134,8 @@ def quantize_per_token(y: torch.Tensor, qmax: int = ACT_QMAX, static_scale: Opti
 
 
 def _row_scale(yf: torch.Tensor, qmax: int) -> torch.Tensor:
-    lo, hi = torch.aminmax(yf, dim=-1, keepdim=True)  # one pass instead of abs() then amax()
-    return torch.maximum(hi, lo.neg_()).div_(qmax).clamp_min_(_TINY)
+    """Per-row symmetric scale ``max|y_row| / qmax`` (at least ``_TINY``), shape ``(..., 1)``."""
+    return yf.abs().amax(dim=-1, keepdim=True).div(qmax).clamp_min(_TINY)
 
 
 def quantize_dequantize(y: torch.Tensor, dim: int = -1, static_scale: Optional[float] = None) -> torch.Tensor:
@@ -183,7 +183,7 @@ class QuantizedActivation:
 
 def _quantize_rows_u8(yf: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-row symmetric int8 codes of a 2-D float tensor, stored as ``q + 128`` (uint8), and the scales."""
-    scale = yf.abs().amax(dim=-1, keepdim=True).div(ACT_QMAX).clamp_min(_TINY)
+    scale = _row_scale(yf, ACT_QMAX)
     codes = (yf / scale).round().add(128)  # in [1, 255]: |y / scale| <= 127
     return codes.to(torch.uint8), scale
 
@@ -196,7 +196,7 @@ class _CompiledQuantizer:
     costs more than the int8 GEMM saves (``hf-lnorm bench quantized`` measures it).
     Inductor fuses them into one loop with the same arithmetic, so the codes are
     bit-identical (tested). The compiled function is shape-dynamic: one compile per
-    process (~10 s, cached on disk by inductor afterwards). If compiling fails (no
+    process (cached on disk by inductor afterwards). If compiling fails (no
     C++ compiler) or ``HF_LNORM_INDUCTOR=0`` is set, the eager function is used and
     the reason is kept in ``disabled_reason``.
     """

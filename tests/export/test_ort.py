@@ -103,6 +103,14 @@ def test_smooth_onnx_is_exact_in_float(exported, tmp_path):
     ref = session(tmp_path / "fused.onnx").run(["start_logits"], feed)[0]
     smoothed = session(tmp_path / "smooth.onnx").run(["start_logits"], feed)[0]
     assert np.abs(smoothed - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())  # the same function in float
+    # ranges measured once and passed in (the main job's alpha search) give the same graph
+    from hf_lnorm.export.ort import activation_ranges
+
+    ranges = activation_ranges(tmp_path / "fused.onnx", calib)
+    assert set(ranges) == {n.input[0] for n in muls}
+    assert smooth_onnx(tmp_path / "fused.onnx", tmp_path / "smooth2.onnx", alpha=0.75, ranges=ranges) == count
+    again = session(tmp_path / "smooth2.onnx").run(["start_logits"], feed)[0]
+    assert np.array_equal(again, smoothed)
 
 
 def test_smooth_onnx_moves_outlier_channels_into_the_weights(tmp_path):
