@@ -15,7 +15,9 @@ Extras over the stock example:
   * ``--hf_lnorm_patch {none,fused,quantized}``: swap the model's norm layers with
     ``hf_lnorm.patch`` before training (an unregistered mode fails with patch's ValueError);
   * ``--lora``: train a PEFT LoRA adapter on the attention query/value projections
-    (``--lora_target_modules`` to change) plus the fresh ``qa_outputs`` head in full;
+    (``--lora_target_modules`` to change) plus the fresh ``qa_outputs`` head in full
+    (``--lora_modules_to_save`` and ``--lora_bias`` train more in full; ``configs/qa_minilm_lora.json``
+    is the recipe of the committed adapter ``data/qa-minilm-lora``);
   * resuming: an existing ``output_dir`` resumes from its newest complete checkpoint;
   * ``--eval_first_sentence_baseline``: also score "answer = first sentence of the context".
 
@@ -86,6 +88,8 @@ class ModelArguments:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: Optional[List[str]] = field(default=None, metadata={"help": "Module names to adapt; default: query value (BERT)."})
+    lora_modules_to_save: Optional[List[str]] = field(default=None, metadata={"help": "Modules trained in full and saved with the adapter (e.g. LayerNorm); the span head always is."})
+    lora_bias: str = field(default="none", metadata={"help": "Biases trained with the adapter.", "choices": ["none", "all", "lora_only"]})
 
 
 @dataclass
@@ -196,7 +200,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         logger.info(report.summary())
     if model_args.lora:
         model = apply_lora(model, "QUESTION_ANS", model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
-                           model_args.lora_target_modules, modules_to_save=None)  # PEFT's QUESTION_ANS task trains qa_outputs in full
+                           model_args.lora_target_modules, modules_to_save=model_args.lora_modules_to_save,
+                           bias=model_args.lora_bias)  # qa_outputs is always trained in full
 
     max_len = min(data_args.max_seq_length, tokenizer.model_max_length)
     fn_kwargs = dict(tokenizer=tokenizer, max_seq_length=max_len, doc_stride=data_args.doc_stride, pad_to_max_length=data_args.pad_to_max_length)

@@ -45,12 +45,13 @@ from .._json import write_json
 VARIANTS = ("fp32", "torch-dynamic-int8", "torchao-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth",
             "hf_lnorm-int8-all", "hf_lnorm-int8-smooth-all")
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_QA_FILE = os.path.join(_REPO, "data", "qa", "sample_dev.json")
+DEFAULT_QA_FILE = os.path.join(_REPO, "data", "qa", "dev.json")
 DEFAULT_TEXT_FILE = os.path.join(_REPO, "data", "shakespeare_sample.txt")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default=None, help="model folder or hub id (default: the bundled MiniLM BERT)")
+    parser.add_argument("--model", default=None, help="model folder or hub id (default: the QA default of "
+                        "hf_lnorm.loading.default_qa_model, the bundled MiniLM with its QA adapter merged)")
     parser.add_argument("--batch", type=int, default=8, help="timing batch size (default 8)")
     parser.add_argument("--seq", type=int, default=384, help="timing sequence length in tokens (default 384)")
     parser.add_argument("--repeats", type=int, default=10, help="timed forwards per variant (default 10)")
@@ -59,7 +60,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from: {', '.join(VARIANTS)}")
     parser.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength for hf_lnorm-int8-smooth")
     parser.add_argument("--qa-file", default=DEFAULT_QA_FILE, help="SQuAD-format JSON for span agreement")
-    parser.add_argument("--qa-examples", type=int, default=64, help="questions scored for span agreement (default 64)")
+    parser.add_argument("--qa-examples", type=int, default=200, help="questions scored for span agreement (default 200)")
     parser.add_argument("--text-file", default=DEFAULT_TEXT_FILE, help="plain text for the timing and calibration batches")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON here")
 
@@ -191,9 +192,33 @@ def _build_variants(names, model, calib, alpha) -> Dict[str, Dict]:
     return built
 
 
+def _machine() -> Dict[str, object]:
+    """What the figures depend on: CPU, its vector ISA as torch sees it, versions, load."""
+    import importlib.metadata
+    import platform
+
+    info: Dict[str, object] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                               "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+    try:
+        info["torchao"] = importlib.metadata.version("torchao")
+    except importlib.metadata.PackageNotFoundError:
+        info["torchao"] = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        info["int8_isa"] = sorted(set(flags) & {"avx2", "avx512_vnni", "avx_vnni", "amx_int8"})  # VNNI: int8 dot products
+    except OSError:
+        pass
+    try:
+        info["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    return info
+
+
 def run(args) -> int:
     from ..cli import UsageError
-    from ..loading import load_model, resolve_model
+    from ..loading import default_qa_model, load_model, resolve_model
     from transformers import AutoConfig, AutoTokenizer
 
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -212,6 +237,9 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    model_name = args.model
+    if args.model is None:
+        args.model, model_name = default_qa_model()
     ref = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(ref)
     config = AutoConfig.from_pretrained(ref)
@@ -222,7 +250,6 @@ def run(args) -> int:
         warnings.simplefilter("ignore")
         model = load_model(args.model, task="question-answering" if qa else "base")
     model.eval()
-    model_name = args.model or "minilm-l6-h384 (bundled)"
 
     timing = _text_batches(tokenizer, args.text_file, args.batch, args.seq, 1)[0]
     calib = _text_batches(tokenizer, args.text_file, 4, min(args.seq, 128), 4)
@@ -295,5 +322,5 @@ def run(args) -> int:
         print(f"{r['variant']:<24} {r['median_ms']:>10.1f} {speed:>8} {r['weight_bytes'] / 1e6:>10.1f}  {r['metric']}={r['value']}{note}")
     if args.json:
         write_json(args.json, {"rows": rows, "batch": args.batch, "seq": args.seq, "threads": torch.get_num_threads(),
-                               "repeats": args.repeats, "questions": len(examples)})
+                               "repeats": args.repeats, "questions": len(examples), "machine": _machine()})
     return 0

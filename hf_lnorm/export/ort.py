@@ -68,6 +68,19 @@ FUSED_OPS = (
 )
 
 
+def _save_atomically(model, output_path: PathLike) -> None:
+    """``onnx.save`` to a hidden temporary name beside ``output_path``, then rename: no half-written graph."""
+    import onnx
+
+    output_path = Path(output_path)
+    tmp = output_path.with_name(f".{output_path.name}.partial")
+    try:
+        onnx.save(model, str(tmp))
+        tmp.replace(output_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def ort_model_type(model_type: str) -> str:
     """The ORT optimizer model type for a Hugging Face ``model_type``.
 
@@ -369,11 +382,255 @@ def smooth_onnx(
         for node, w in zip(nodes, weights):
             node.input[0] = smoothed
             inits[node.input[1]].CopyFrom(numpy_helper.from_array((w * scales[:, None]).astype(w.dtype), node.input[1]))
-    output_path = Path(output_path)
-    tmp = output_path.with_name(f".{output_path.name}.partial")
-    onnx.save(model, str(tmp))
-    tmp.replace(output_path)
+    _save_atomically(model, output_path)
     return len(targets)
+
+
+def unfuse_skip_layer_norm(onnx_path: PathLike, output_path: PathLike) -> int:
+    """Rewrite every ``SkipLayerNormalization`` as ``Add`` + ``Add`` (bias) + ``LayerNormalization``.
+
+    On the CPU provider ONNX Runtime's fused ``SkipLayerNormalization`` kernel is
+    slower than the three standard ops it replaces (measured by
+    ``scripts/ort_cpu_ops.py``: about 3x at 3072 x 384 fp32). The rewrite adds the
+    skip first and the bias second, an order ORT's session-level fusion leaves
+    alone (tested), and is exact up to float rounding. Nodes whose mean or
+    inverse-std outputs are read are kept.
+
+    Args:
+        onnx_path: a graph with ``com.microsoft`` ``SkipLayerNormalization`` nodes (``optimize_onnx`` output).
+        output_path: where the rewritten graph goes (temporary name, then renamed).
+    Returns:
+        The number of nodes rewritten.
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    nodes, count = [], 0
+    for node in graph.node:
+        stats = [o for o in list(node.output)[1:3] if o]
+        if node.op_type != "SkipLayerNormalization" or node.domain != "com.microsoft" or any(o in read for o in stats):
+            nodes.append(node)
+            continue
+        eps = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
+        x, skip, gamma = node.input[0], node.input[1], node.input[2]
+        beta = node.input[3] if len(node.input) > 3 else ""
+        bias = node.input[4] if len(node.input) > 4 else ""
+        base = node.name or f"hf_lnorm_skipln_{count}"
+        total = node.output[3] if len(node.output) > 3 and node.output[3] else f"{base}_sum"
+        partial = f"{base}_residual" if bias else total
+        nodes.append(helper.make_node("Add", [x, skip], [partial], name=f"{base}_add"))
+        if bias:
+            nodes.append(helper.make_node("Add", [partial, bias], [total], name=f"{base}_bias"))
+        nodes.append(helper.make_node("LayerNormalization", [total, gamma] + ([beta] if beta else []), [node.output[0]],
+                                      name=f"{base}_norm", axis=-1, epsilon=eps))
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _save_atomically(model, output_path)
+    return count
+
+
+PER_TOKEN_NAME = "hf_lnorm_pt"
+ATTENTION_MODES = ("ort", "per-token", "fp32")
+_MHA_ATTRIBUTES = {"num_heads", "mask_filter_value", "scale"}
+
+
+def _per_token_quant_weight(w: np.ndarray):
+    """Per-output-channel symmetric int8 of a ``(K, N)`` MatMul weight: codes ``(K, N)`` and scales ``(N,)``."""
+    scale = np.maximum(np.abs(w).max(axis=0) / 127.0, 1e-12).astype(np.float32)
+    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale
+
+
+def _attention_convertible(node) -> bool:
+    """Whether a com.microsoft ``Attention`` node maps onto input-projection GEMMs + ``MultiHeadAttention``."""
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    extra = set(attrs) - _MHA_ATTRIBUTES
+    return not extra and len(node.input) <= 4 and "num_heads" in attrs
+
+
+def quantize_per_token_int8(
+    onnx_path: PathLike,
+    output_path: PathLike,
+    attention: str = "ort",
+    min_out_features: int = 16,
+    exclude: Sequence[str] = (),
+) -> Dict[str, int]:
+    """Dynamic int8 with one activation scale per token (row), for ONNX Runtime on CPU.
+
+    ORT's own dynamic int8 (``quantize_dynamic_int8``) quantizes each activation
+    with one scale for the whole tensor, so one token with a large value coarsens
+    every other token's codes. This transform gives every row its own symmetric
+    scale, as hf_lnorm's quantized mode does in PyTorch: for each tensor ``X``
+    read by weight GEMMs it inserts ``s = max|X_row| / 127`` (``ReduceMax`` and
+    ``ReduceMin`` over the row), ``QuantizeLinear`` per row to uint8 with zero point 128 (the
+    u8 x s8 layout ORT's VNNI kernels take), and for each reader a
+    ``MatMulIntegerToFloat`` with per-output-channel int8 weights whose
+    activation scale is the ``(rows, 1)`` tensor ``s``. Readers of one tensor (Q, K and V of a block) share one
+    quantization. Attention scores stay fp32 in every mode. The graph uses
+    ``com.microsoft`` ops and is meant for ONNX Runtime's CPU provider, not for
+    TensorRT.
+
+    ORT-fused ``Attention`` nodes (input projection + attention in one op) are
+    handled by ``attention``:
+
+    ``"ort"``        ORT's ``QAttention`` (its dynamic int8 of the Q/K/V projection,
+                     one scale per tensor). The fastest here: ORT's fused attention
+                     core beats ``MultiHeadAttention`` on the CPU provider.
+    ``"per-token"``  three per-token GEMMs (Q, K, V) feeding ``MultiHeadAttention``
+                     with the same bias and mask.
+    ``"fp32"``       left as they are.
+
+    Args:
+        onnx_path: fp32 model, plain or ORT-fused (``optimize_onnx``), optionally
+            smoothed first (``smooth_onnx``).
+        output_path: where the int8 model goes (temporary name, then renamed).
+        attention: ``"ort"``, ``"per-token"`` or ``"fp32"`` (above).
+        min_out_features: MatMuls with fewer output features stay fp32 (a 2-logit
+            QA head gains nothing from int8 and loses precision).
+        exclude: ``fnmatch`` patterns of node names to leave in fp32.
+    Returns:
+        Counts: ``inputs`` (per-token quantized activations), ``matmul`` and
+        ``attention`` (nodes made per-token int8), ``attention_ort_int8``
+        (``QAttention`` nodes), ``attention_kept_fp32`` (fused attention left in
+        fp32: by request, or with attributes ``MultiHeadAttention`` lacks, e.g.
+        causal masks).
+    Raises:
+        ValueError: ``min_out_features`` below 1, or an unknown ``attention`` mode.
+    """
+    import fnmatch
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if min_out_features < 1:
+        raise ValueError(f"min_out_features must be at least 1, got {min_out_features}")
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"unknown attention mode {attention!r}; accepted: {', '.join(ATTENTION_MODES)}")
+    model = onnx.load(str(onnx_path))
+    attention_ort = 0
+    if attention == "ort" and any(n.op_type == "Attention" and n.domain == "com.microsoft" for n in model.graph.node):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "model.onnx"
+            onnx.save(model, str(src))
+            quantize_dynamic_int8(src, Path(tmp) / "qattention.onnx", op_types=["Attention"])
+            model = onnx.load(str(Path(tmp) / "qattention.onnx"))
+        attention_ort = sum(n.op_type == "QAttention" for n in model.graph.node)
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    inits = {t.name: t for t in graph.initializer}
+    uses: Dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+
+    def const_weight(node) -> bool:
+        w = inits.get(node.input[1]) if len(node.input) > 1 else None
+        return w is not None and len(w.dims) == 2 and uses[node.input[1]] == 1 and node.input[0] not in inits
+
+    counts = {"inputs": 0, "matmul": 0, "attention": 0, "attention_ort_int8": attention_ort, "attention_kept_fp32": 0}
+    targets: Dict[str, List] = {}
+    for node in graph.node:
+        if any(fnmatch.fnmatchcase(node.name, pat) for pat in exclude):
+            continue
+        if node.op_type == "MatMul" and node.domain in ("", "ai.onnx") and const_weight(node):
+            if inits[node.input[1]].dims[1] >= min_out_features:
+                targets.setdefault(node.input[0], []).append(node)
+        elif node.op_type == "Attention" and node.domain == "com.microsoft" and const_weight(node):
+            if attention == "per-token" and _attention_convertible(node):
+                targets.setdefault(node.input[0], []).append(node)
+            else:
+                counts["attention_kept_fp32"] += 1
+
+    p0 = PER_TOKEN_NAME
+    consts = {
+        f"{p0}_inv127": np.array(1.0 / 127.0, np.float32), f"{p0}_tiny": np.array(1e-12, np.float32),
+        f"{p0}_zp": np.array(128, np.uint8),
+        f"{p0}_axis1": np.array([1], np.int64), f"{p0}_start": np.array([0], np.int64), f"{p0}_end": np.array([-1], np.int64),
+    }
+    if targets:
+        graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    position = {id(n): i for i, n in enumerate(graph.node)}
+    before: Dict[int, List] = {}
+    replaced: Dict[int, List] = {}
+    for gi, (x, readers) in enumerate(targets.items()):
+        p = f"{p0}{gi}_"
+        k = inits[readers[0].input[1]].dims[0]
+        graph.initializer.append(numpy_helper.from_array(np.array([-1, k], np.int64), p + "rows"))
+        def row_reduce(op: str, out: str):
+            if opset >= 18:
+                return helper.make_node(op, [p + "x", f"{p0}_axis1"], [out], keepdims=0)
+            return helper.make_node(op, [p + "x"], [out], axes=[1], keepdims=0)
+
+        before[id(min(readers, key=lambda n: position[id(n)]))] = [
+            helper.make_node("Reshape", [x, p + "rows"], [p + "x"]),  # (M, K)
+            row_reduce("ReduceMax", p + "hi"),  # max |x_row| = max(max x_row, -min x_row): two reads, no |x| copy
+            row_reduce("ReduceMin", p + "lo"),
+            helper.make_node("Neg", [p + "lo"], [p + "neglo"]),
+            helper.make_node("Max", [p + "hi", p + "neglo"], [p + "amax"]),  # (M,)
+            helper.make_node("Mul", [p + "amax", f"{p0}_inv127"], [p + "s0"]),
+            helper.make_node("Max", [p + "s0", f"{p0}_tiny"], [p + "s"]),  # per-row scale
+            helper.make_node("Shape", [p + "s"], [p + "m"]),
+            helper.make_node("ConstantOfShape", [p + "m"], [p + "zps"], value=helper.make_tensor("zp", TensorProto.UINT8, [1], [128])),
+            helper.make_node("QuantizeLinear", [p + "x", p + "s", p + "zps"], [p + "q"], axis=0),  # uint8 (M, K)
+            helper.make_node("Unsqueeze", [p + "s", f"{p0}_axis1"], [p + "scol"]),  # (M, 1)
+            helper.make_node("Shape", [x], [p + "shape"]),
+            helper.make_node("Slice", [p + "shape", f"{p0}_start", f"{p0}_end"], [p + "lead"]),
+        ]
+        counts["inputs"] += 1
+        for j, node in enumerate(readers):
+            weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            new: List = []
+
+            def int8_gemm(w: np.ndarray, out: str, tag: str) -> None:
+                q, scale = _per_token_quant_weight(w)
+                pre = f"{p}{j}{tag}_"
+                graph.initializer.extend([numpy_helper.from_array(q, pre + "wq"), numpy_helper.from_array(scale, pre + "ws"),
+                                          numpy_helper.from_array(np.array([w.shape[1]], np.int64), pre + "n")])
+                new.extend([
+                    # (M, N) = (codes - 128) @ wq * (s_row x ws): the (M, 1) row scale as a_scale broadcasts against
+                    # the per-column weight scales inside the op (checked against numpy by the tests)
+                    helper.make_node("MatMulIntegerToFloat", [p + "q", pre + "wq", p + "scol", pre + "ws", f"{p0}_zp"],
+                                     [pre + "y"], domain="com.microsoft"),
+                    helper.make_node("Concat", [p + "lead", pre + "n"], [pre + "shape"], axis=0),
+                    helper.make_node("Reshape", [pre + "y", pre + "shape"], [out]),
+                ])
+
+            if node.op_type == "MatMul":
+                int8_gemm(weight, node.output[0], "")
+                counts["matmul"] += 1
+            else:
+                width = weight.shape[1] // 3
+                qkv = [f"{p}{j}{t}_out" for t in "qkv"]
+                for t, (name, part) in enumerate(zip(qkv, "qkv")):
+                    int8_gemm(np.ascontiguousarray(weight[:, t * width:(t + 1) * width]), name, part)
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                bias = node.input[2] if len(node.input) > 2 else ""
+                mask = node.input[3] if len(node.input) > 3 else ""
+                new.append(helper.make_node("MultiHeadAttention", qkv + [bias, mask], [node.output[0]], name=node.name,
+                                            domain="com.microsoft", **attrs))
+                counts["attention"] += 1
+            replaced[id(node)] = new
+    nodes = []
+    for node in graph.node:
+        nodes.extend(before.get(id(node), []))
+        nodes.extend(replaced.get(id(node), [node]))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    _save_atomically(model, output_path)
+    return counts
 
 
 class FeedsReader:

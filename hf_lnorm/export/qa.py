@@ -1,8 +1,9 @@
 """Extractive-QA evaluation for the main job: SQuAD-format data, span decoding, EM/F1, agreement.
 
-The offline evaluation set is ``data/qa/sample_dev.json`` (SQuAD v1.1 format,
-generated from public-domain Shakespeare by ``scripts/make_qa_data.py``; every
-answer is an exact span of its context). Any SQuAD-format JSON file works.
+The offline evaluation set is ``data/qa/dev.json`` (SQuAD v1.1 format, 600
+questions on four plays held out from training, generated from public-domain
+Shakespeare by ``scripts/make_qa_data.py``; every answer is an exact span of its
+context). Any SQuAD-format JSON file works.
 
 Example:
     >>> examples = load_squad("data/qa/sample_dev.json", limit=8)   # doctest: +SKIP
@@ -22,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-DEFAULT_QA_FILE = Path(__file__).resolve().parents[2] / "data" / "qa" / "sample_dev.json"
+DEFAULT_QA_FILE = Path(__file__).resolve().parents[2] / "data" / "qa" / "dev.json"
 
 
 @dataclass

@@ -103,6 +103,8 @@ def register_auto_classes() -> None:
             auto_class.register(config_class, **kwargs)
         except ValueError:
             pass
+        except ImportError:  # transformers without a backend it wants here (AutoImageProcessor needs Pillow):
+            pass  # the models still register; only Auto-loading that processor needs the backend installed
 
 
 register_auto_classes()

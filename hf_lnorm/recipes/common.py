@@ -2,7 +2,7 @@
 
 * :func:`parse_recipe_args`: Hugging Face examples-style argument parsing,
   with a JSON config as the first argument and optional command-line overrides.
-* :func:`apply_lnorm_patch`: the ``--hf_lnorm_patch {none,fused,quantized}`` switch.
+* :func:`apply_lnorm_patch`: the ``--hf_lnorm_patch {none,fused,quantized,quantized-all}`` switch.
 * :func:`apply_lora` / :func:`default_lora_targets`: the ``--lora`` switch (PEFT).
 * :func:`resumable_checkpoint`: the newest *complete* ``checkpoint-N`` folder.
 """
@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 
 __all__ = ["PATCH_CHOICES", "parse_recipe_args", "apply_lnorm_patch", "default_lora_targets", "apply_lora", "resumable_checkpoint"]
 
-PATCH_CHOICES = ("none", "fused", "quantized")
+PATCH_CHOICES = ("none", "fused", "quantized", "quantized-all")
 
 # Attention projections tried in order when --lora_target_modules is not given.
 # BERT-style ("query"/"value"), BART/Marian/Llama-style ("q_proj"/"v_proj"), T5-style ("q"/"v"),
@@ -90,7 +90,9 @@ def apply_lnorm_patch(model, mode: str):
 
     Args:
         model: a transformers model.
-        mode: ``"none"``, ``"fused"`` or ``"quantized"`` (any mode registered with hf_lnorm).
+        mode: ``"none"``, ``"fused"``, ``"quantized"`` or ``"quantized-all"`` (quantized
+            with ``all_linears=True``: every Linear int8, not only the norms' readers),
+            or any other mode registered with hf_lnorm.
 
     Returns:
         ``(model, report)``; ``report`` is ``None`` for ``"none"``.
@@ -103,7 +105,10 @@ def apply_lnorm_patch(model, mode: str):
         return model, None
     import hf_lnorm
 
-    model = hf_lnorm.patch(model, mode=mode)
+    if mode == "quantized-all":
+        model = hf_lnorm.patch(model, mode="quantized", all_linears=True)
+    else:
+        model = hf_lnorm.patch(model, mode=mode)
     return model, hf_lnorm.patch_report(model)
 
 
@@ -131,7 +136,8 @@ def default_lora_targets(model) -> List[str]:
                      f"pass --lora_target_modules NAME [NAME ...]")
 
 
-def apply_lora(model, task_type: str, r: int, alpha: int, dropout: float, target_modules: Optional[List[str]], modules_to_save: Optional[List[str]]):
+def apply_lora(model, task_type: str, r: int, alpha: int, dropout: float, target_modules: Optional[List[str]],
+               modules_to_save: Optional[List[str]], bias: str = "none"):
     """Wrap ``model`` with a PEFT LoRA adapter.
 
     Args:
@@ -140,6 +146,7 @@ def apply_lora(model, task_type: str, r: int, alpha: int, dropout: float, target
         r, alpha, dropout: LoRA rank, scaling numerator and dropout.
         target_modules: module names to adapt; ``None`` uses :func:`default_lora_targets`.
         modules_to_save: modules trained in full and saved with the adapter (e.g. the fresh QA head).
+        bias: ``"none"``, ``"all"`` or ``"lora_only"``: which biases train with the adapter.
 
     Returns:
         The ``PeftModel``.
@@ -147,8 +154,16 @@ def apply_lora(model, task_type: str, r: int, alpha: int, dropout: float, target
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets = list(target_modules) if target_modules else default_lora_targets(model)
-    cfg = LoraConfig(task_type=getattr(TaskType, task_type), r=r, lora_alpha=alpha, lora_dropout=dropout,
-                     target_modules=targets, modules_to_save=modules_to_save)
+    peft_task = getattr(TaskType, task_type)
+    if task_type == "QUESTION_ANS":
+        # PEFT's question-answering wrapper (PeftModelForQuestionAnswering, peft 0.21) does not pass
+        # token_type_ids on to the model, so BERT-style models would train on all-zero segment ids and
+        # disagree with the merged model. The generic PeftModel passes every argument through; the span
+        # head that the QA wrapper would add to modules_to_save is added here.
+        peft_task = None
+        modules_to_save = list(modules_to_save or []) + ["qa_outputs"]
+    cfg = LoraConfig(task_type=peft_task, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                     target_modules=targets, modules_to_save=modules_to_save, bias=bias)
     return get_peft_model(model, cfg)
 
 

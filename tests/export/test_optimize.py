@@ -6,6 +6,7 @@ import pytest
 import transformers
 
 from hf_lnorm.cli import main
+from hf_lnorm.export import onnx_op_types
 from hf_lnorm.export.optimize import VARIANTS, default_model_source
 
 from ..conftest import minilm_path
@@ -42,8 +43,17 @@ def test_optimize_quick_writes_table_json_and_plot(tiny_qa_dir, tmp_path, capsys
         assert 0.0 <= by[("ort-int8", seq)]["span_agreement"] <= 1.0
     assert report["fused_ops"]["SkipLayerNormalization"] >= 3
     assert (out / "report.png").stat().st_size > 1000
-    for name in ("onnx/model.onnx", "model_optimized.onnx", "model_int8_dynamic.onnx", "model_int8_static.onnx"):
+    for name in ("onnx/model.onnx", "model_optimized.onnx", "model_int8_dynamic.onnx", "model_int8_per_token.onnx",
+                 "model_int8_static.onnx"):
         assert (out / name).is_file(), name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no scratch graphs left behind
+    for seq in (32, 64):
+        assert 0.0 <= by[("ort-int8-per-token", seq)]["span_agreement"] <= 1.0
+    assert f"CPU layer norms: {report['fused_ops']['SkipLayerNormalization']} SkipLayerNormalization -> Add" in " ".join(report["notes"])
+    assert onnx_op_types(out / "model_optimized.onnx")["com.microsoft::SkipLayerNormalization"] == 0
+    note = next(n for n in report["notes"] if n.startswith("per-token int8 (hf_lnorm)"))
+    # attention-out, FFN in and FFN out of both layers; with attention unfused (dynamo graph) Q, K and V as well
+    assert ("matmul 6" if report["export_method"] == "optimum" else "matmul 12") in note
 
 
 def test_optimize_bad_input_exits_2(tmp_path, capsys):

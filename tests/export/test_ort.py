@@ -154,3 +154,138 @@ def test_smooth_onnx_rejects_bad_input(exported, tmp_path):
     with pytest.raises(ValueError, match="calibration"):
         smooth_onnx(path, tmp_path / "s.onnx", [])
     assert not (tmp_path / "s.onnx").exists()
+
+
+def _one_matmul_graph(path, k, n, seed=0):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(seed).standard_normal((k, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "rows", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "rows", n])],
+        [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return w
+
+
+def test_per_token_int8_is_per_row_int8_math(tmp_path):
+    """The transformed MatMul computes round(x_row / s_row) @ q(W) * s_row * s_col, s_row = max|x_row| / 127."""
+    from hf_lnorm.export.ort import quantize_per_token_int8
+
+    k, n = 48, 40
+    w = _one_matmul_graph(tmp_path / "mm.onnx", k, n)
+    counts = quantize_per_token_int8(tmp_path / "mm.onnx", tmp_path / "pt.onnx")
+    assert counts == {"inputs": 1, "matmul": 1, "attention": 0, "attention_ort_int8": 0, "attention_kept_fp32": 0}
+    ops = onnx_op_types(tmp_path / "pt.onnx")
+    assert ops["com.microsoft::MatMulIntegerToFloat"] == 1 and ops["QuantizeLinear"] == 1 and ops["MatMul"] == 0
+    assert not (tmp_path / ".pt.onnx.partial").exists()
+
+    x = np.random.default_rng(1).standard_normal((2, 5, k)).astype(np.float32)
+    x[0, 2] *= 100.0  # one loud token: per-tensor scales would flatten the others
+    got = session(tmp_path / "pt.onnx").run(["y"], {"x": x})[0]
+    w_scale = np.abs(w).max(axis=0) / 127.0
+    w_q = np.clip(np.rint(w / w_scale), -127, 127)
+    rows = x.reshape(-1, k).astype(np.float64)
+    s = np.abs(rows).max(axis=1, keepdims=True) / 127.0
+    x_q = np.clip(np.rint(rows / s), -127, 127)
+    want = ((x_q @ w_q) * s * w_scale).reshape(2, 5, n)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+    exact = x.astype(np.float64) @ w
+    quiet = np.ones((2, 5), bool)
+    quiet[0, 2] = False
+    per_tensor = session(quantize_dynamic_int8(tmp_path / "mm.onnx", tmp_path / "dyn.onnx")).run(["y"], {"x": x})[0]
+    err_token = np.abs(got - exact)[quiet].mean()
+    err_tensor = np.abs(per_tensor - exact)[quiet].mean()
+    assert err_token < 0.25 * err_tensor, (err_token, err_tensor)
+
+
+def test_per_token_int8_on_exported_bert(exported, tmp_path):
+    from hf_lnorm.export.ort import quantize_per_token_int8
+
+    model, path, method = exported
+    optimize_onnx(path, tmp_path / "fused.onnx", model.config)
+    fused_attention = method == METHOD_OPTIMUM  # the dynamo graph (transformers 5.x) keeps attention unfused
+    feed = _feed(model, batch=3, seq=12, seed=4)
+    feed["attention_mask"][1, 7:] = 0  # a padded row: the mask reaches the attention
+    valid = feed["attention_mask"].astype(bool)
+    ref = session(tmp_path / "fused.onnx").run(["start_logits"], feed)[0]
+    per_tensor = session(quantize_dynamic_int8(tmp_path / "fused.onnx", tmp_path / "dyn.onnx")).run(["start_logits"], feed)[0]
+
+    for mode in ("per-token", "ort"):
+        counts = quantize_per_token_int8(tmp_path / "fused.onnx", tmp_path / f"{mode}.onnx", attention=mode)
+        ops = onnx_op_types(tmp_path / f"{mode}.onnx")
+        if not fused_attention:  # Q/K/V are MatMuls sharing one quantized input; nothing for the attention modes to do
+            assert counts == {"inputs": 4 * LAYERS, "matmul": 6 * LAYERS, "attention": 0, "attention_ort_int8": 0,
+                              "attention_kept_fp32": 0}
+        elif mode == "per-token":  # fused Attention -> Q/K/V per-token GEMMs + MultiHeadAttention
+            assert counts == {"inputs": 4 * LAYERS, "matmul": 3 * LAYERS, "attention": LAYERS, "attention_ort_int8": 0,
+                              "attention_kept_fp32": 0}
+            assert ops["com.microsoft::MultiHeadAttention"] == LAYERS
+        else:  # ORT's QAttention for the fused attention, per-token for the other GEMMs
+            assert counts == {"inputs": 3 * LAYERS, "matmul": 3 * LAYERS, "attention": 0, "attention_ort_int8": LAYERS,
+                              "attention_kept_fp32": 0}
+            assert ops["com.microsoft::QAttention"] == LAYERS
+        assert ops["com.microsoft::MatMulIntegerToFloat"] == counts["matmul"] + 3 * counts["attention"]
+        assert ops["MatMul"] >= 1  # the 2-logit QA head stays fp32 (min_out_features)
+        got = session(tmp_path / f"{mode}.onnx").run(["start_logits"], feed)[0]
+        assert np.abs(got - ref)[valid].max() < 0.05 * np.abs(ref).max(), mode
+        if mode == "per-token":
+            assert np.abs(got - ref)[valid].mean() < np.abs(per_tensor - ref)[valid].mean()
+
+    kept = quantize_per_token_int8(tmp_path / "fused.onnx", tmp_path / "fp32attn.onnx", attention="fp32")
+    assert kept["attention_kept_fp32"] == (LAYERS if fused_attention else 0)
+    none = quantize_per_token_int8(tmp_path / "fused.onnx", tmp_path / "none.onnx", attention="fp32", exclude=["*"])
+    assert none["inputs"] == none["matmul"] == 0
+    assert np.array_equal(session(tmp_path / "none.onnx").run(["start_logits"], feed)[0], ref)
+    with pytest.raises(ValueError, match="min_out_features must be at least 1, got 0"):
+        quantize_per_token_int8(tmp_path / "fused.onnx", tmp_path / "x.onnx", min_out_features=0)
+    with pytest.raises(ValueError, match="unknown attention mode 'int4'; accepted: ort, per-token, fp32"):
+        quantize_per_token_int8(tmp_path / "fused.onnx", tmp_path / "x.onnx", attention="int4")
+
+
+def test_unfuse_skip_layer_norm_is_exact_and_stays_unfused(exported, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from hf_lnorm.export.ort import unfuse_skip_layer_norm
+
+    model, path, _ = exported
+    counts = optimize_onnx(path, tmp_path / "fused.onnx", model.config)
+    assert unfuse_skip_layer_norm(tmp_path / "fused.onnx", tmp_path / "unfused.onnx") == counts["SkipLayerNormalization"] > 0
+    ops = onnx_op_types(tmp_path / "unfused.onnx")
+    assert ops["com.microsoft::SkipLayerNormalization"] == 0
+    assert ops["LayerNormalization"] >= counts["SkipLayerNormalization"]
+    feed = _feed(model, seed=3)
+    ref = session(tmp_path / "fused.onnx").run(["start_logits", "end_logits"], feed)
+    got = session(tmp_path / "unfused.onnx").run(["start_logits", "end_logits"], feed)
+    for a, b in zip(got, ref):
+        assert np.abs(a - b).max() < 1e-5 * max(1.0, np.abs(b).max())
+    # ONNX Runtime's own session-level fusions must not fold the Adds back into SkipLayerNormalization
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "session.onnx")
+    ort.InferenceSession(str(tmp_path / "unfused.onnx"), options, providers=["CPUExecutionProvider"])
+    after = {n.op_type for n in onnx.load(str(tmp_path / "session.onnx")).graph.node}
+    assert "SkipLayerNormalization" not in after and "LayerNormalization" in after
+
+
+def test_ort_cpu_ops_script_writes_every_row(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "ort_cpu_ops.py"
+    spec = importlib.util.spec_from_file_location("ort_cpu_ops", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "ops.json"
+    assert mod.main(["--tokens", "64", "--batch", "2", "--hidden", "32", "--ffn", "48", "--heads", "4", "--threads", "1",
+                     "--repeats", "2", "--warmup", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["op"] for r in rows} == {"skip_layer_norm", "ffn_gemms", "int8_gemm_signedness", "attention"}
+    assert len(rows) == 10 and all(r["median_ms"] > 0 for r in rows)
+    with pytest.raises(SystemExit):
+        mod.main(["--tokens", "63", "--batch", "2"])

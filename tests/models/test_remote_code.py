@@ -66,3 +66,28 @@ print("REMOTE-CODE-OK")
 """
     proc = run_python(code, env_extra={"HF_HOME": str(tmp_path / "hf_home")}, cwd=str(tmp_path))
     assert "REMOTE-CODE-OK" in proc.stdout
+
+
+def test_import_works_without_pillow():
+    """hf_lnorm's requirements do not include Pillow; without it transformers' AutoImageProcessor is a stub that
+    raises ImportError, and `import hf_lnorm` must still register every model family."""
+    proc = run_python("""
+        import importlib.util, sys
+        class _NoPillow:  # `import PIL` fails (transformers 5.x probes this way) ...
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "PIL":
+                    raise ImportError("Pillow is hidden in this process")
+        sys.meta_path.insert(0, _NoPillow())
+        _find_spec = importlib.util.find_spec  # ... and find_spec says it is not installed (4.57 probes this way)
+        importlib.util.find_spec = lambda name, *a, **k: None if name.split(".")[0] == "PIL" else _find_spec(name, *a, **k)
+        from transformers.utils import is_vision_available
+        assert not is_vision_available()
+        import hf_lnorm
+        from transformers import AutoConfig, AutoModel
+        for model_type in ("lnorm-gpt", "lnorm-seq2seq", "lnorm-vit", "lnorm-speech", "lnorm-vision-text", "lnorm-policy"):
+            assert type(AutoConfig.for_model(model_type)).__name__.startswith("LNorm"), model_type
+        vit = AutoModel.from_config(AutoConfig.for_model("lnorm-vit", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                         intermediate_size=16, image_size=8, patch_size=4))
+        print(type(vit).__name__)
+    """)
+    assert proc.stdout.strip().endswith("LNormViTModel")

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 import hf_lnorm
 
@@ -43,6 +44,26 @@ def test_qa_lora_trains_adapter_and_head(run_qa, tiny_qa_model_dir, tmp_path):
     adapter = _read(os.path.join(out, "adapter_config.json"))
     assert sorted(adapter["target_modules"]) == ["query", "value"]
     assert set(adapter["modules_to_save"]) == {"qa_outputs"}  # the fresh span head is trained in full
+
+
+def test_qa_lora_model_sees_token_type_ids(tiny_qa_model_dir):
+    """The LoRA-wrapped QA model passes token_type_ids on (PEFT's own QA wrapper drops them): with LoRA's
+    zero-initialised B it computes exactly the base model, segment ids included."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from hf_lnorm.recipes.common import apply_lora
+
+    base = AutoModelForQuestionAnswering.from_pretrained(tiny_qa_model_dir).eval()
+    ids = torch.randint(5, 90, (2, 12))
+    segments = torch.zeros_like(ids)
+    segments[:, 5:] = 1
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": segments}
+    with torch.no_grad():
+        want = base(**inputs).start_logits
+        zero_segments = base(**{**inputs, "token_type_ids": torch.zeros_like(ids)}).start_logits
+        got = apply_lora(base, "QUESTION_ANS", 4, 8, 0.0, None, None).eval()(**inputs).start_logits
+    assert not torch.allclose(want, zero_segments)  # the segment ids matter for this model
+    torch.testing.assert_close(got, want)
 
 
 def test_qa_unknown_config_key_is_rejected(run_qa, tmp_path):
@@ -92,3 +113,19 @@ def test_patch_switch_none_and_fused(tiny_qa_model_dir):
     assert len(report.patched) == n_norms == 5  # embeddings + 2 per layer
     with pytest.raises(ValueError, match="unknown mode 'not-a-mode'"):
         apply_lnorm_patch(model, "not-a-mode")
+
+
+def test_patch_switch_quantized_all(tiny_qa_model_dir):
+    """'quantized' puts only the norms' readers in int8; 'quantized-all' every Linear the forward calls."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from hf_lnorm.norms.quantized import int8_layers
+    from hf_lnorm.recipes.common import apply_lnorm_patch
+
+    readers = {n for n, _ in int8_layers(apply_lnorm_patch(AutoModelForQuestionAnswering.from_pretrained(tiny_qa_model_dir), "quantized")[0])}
+    model, report = apply_lnorm_patch(AutoModelForQuestionAnswering.from_pretrained(tiny_qa_model_dir), "quantized-all")
+    every = {n for n, _ in int8_layers(model)}
+    linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert readers < every == linears
+    assert all(n.endswith(("query", "key", "value", "intermediate.dense", "qa_outputs")) for n in readers)  # qa_outputs reads the last norm too
+    assert "qa_outputs" in readers
