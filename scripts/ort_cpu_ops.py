@@ -2,8 +2,10 @@
 """Time single ONNX Runtime CPU ops at MiniLM's QA shapes: the evidence behind the main job's ORT choices.
 
 Each row is a one-node (or few-node) graph run in its own ``InferenceSession``
-(all graph optimizations on, ``--threads`` intra-op threads), timed round-robin
-with the other rows of its group so that machine load hits them alike.
+(all graph optimizations on, ``--threads`` intra-op threads, worker spinning off),
+timed round-robin with the other rows of its group so that machine load hits them
+alike. Spinning is off because ORT's idle workers spin for tens of ms after a run
+and would take the cores from the next session (a 15 ms op measured at 30 ms).
 
 Groups (tokens = batch x seq, default 8 x 384 = 3072; hidden 384, FFN 1536, 12 heads):
 
@@ -20,7 +22,10 @@ Groups (tokens = batch x seq, default 8 x 384 = 3072; hidden 384, FFN 1536, 12 h
                      unsigned (u8 x s8) and signed (s8 x s8) activation codes: ORT
                      runs s8 x s8 on a slow generic path, hence the u8 codes.
 ``attention``        12-head attention over 3 x (tokens x 384): ``MultiHeadAttention``
-                     with and without bias and key-padding mask.
+                     with bias and key-padding mask; with bias and the mask folded into
+                     one extra Q/K channel per head (``quantize_per_token_int8``,
+                     ``attention="per-token"``); bare; and an int8 attention core
+                     built from standard ops (``MatMulInteger`` for Q.K and P.V).
 
 Example:
     python scripts/ort_cpu_ops.py --threads 2 --json data/results/ort_cpu_ops.json
@@ -60,6 +65,9 @@ def _session(model_or_path, threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    # no spinning: round-robin over sessions, an idle session's spinning workers would take the cores from the
+    # one being timed (twice the time for a 15 ms op here)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
     return ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
 
@@ -76,6 +84,45 @@ def _time_group(cases, repeats, warmup):
             run()
             times[name].append((time.perf_counter() - t0) * 1e3)
     return {name: statistics.median(v) for name, v in times.items()}
+
+
+def _int8_attention_consts(batch, seq, heads, size):
+    return [numpy_helper.from_array(v, k) for k, v in {
+        "heads_shape": np.array([batch, seq, heads, size], np.int64), "out_shape": np.array([batch, seq, heads * size], np.int64),
+        "last": np.array([-1], np.int64), "second_last": np.array([-2], np.int64), "inv127": np.array(1 / 127, np.float32),
+        "inv255": np.array(1 / 255, np.float32), "tiny": np.array(1e-12, np.float32), "c128": np.array(128, np.float32),
+        "zp_u8": np.array(128, np.uint8), "zero_u8": np.array(0, np.uint8), "zero_s8": np.array(0, np.int8),
+        "score_scale": np.array(1 / np.sqrt(size), np.float32)}.items()]
+
+
+def _int8_attention_nodes(batch, seq, heads, size):
+    """Attention with int8 products from standard ops: Q per row (u8, zero point 128) and K per key (s8) into
+    ``MatMulInteger``, fp32 softmax, P per row (u8, scale max/255) and V per channel (s8) into ``MatMulInteger``.
+    The candidate for an int8 attention core on ORT's CPU provider: every step over the score tensor is a pass."""
+    n = helper.make_node
+
+    def sym(x, axes, signed):  # symmetric codes of x over ``axes``: (codes, scale)
+        nodes = [n("ReduceMax", [x, axes], [x + "_hi"]), n("ReduceMin", [x, axes], [x + "_lo"]), n("Neg", [x + "_lo"], [x + "_nlo"]),
+                 n("Max", [x + "_hi", x + "_nlo", "tiny"], [x + "_am"]), n("Mul", [x + "_am", "inv127"], [x + "_s"]),
+                 n("Div", [x, x + "_s"], [x + "_d"]), n("Round", [x + "_d"], [x + "_r"])]
+        if signed:
+            return nodes + [n("Cast", [x + "_r"], [x + "_c"], to=TensorProto.INT8)]
+        return nodes + [n("Add", [x + "_r", "c128"], [x + "_a"]), n("Cast", [x + "_a"], [x + "_c"], to=TensorProto.UINT8)]
+
+    nodes = []
+    for name, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        nodes += [n("Reshape", [name, "heads_shape"], [name + "_4d"]), n("Transpose", [name + "_4d"], [name + "t"], perm=perm)]
+    nodes += sym("qt", "last", False) + sym("kt", "second_last", True) + [
+        n("MatMulInteger", ["qt_c", "kt_c", "zp_u8", "zero_s8"], ["qk32"]), n("Cast", ["qk32"], ["qkf"], to=TensorProto.FLOAT),
+        n("Mul", ["qt_s", "kt_s"], ["qk_s"]), n("Mul", ["qk_s", "score_scale"], ["qk_s2"]), n("Mul", ["qkf", "qk_s2"], ["scores"]),
+        n("Softmax", ["scores"], ["p"], axis=-1),
+        n("ReduceMax", ["p", "last"], ["p_max"]), n("Mul", ["p_max", "inv255"], ["p_s"]), n("Div", ["p", "p_s"], ["p_d"]),
+        n("Round", ["p_d"], ["p_r"]), n("Cast", ["p_r"], ["p_c"], to=TensorProto.UINT8)]
+    nodes += sym("vt", "second_last", True) + [
+        n("MatMulInteger", ["p_c", "vt_c", "zero_u8", "zero_s8"], ["o32"]), n("Cast", ["o32"], ["of"], to=TensorProto.FLOAT),
+        n("Mul", ["p_s", "vt_s"], ["o_s"]), n("Mul", ["of", "o_s"], ["o"]),
+        n("Transpose", ["o"], ["o_t"], perm=[0, 2, 1, 3]), n("Reshape", ["o_t", "out_shape"], ["y"])]
+    return nodes
 
 
 def main(argv=None) -> int:
@@ -160,16 +207,31 @@ def main(argv=None) -> int:
                                         num_heads=args.heads)], three + [("len", TensorProto.INT32, [args.batch])], [mha_bias])
     bare = _model([helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=args.heads)],
                   three, [])
+    # the mask as one more Q/K channel per head (quantize_per_token_int8, attention="per-token"): no mask input
+    wide = args.heads * (d // args.heads + 1)
+    q2, k2 = (rng.standard_normal((args.batch, seq, wide)).astype(np.float32) for _ in range(2))
+    folded = _model([helper.make_node("MultiHeadAttention", ["q", "k", "v", "mha_bias2"], ["y"], domain="com.microsoft",
+                                      num_heads=args.heads, scale=float(1 / np.sqrt(d // args.heads)))],
+                    [("q", TensorProto.FLOAT, [args.batch, seq, wide]), ("k", TensorProto.FLOAT, [args.batch, seq, wide]), three[2]],
+                    [numpy_helper.from_array(rng.standard_normal(2 * wide + d).astype(np.float32), "mha_bias2")])
+    int8_core = _model(_int8_attention_nodes(args.batch, seq, args.heads, d // args.heads), three, _int8_attention_consts(args.batch, seq, args.heads, d // args.heads))
     runs = [("MultiHeadAttention + bias + mask", lambda s=_session(with_all, args.threads): s.run(None, {"q": q, "k": k, "v": v, "len": lengths})),
+            ("int8 core from standard ops (no mask)", lambda s=_session(int8_core, args.threads): s.run(None, {"q": q, "k": k, "v": v})),
+            ("MultiHeadAttention + bias, mask folded into K", lambda s=_session(folded, args.threads): s.run(None, {"q": q2, "k": k2, "v": v})),
             ("MultiHeadAttention", lambda s=_session(bare, args.threads): s.run(None, {"q": q, "k": k, "v": v}))]
     record("attention", [args.batch, seq, d, args.heads], _time_group(runs, args.repeats, args.warmup))
+    # the int8 core computes attention (relative L2 error against the fp32 op), so its time is a fair candidate's
+    ref = _session(bare, args.threads).run(None, {"q": q, "k": k, "v": v})[0]
+    got = _session(int8_core, args.threads).run(None, {"q": q, "k": k, "v": v})[0]
+    next(r for r in rows if r["impl"].startswith("int8 core"))["rel_err_vs_fp32"] = round(float(np.linalg.norm(got - ref) / np.linalg.norm(ref)), 5)
 
     print(f"ONNX Runtime {ort.__version__}, {args.threads} thread(s), median of {args.repeats}")
     width = max(len(r["impl"]) for r in rows)
     for group in dict.fromkeys(r["op"] for r in rows):
         print(f"{group} {next(r['shape'] for r in rows if r['op'] == group)}")
         for r in (r for r in rows if r["op"] == group):
-            print(f"  {r['impl']:<{width}}  {r['median_ms']:9.2f} ms")
+            extra = f"  (relative error vs fp32 {r['rel_err_vs_fp32']:.4f})" if "rel_err_vs_fp32" in r else ""
+            print(f"  {r['impl']:<{width}}  {r['median_ms']:9.2f} ms{extra}")
     if args.json:
         write_json(args.json, {"onnxruntime": ort.__version__, "threads": args.threads, "repeats": args.repeats,
                                "machine": platform.processor() or platform.machine(), "rows": rows,

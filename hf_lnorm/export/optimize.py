@@ -118,6 +118,9 @@ class Row:
 # --------------------------------------------------------------------------- runners
 
 
+_SETTLE_S = 0.25
+
+
 def _torch_runner(model) -> Callable[[Dict[str, np.ndarray]], Tuple[np.ndarray, np.ndarray]]:
     def run(feed):
         with torch.inference_mode():
@@ -152,6 +155,10 @@ def _batched(run, inputs: Dict[str, np.ndarray], batch: int = 8) -> Tuple[np.nda
 
 
 def _median_ms(run, feed, repeats: int) -> float:
+    # Idle first: the previous variant's worker threads (ORT's intra-op pool, PyTorch's OpenMP team) spin for
+    # tens of ms after their last run and would take the cores from this one (measured here: a 15 ms
+    # MultiHeadAttention ran at 25-40 ms for the first runs after another session's).
+    time.sleep(_SETTLE_S)
     run(feed)  # warm-up (allocations, ORT's first-run planning)
     times = []
     for _ in range(repeats):
@@ -378,7 +385,7 @@ def run_job(args) -> Dict:
 
         stage("int8-per-token")
         with _quiet_root_logger():
-            per_token = quantize_per_token_int8(fused_path, out / "model_int8_per_token.onnx", attention="ort")
+            per_token = quantize_per_token_int8(fused_path, out / "model_int8_per_token.onnx", attention="per-token")
         notes.append("per-token int8 (hf_lnorm): " + ", ".join(f"{k} {v}" for k, v in per_token.items()))
         bar.update()
 

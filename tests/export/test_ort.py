@@ -177,7 +177,8 @@ def test_per_token_int8_is_per_row_int8_math(tmp_path):
     k, n = 48, 40
     w = _one_matmul_graph(tmp_path / "mm.onnx", k, n)
     counts = quantize_per_token_int8(tmp_path / "mm.onnx", tmp_path / "pt.onnx")
-    assert counts == {"inputs": 1, "matmul": 1, "attention": 0, "attention_ort_int8": 0, "attention_kept_fp32": 0}
+    assert counts == {"inputs": 1, "matmul": 1, "attention": 0, "attention_mask_folded": 0, "attention_ort_int8": 0,
+                      "attention_kept_fp32": 0}
     ops = onnx_op_types(tmp_path / "pt.onnx")
     assert ops["com.microsoft::MatMulIntegerToFloat"] == 1 and ops["QuantizeLinear"] == 1 and ops["MatMul"] == 0
     assert not (tmp_path / ".pt.onnx.partial").exists()
@@ -203,6 +204,8 @@ def test_per_token_int8_is_per_row_int8_math(tmp_path):
 
 
 def test_per_token_int8_on_exported_bert(exported, tmp_path):
+    import onnx
+
     from hf_lnorm.export.ort import quantize_per_token_int8
 
     model, path, method = exported
@@ -218,15 +221,17 @@ def test_per_token_int8_on_exported_bert(exported, tmp_path):
         counts = quantize_per_token_int8(tmp_path / "fused.onnx", tmp_path / f"{mode}.onnx", attention=mode)
         ops = onnx_op_types(tmp_path / f"{mode}.onnx")
         if not fused_attention:  # Q/K/V are MatMuls sharing one quantized input; nothing for the attention modes to do
-            assert counts == {"inputs": 4 * LAYERS, "matmul": 6 * LAYERS, "attention": 0, "attention_ort_int8": 0,
-                              "attention_kept_fp32": 0}
-        elif mode == "per-token":  # fused Attention -> Q/K/V per-token GEMMs + MultiHeadAttention
-            assert counts == {"inputs": 4 * LAYERS, "matmul": 3 * LAYERS, "attention": LAYERS, "attention_ort_int8": 0,
-                              "attention_kept_fp32": 0}
+            assert counts == {"inputs": 4 * LAYERS, "matmul": 6 * LAYERS, "attention": 0, "attention_mask_folded": 0,
+                              "attention_ort_int8": 0, "attention_kept_fp32": 0}
+        elif mode == "per-token":  # fused Attention -> Q/K/V per-token GEMMs + MultiHeadAttention, mask folded into K
+            assert counts == {"inputs": 4 * LAYERS, "matmul": 3 * LAYERS, "attention": LAYERS,
+                              "attention_mask_folded": LAYERS, "attention_ort_int8": 0, "attention_kept_fp32": 0}
             assert ops["com.microsoft::MultiHeadAttention"] == LAYERS
+            mha = [n for n in onnx.load(str(tmp_path / f"{mode}.onnx")).graph.node if n.op_type == "MultiHeadAttention"]
+            assert all(len(n.input) == 4 for n in mha)  # q, k, v, bias: no mask input
         else:  # ORT's QAttention for the fused attention, per-token for the other GEMMs
-            assert counts == {"inputs": 3 * LAYERS, "matmul": 3 * LAYERS, "attention": 0, "attention_ort_int8": LAYERS,
-                              "attention_kept_fp32": 0}
+            assert counts == {"inputs": 3 * LAYERS, "matmul": 3 * LAYERS, "attention": 0, "attention_mask_folded": 0,
+                              "attention_ort_int8": LAYERS, "attention_kept_fp32": 0}
             assert ops["com.microsoft::QAttention"] == LAYERS
         assert ops["com.microsoft::MatMulIntegerToFloat"] == counts["matmul"] + 3 * counts["attention"]
         assert ops["MatMul"] >= 1  # the 2-logit QA head stays fp32 (min_out_features)
@@ -234,6 +239,12 @@ def test_per_token_int8_on_exported_bert(exported, tmp_path):
         assert np.abs(got - ref)[valid].max() < 0.05 * np.abs(ref).max(), mode
         if mode == "per-token":
             assert np.abs(got - ref)[valid].mean() < np.abs(per_tensor - ref)[valid].mean()
+            # padded keys get exactly zero attention weight: other tokens at the padded positions change nothing
+            other = dict(feed)
+            other["input_ids"] = feed["input_ids"].copy()
+            other["input_ids"][1, 7:] = (feed["input_ids"][1, 7:] + 5) % model.config.vocab_size
+            moved = session(tmp_path / f"{mode}.onnx").run(["start_logits"], other)[0]
+            assert np.array_equal(moved[valid], got[valid])
 
     kept = quantize_per_token_int8(tmp_path / "fused.onnx", tmp_path / "fp32attn.onnx", attention="fp32")
     assert kept["attention_kept_fp32"] == (LAYERS if fused_attention else 0)
@@ -244,6 +255,59 @@ def test_per_token_int8_on_exported_bert(exported, tmp_path):
         quantize_per_token_int8(tmp_path / "fused.onnx", tmp_path / "x.onnx", min_out_features=0)
     with pytest.raises(ValueError, match="unknown attention mode 'int4'; accepted: ort, per-token, fp32"):
         quantize_per_token_int8(tmp_path / "fused.onnx", tmp_path / "x.onnx", attention="int4")
+
+
+def _attention_graph(path, hidden, heads, mask_rank):
+    """One com.microsoft Attention node (random weights) reading x (batch, seq, hidden) and a 0/1 mask (batch, seq)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((hidden, 3 * hidden)) / np.sqrt(hidden)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(3 * hidden)).astype(np.float32)
+    nodes = [helper.make_node("Cast", ["mask"], ["mask32"], to=TensorProto.INT32),
+             helper.make_node("Attention", ["x", "w", "b", "mask32"], ["y"], domain="com.microsoft", num_heads=heads)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", hidden]),
+                                           helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", "seq"][:mask_rank])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]),
+              str(path))
+
+
+def test_per_token_attention_folds_a_key_padding_mask_into_k(tmp_path):
+    """attention="per-token" turns a (batch, seq) mask into an extra K channel: masked keys weigh exactly 0."""
+    import onnx
+
+    from hf_lnorm.export.ort import quantize_per_token_int8
+
+    hidden, heads = 32, 4
+    _attention_graph(tmp_path / "att.onnx", hidden, heads, mask_rank=2)
+    counts = quantize_per_token_int8(tmp_path / "att.onnx", tmp_path / "pt.onnx", attention="per-token")
+    assert counts["attention"] == counts["attention_mask_folded"] == 1
+    mha = [n for n in onnx.load(str(tmp_path / "pt.onnx")).graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(mha) == 1 and len(mha[0].input) == 4  # q, k, v, bias
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 9, hidden)).astype(np.float32)
+    mask = np.ones((3, 9), np.int64)
+    mask[1, 5:] = 0
+    mask[2, 2] = 0  # not only right padding: the 2-D mask is read element by element
+    ref = session(tmp_path / "att.onnx").run(["y"], {"x": x, "mask": mask})[0]
+    got = session(tmp_path / "pt.onnx").run(["y"], {"x": x, "mask": mask})[0]
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()  # int8 Q/K/V projections, fp32 attention
+    x2 = x.copy()
+    x2[mask == 0] = 3.0 * rng.standard_normal((int((mask == 0).sum()), hidden))
+    moved = session(tmp_path / "pt.onnx").run(["y"], {"x": x2, "mask": mask})[0]
+    kept = mask.astype(bool)
+    assert np.array_equal(moved[kept], got[kept])  # masked keys and values contribute exactly nothing
+
+    # a mask whose layout is unknown (a 1-D graph input could be lengths or start/end pairs) stays a mask input
+    _attention_graph(tmp_path / "att1.onnx", hidden, heads, mask_rank=1)
+    counts = quantize_per_token_int8(tmp_path / "att1.onnx", tmp_path / "pt1.onnx", attention="per-token")
+    assert counts["attention"] == 1 and counts["attention_mask_folded"] == 0
+    mha = [n for n in onnx.load(str(tmp_path / "pt1.onnx")).graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(mha[0].input) == 5
 
 
 def test_unfuse_skip_layer_norm_is_exact_and_stays_unfused(exported, tmp_path):
@@ -286,6 +350,8 @@ def test_ort_cpu_ops_script_writes_every_row(tmp_path):
                      "--repeats", "2", "--warmup", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert {r["op"] for r in rows} == {"skip_layer_norm", "ffn_gemms", "int8_gemm_signedness", "attention"}
-    assert len(rows) == 10 and all(r["median_ms"] > 0 for r in rows)
+    assert len(rows) == 12 and all(r["median_ms"] > 0 for r in rows)
+    int8_core = next(r for r in rows if r["impl"].startswith("int8 core"))
+    assert 0 < int8_core["rel_err_vs_fp32"] < 0.05  # it computes attention, to int8 precision
     with pytest.raises(SystemExit):
         mod.main(["--tokens", "63", "--batch", "2"])
