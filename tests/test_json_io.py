@@ -52,3 +52,22 @@ def test_non_ascii_text_is_written_as_utf8(tmp_path):
     write_json(str(path), {"prediction": "Y murió Elimelech"})
     assert "murió" in path.read_text(encoding="utf-8")
     assert json.loads(path.read_text(encoding="utf-8")) == {"prediction": "Y murió Elimelech"}
+
+
+def test_staged_file_renames_on_success_and_removes_on_error(tmp_path):
+    from hf_lnorm._json import staged_file
+
+    target = tmp_path / "sub" / "graph.onnx"
+    with staged_file(target) as tmp:
+        assert os.path.dirname(tmp) == str(target.parent) and not target.exists()
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert target.read_bytes() == b"new"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with staged_file(target, suffix=".png") as tmp:
+            assert tmp.endswith(".png")
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"new"  # the previous complete file is untouched
+    assert sorted(p.name for p in target.parent.iterdir()) == ["graph.onnx"]  # no temporary file left

@@ -29,14 +29,13 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from .._json import write_json
+from .._json import staged_file, write_json
 from ..norms import ops
 
 OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
@@ -431,13 +430,9 @@ def _plot(path: str, results: List[dict]) -> None:
     ax.set_ylabel("speedup over torch eager")
     ax.legend()
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench_norms.", suffix=".png", dir=folder)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
+    with staged_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -41,11 +41,12 @@ import torch
 from torch import nn
 
 from .._json import write_json
+from .._machine import machine_info
+from ..export.qa import DEFAULT_QA_FILE
 
 VARIANTS = ("fp32", "torch-dynamic-int8", "torchao-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth",
             "hf_lnorm-int8-all", "hf_lnorm-int8-smooth-all")
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_QA_FILE = os.path.join(_REPO, "data", "qa", "dev.json")
 DEFAULT_TEXT_FILE = os.path.join(_REPO, "data", "shakespeare_sample.txt")
 
 
@@ -193,26 +194,14 @@ def _build_variants(names, model, calib, alpha) -> Dict[str, Dict]:
 
 
 def _machine() -> Dict[str, object]:
-    """What the figures depend on: CPU, its vector ISA as torch sees it, versions, load."""
+    """``hf_lnorm._machine.machine_info()`` plus the torchao version (the torchao row depends on it)."""
     import importlib.metadata
-    import platform
 
-    info: Dict[str, object] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                               "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+    info = machine_info()
     try:
         info["torchao"] = importlib.metadata.version("torchao")
     except importlib.metadata.PackageNotFoundError:
         info["torchao"] = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-        info["int8_isa"] = sorted(set(flags) & {"avx2", "avx512_vnni", "avx_vnni", "amx_int8"})  # VNNI: int8 dot products
-    except OSError:
-        pass
-    try:
-        info["load_avg_1min"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
     return info
 
 

