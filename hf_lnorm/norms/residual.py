@@ -11,10 +11,10 @@ forward beside the fused one, fp32 error <= 1e-5, half <= 2e-2); a block
 that disagrees keeps plain norm patching, and the report says why.
 
 A fused block runs ``add_layer_norm`` (the Triton custom op on CUDA). In CPU
-inference it adds the residual into the ``dense`` output in place (that
-tensor is fresh and private to the block) before the norm, which saves one
-activation-sized allocation per block; with autograd recording it uses the
-differentiable op.
+inference it runs ``add_layer_norm_``, which adds the residual into the
+``dense`` output in place (that tensor is fresh and private to the block) and
+normalizes in the same pass (the C++ kernels of ``norms/cpu`` for float32);
+with autograd recording it uses the differentiable op.
 
 Patching is per instance: the block's ``forward`` instance attribute is set
 and its previous value kept, so ``unfuse_residual_blocks`` restores it exactly.
@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import ops
@@ -134,7 +133,8 @@ def _fused_block_forward(self, hidden_states, input_tensor):
         and not torch.compiler.is_compiling()
     ):
         # h is the Linear's fresh output, private to this call: add into it, then normalize
-        return F.layer_norm(h.add_(input_tensor), (int(h.shape[-1]),), w, b, eps)
+        # (the C++ CPU kernels in float32, aten otherwise)
+        return ops.add_layer_norm_(input_tensor, h, w, b, eps)[0]
     if backend == "triton" and h.device.type == "cuda":
         return ops.triton_norm_fwd(h, input_tensor, w, b, float(eps), "layer_norm")[0]
     return ops.add_layer_norm(h, input_tensor, w, b, eps)[0]

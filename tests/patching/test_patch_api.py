@@ -231,7 +231,7 @@ def test_onnx_export_emits_layernormalization(tmp_path):
 # --------------------------------------------------------------------------- real weights
 
 
-def test_real_minilm_qa_logits_identical():
+def test_real_minilm_qa_logits_equal_within_fp32_rounding():
     torch.manual_seed(0)
     model = AutoModelForQuestionAnswering.from_pretrained(minilm_path()).eval()
     from transformers import AutoTokenizer
@@ -244,7 +244,11 @@ def test_real_minilm_qa_logits_identical():
     assert len(hf_lnorm.patch_report(model).patched) == 13
     with torch.no_grad():
         out = model(**enc)
-    assert torch.equal(out.start_logits, ref.start_logits) and torch.equal(out.end_logits, ref.end_logits)
+    # fp32 rounding only: the fused residual blocks run hf_lnorm's C++ add+LayerNorm on CPU (another
+    # summation order than aten's), every other patched norm is aten's own kernel
+    for a, b in ((out.start_logits, ref.start_logits), (out.end_logits, ref.end_logits)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert torch.equal(a.argmax(-1), b.argmax(-1))
 
 
 def test_switching_modes_undoes_the_old_mode_everywhere():
