@@ -165,25 +165,44 @@ def default_qa_model() -> Tuple[str, str]:
         return "sentence-transformers/all-MiniLM-L6-v2", "MiniLM-L6-H384 from the Hub with a fresh, seeded QA head"
 
 
-def resolve_model(name_or_path: Optional[str]) -> str:
-    """Return a loadable path or hub id; ``None`` means the bundled default.
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a local path: hub ids are ``name`` or ``org/name``."""
+    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+            or name.endswith((".json", ".bin", ".safetensors", ".onnx")))
 
+
+def resolve_model(name_or_path: Optional[str], check_hub: bool = False) -> str:
+    """Return a loadable folder (absolute) or hub id; ``None`` means the bundled default.
+
+    Args:
+        name_or_path: a local folder holding ``config.json``, a hub id, or None.
+        check_hub: also resolve a hub id now (its config, from the Hub or the local
+            cache), so that an unknown id fails here with one clear line.
     Raises:
-        ModelNotFoundError: a path-like argument that does not exist, or a folder without config.json.
+        ModelNotFoundError: a path-like argument that does not exist, a file, a folder
+            without config.json, or (with ``check_hub``) a hub id that cannot be resolved.
     """
     if name_or_path is None:
         return bundled_model_path()
-    # hub ids are "name" or "org/name"; anything else is meant as a path
-    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
     path = os.path.expanduser(name_or_path)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ModelNotFoundError(f"{name_or_path!r} is a folder without config.json; expected a saved transformers model")
-        return path
+            raise ModelNotFoundError(f"model directory {name_or_path!r} has no config.json; expected a saved transformers model")
+        return os.path.abspath(path)
     if os.path.exists(path):
-        raise ModelNotFoundError(f"{name_or_path!r} is a file; expected a model folder or a hub id")
-    if looks_like_path:
+        raise ModelNotFoundError(f"model path {name_or_path!r} is a file; pass the directory that holds config.json, or a hub id")
+    if looks_like_path(name_or_path):
         raise ModelNotFoundError(f"model path {name_or_path!r} does not exist")
+    if check_hub:
+        from transformers import AutoConfig
+
+        try:
+            AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+        except Exception as exc:  # OSError, ValueError, HTTP errors: all mean "cannot resolve"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelNotFoundError(
+                f"model {name_or_path!r} is neither a local directory nor a resolvable Hugging Face Hub id ({first[:160]})"
+            ) from None
     return name_or_path
 
 

@@ -64,3 +64,26 @@ def test_default_qa_model_is_fine_tuned():
     assert "runs/qa-minilm" in description or "adapter" in description
     model = AutoModelForQuestionAnswering.from_pretrained(path)
     assert model.config.model_type == "bert"
+
+
+def test_resolve_model_folders_files_paths_and_hub_ids(tmp_path):
+    from hf_lnorm import export
+    from hf_lnorm.loading import resolve_model
+
+    assert export.ModelNotFoundError is ModelNotFoundError  # one error class for the CLI's exit 2
+    assert resolve_model(None) == bundled_model_path()
+    folder = tmp_path / "m"
+    folder.mkdir()
+    with pytest.raises(ModelNotFoundError, match="has no config.json"):
+        resolve_model(str(folder))
+    (folder / "config.json").write_text("{}")
+    assert resolve_model(str(folder)) == str(folder)
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match="is a file"):
+        resolve_model(str(weights))
+    with pytest.raises(ModelNotFoundError, match="model path './nope/model' does not exist"):
+        resolve_model("./nope/model")
+    assert resolve_model("org/not-checked") == "org/not-checked"  # hub ids are only looked up with check_hub
+    with pytest.raises(ModelNotFoundError, match="'org/surely-not-a-model' is neither a local directory nor a resolvable"):
+        resolve_model("org/surely-not-a-model", check_hub=True)

