@@ -197,6 +197,25 @@ def plot_report(rows: Sequence[Row], path: Path, title: str) -> None:
 # --------------------------------------------------------------------------- the job
 
 
+def check_equivalent(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> Tuple[float, float]:
+    """Max |out - ref| over the start and end logits, and the tolerance it must stay within.
+
+    fp32 rounding grows with the logits' size (padded positions, whose logits nobody reads,
+    carry the most), so the tolerance is 1e-4 of the largest reference logit, and at least
+    1e-4: still about 1000x float32's epsilon.
+
+    Raises:
+        RuntimeError: the difference exceeds the tolerance (the patched model is not equivalent).
+    """
+    err = float(max(np.abs(o - r).max() for o, r in zip(out, ref)))
+    scale = max(1.0, float(max(np.abs(r).max() for r in ref)))
+    tolerance = 1e-4 * scale
+    if err > tolerance:
+        raise RuntimeError(f"patched model differs from the stock model by {err:.2e} (> {tolerance:.1e}, "
+                           f"1e-4 of the largest logit {scale:.2f}); refusing to export")
+    return err, tolerance
+
+
 def _load(source: Optional[str], seed: int):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -323,10 +342,9 @@ def run_job(args) -> Dict:
         enc_by_seq = {s: encode(tokenizer, examples, s) for s in args.seq_lens}
         ref = {s: _batched(_torch_runner(stock), enc_by_seq[s].inputs) for s in args.seq_lens}
         patched_out = _batched(_torch_runner(model), enc_by_seq[eval_seq].inputs)
-        verify_err = float(max(np.abs(patched_out[0] - ref[eval_seq][0]).max(), np.abs(patched_out[1] - ref[eval_seq][1]).max()))
-        if verify_err > 1e-4:
-            raise RuntimeError(f"patched model differs from the stock model by {verify_err:.2e} (> 1e-4); refusing to export")
-        notes.append(f"patched vs stock PyTorch: max |err| {verify_err:.2e} on {len(examples)} questions at seq {eval_seq}")
+        verify_err, tolerance = check_equivalent(ref[eval_seq], patched_out)
+        notes.append(f"patched vs stock PyTorch: max |err| {verify_err:.2e} (tolerance {tolerance:.1e}) "
+                     f"on {len(examples)} questions at seq {eval_seq}")
         bar.update()
 
         stage("export")

@@ -71,3 +71,18 @@ def test_default_model_is_resolvable():
     source, description = default_qa_model()
     assert source and description
     assert (transformers.AutoConfig.from_pretrained(source).model_type) == "bert"
+
+
+def test_verify_tolerance_scales_with_the_logits():
+    import numpy as np
+
+    from hf_lnorm.export.optimize import check_equivalent
+
+    big = (np.full((2, 8), 10.0, np.float32), np.full((2, 8), -4.0, np.float32))
+    err, tol = check_equivalent(big, (big[0] + 5e-4, big[1]))
+    assert tol == pytest.approx(1e-3) and err == pytest.approx(5e-4, rel=1e-3)
+    with pytest.raises(RuntimeError, match=r"differs from the stock model by 2\.00e-03 \(> 1\.0e-03, 1e-4 of the largest logit 10\.00\)"):
+        check_equivalent(big, (big[0], big[1] - 2e-3))
+    small = (np.full((1, 4), 0.5, np.float32), np.zeros((1, 4), np.float32))
+    with pytest.raises(RuntimeError, match=r"\(> 1\.0e-04"):  # at least 1e-4, even for small logits
+        check_equivalent(small, (small[0] + 3e-4, small[1]))

@@ -90,7 +90,7 @@ def build() -> Optional[str]:
             try:
                 from torch.utils.cpp_extension import load
 
-                _log.info("hf_lnorm: building the CPU norm kernels (once; cached in TORCH_EXTENSIONS_DIR)")
+                _log.info("hf_lnorm: loading the CPU norm kernels (compiled once, then cached in TORCH_EXTENSIONS_DIR)")
                 load(
                     _extension_name(),
                     [str(SOURCE)],
