@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import cpu as _cpu
+
 KINDS = ("layer_norm", "rms_llama", "rms_gemma", "rms_t5", "rms_torch")
 IMPLS = ("auto", "aten", "triton", "cpp")
 CPP_KINDS = ("layer_norm", "rms_llama", "rms_t5", "rms_torch")  # float32 math is the same for the three RMS kinds
@@ -95,14 +97,15 @@ def output_dtype(kind: str, x_dtype: torch.dtype, w_dtype: Optional[torch.dtype]
 def _cpp_covers(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
                 kind: str) -> bool:
     """Whether the C++ CPU kernels (``norms/cpu``) compute this case: float32 CPU tensors, a covered kind."""
-    if kind not in CPP_KINDS or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() == 0:
+    if x.dtype != torch.float32 or not x.is_cpu or kind not in CPP_KINDS or x.dim() == 0:
         return False
     n = x.shape[-1]
-    if residual is not None and (residual.dtype != torch.float32 or residual.device.type != "cpu"
-                                 or residual.shape != x.shape):
+    if residual is not None and (residual.dtype != torch.float32 or not residual.is_cpu or residual.shape != x.shape):
         return False
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.dim() == 1 and t.shape[0] == n
-               for t in (weight, bias) if t is not None)
+    for t in (weight, bias):
+        if t is not None and (t.dtype != torch.float32 or not t.is_cpu or t.shape != (n,)):
+            return False
+    return True
 
 
 def _cpp_inference(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
@@ -112,19 +115,14 @@ def _cpp_inference(x: Tensor, residual: Optional[Tensor], weight: Optional[Tenso
         return False
     if torch.jit.is_tracing():  # a trace should record aten ops, not this library's private op
         return False
-    if not _cpp_covers(x, residual, weight, bias, kind):
-        return False
-    from . import cpu
-
-    return cpu.is_available()
+    return _cpp_covers(x, residual, weight, bias, kind) and _cpu.is_available()
 
 
 def _cpp_fwd(x, residual, weight, bias, eps, kind, in_place=False):
-    """``[y, s, mean, rstd]`` from the C++ kernels (contiguous copies where needed)."""
-    from . import cpu
-
-    c = [None if t is None else t.contiguous() for t in (x, residual, weight, bias)]
-    return cpu.add_norm(c[0], c[1], c[2], c[3], eps, rms=kind != "layer_norm", in_place=in_place)
+    """``[y, s, mean, rstd]`` from the C++ kernels (contiguous copies where needed; callers checked
+    that the kernels are available)."""
+    c = [t if t is None or t.is_contiguous() else t.contiguous() for t in (x, residual, weight, bias)]
+    return torch.ops.hf_lnorm_cpu.add_norm(c[0], c[1], c[2], c[3], float(eps), kind != "layer_norm", in_place)
 
 
 def _use_cpp(x, residual, weight, bias, kind, impl) -> bool:
@@ -136,9 +134,7 @@ def _use_cpp(x, residual, weight, bias, kind, impl) -> bool:
             f"impl='cpp' runs float32 CPU tensors of kinds {', '.join(CPP_KINDS)}; got kind {kind!r}, "
             f"x {x.dtype} on {x.device.type}" + ("" if residual is None else f", residual {residual.dtype}")
         )
-    from . import cpu
-
-    why = cpu.unavailable_reason()
+    why = _cpu.unavailable_reason()
     if why is not None:
         raise RuntimeError(f"impl='cpp' was forced but the hf_lnorm CPU kernels are not available: {why}")
     return True

@@ -80,6 +80,8 @@ def build() -> Optional[str]:
     """Compile (or load the cached build of) the kernels; returns None, or why they cannot run."""
     if os.environ.get("HF_LNORM_CPU_KERNELS", "1") == "0":
         return "disabled by HF_LNORM_CPU_KERNELS=0"
+    if "loaded" in _state:  # the per-call fast path
+        return None
     with _lock:
         if "loaded" in _state:
             return None
