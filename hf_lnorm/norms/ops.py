@@ -110,10 +110,11 @@ def _cpp_covers(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
 
 def _cpp_inference(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
                    kind: str) -> bool:
-    """Eager CPU inference (nothing records gradients) that the C++ kernels cover and can run here."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias)):
+    """The one test for the C++ path of the eager functions: eager CPU (not compiling, exporting,
+    tracing or under ``TRITON_INTERPRET=1``), nothing records gradients, a covered case, kernels built."""
+    if not _direct_aten(x) or _exporting() or torch.jit.is_tracing():  # traces record aten ops, not this op
         return False
-    if torch.jit.is_tracing():  # a trace should record aten ops, not this library's private op
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias)):
         return False
     return _cpp_covers(x, residual, weight, bias, kind) and _cpu.is_available()
 
@@ -483,7 +484,7 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     Returns:
         Tensor shaped and typed like ``x``.
     """
-    if _direct_aten(x) and not _exporting() and _cpp_inference(x, None, weight, bias, "layer_norm"):
+    if _cpp_inference(x, None, weight, bias, "layer_norm"):
         return _cpp_fwd(x, None, weight, bias, eps, "layer_norm")[0]
     if _direct_aten(x) or _exporting():
         return F.layer_norm(x, (int(x.shape[-1]),), weight, bias, eps)
@@ -504,9 +505,9 @@ def rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> T
     """
     if _exporting():
         return _rms_llama_plain(x, weight, eps)
+    if _cpp_inference(x, None, weight, None, "rms_llama"):
+        return _cpp_fwd(x, None, weight, None, eps, "rms_llama")[0]
     if _direct_aten(x):
-        if _cpp_inference(x, None, weight, None, "rms_llama"):
-            return _cpp_fwd(x, None, weight, None, eps, "rms_llama")[0]
         return _rms_llama_native(x, weight, eps)
     if _direct_triton(x):
         return _TritonNorm.apply(x, None, weight, None, float(eps), "rms_llama")
@@ -525,7 +526,7 @@ def add_layer_norm(
     Returns:
         ``(normed, summed)``.
     """
-    if _direct_aten(x) and not _exporting() and _cpp_inference(x, residual, weight, bias, "layer_norm"):
+    if _cpp_inference(x, residual, weight, bias, "layer_norm"):
         y, s, _, _ = _cpp_fwd(x, residual, weight, bias, eps, "layer_norm")
         return y, s
     if _direct_aten(x) or _exporting():
@@ -546,10 +547,10 @@ def add_rms_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, e
     if _exporting():
         s = x + residual
         return _rms_llama_plain(s, weight, eps), s
+    if _cpp_inference(x, residual, weight, None, "rms_llama"):
+        y, s, _, _ = _cpp_fwd(x, residual, weight, None, eps, "rms_llama")
+        return y, s
     if _direct_aten(x):
-        if _cpp_inference(x, residual, weight, None, "rms_llama"):
-            y, s, _, _ = _cpp_fwd(x, residual, weight, None, eps, "rms_llama")
-            return y, s
         s = x + residual
         return _rms_llama_native(s, weight, eps), s
     if _direct_triton(x):
@@ -590,7 +591,7 @@ def add_layer_norm_(
             f"add_layer_norm_ needs x and residual of one shape and dtype, got {tuple(x.shape)}/{x.dtype} "
             f"and {tuple(residual.shape)}/{residual.dtype}"
         )
-    if residual.is_contiguous() and _direct_aten(x) and _cpp_inference(x, residual, weight, bias, "layer_norm"):
+    if residual.is_contiguous() and _cpp_inference(x, residual, weight, bias, "layer_norm"):
         y, s, _, _ = _cpp_fwd(x, residual, weight, bias, eps, "layer_norm", in_place=True)
         return y, s
     residual.add_(x)

@@ -9,7 +9,7 @@ the arithmetic). ``hf_lnorm.norms.ops`` uses it for float32 CPU tensors in
 inference; everything else stays on the aten path.
 
 The op is compiled on first use with ``torch.utils.cpp_extension`` (a C++
-compiler and ninja; 10-15 s once, then loaded from
+compiler and ninja; 9-13 s once here, then loaded from
 ``TORCH_EXTENSIONS_DIR``), for the CPU it runs on (``-march=native``; the
 build folder is named after torch's CPU capability). When it cannot be built,
 ``is_available()`` is False and the callers silently keep the aten path;
