@@ -14,7 +14,7 @@ from .norms.quantized import calibrate, smooth  # noqa: E402  (importing registe
 # -- model families (registers the Auto classes) --
 from . import models  # noqa: E402,F401  (registers lnorm-* configs and heads with the Auto classes)
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "MODES",

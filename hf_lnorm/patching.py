@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .norms.fused import fused_norm, resolve_backend
+from .norms.residual import RESIDUAL_ATTR
 from .norms.reference import (
     LAYER_NORM,
     LAYER_NORM_CHANNELS_FIRST,
@@ -70,12 +71,29 @@ class PatchMode:
     ``_hf_lnorm_state`` holds its ``NormSpec`` and backend. ``after_patch`` and
     ``before_unpatch`` see the whole model (the quantized mode uses them to find
     and restore the Linear layers that consume norm outputs).
+
+    ``validate_options`` is called by ``patch`` before the model is touched, so a
+    bad option never leaves a half-patched model. ``instance_attrs`` names the
+    per-instance ``__dict__`` entries the mode sets on modules other than the
+    norms (fused residual blocks, int8 Linears): ``patch`` snapshots them and
+    restores them if the call fails.
     """
 
     name = "base"
+    instance_attrs: Tuple[str, ...] = ()
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def validate_options(self, **options) -> None:
+        """Check the mode options of a ``patch`` call; the base mode accepts none.
+
+        Raises:
+            TypeError: an unknown option, or an option of the wrong type.
+            ValueError: an option value outside what the mode accepts.
+        """
+        if options:
+            raise TypeError(f"unknown option(s) for mode {self.name!r}: {', '.join(sorted(options))}; accepted: none")
 
     def after_patch(self, model: nn.Module, patched: List[Tuple[str, nn.Module]], report: "PatchReport", **options) -> None:
         """Called once per ``patch`` call, after the norms are swapped."""
@@ -88,6 +106,7 @@ class FusedMode(PatchMode):
     """Numerically equivalent norms through the fastest exact backend."""
 
     name = "fused"
+    instance_attrs = (RESIDUAL_ATTR,)
 
     def forward(self, module, x):
         state = module.__dict__[STATE_ATTR]
@@ -105,10 +124,7 @@ class FusedMode(PatchMode):
         ``NormRecord.extra["residual_fusion"]`` names the block and says
         ``fused``, or ``rejected`` with the probe's reason.
         """
-        if options:
-            raise TypeError(f"unknown option(s) for mode 'fused': {', '.join(sorted(options))}; accepted: fuse_residual")
-        if not isinstance(fuse_residual, bool):
-            raise TypeError(f"fuse_residual must be True or False, got {fuse_residual!r}")
+        self.validate_options(fuse_residual=fuse_residual, **options)
         if not fuse_residual:
             return
         from .norms.residual import fuse_residual_blocks
@@ -122,6 +138,17 @@ class FusedMode(PatchMode):
                 logger.info("hf_lnorm.patch: residual block %s kept unfused: %s", match.name, why)
             if norm_name in records:
                 records[norm_name].extra["residual_fusion"] = info
+
+    def validate_options(self, fuse_residual: bool = True, **options) -> None:
+        """Accepts ``fuse_residual`` (True or False).
+
+        Raises:
+            TypeError: an unknown option, or ``fuse_residual`` not a bool.
+        """
+        if options:
+            raise TypeError(f"unknown option(s) for mode 'fused': {', '.join(sorted(options))}; accepted: fuse_residual")
+        if not isinstance(fuse_residual, bool):
+            raise TypeError(f"fuse_residual must be True or False, got {fuse_residual!r}")
 
     def before_unpatch(self, model):
         """Restore the fused residual blocks before the norms themselves."""
@@ -482,6 +509,59 @@ def _restore_forward(module: nn.Module) -> None:
         module.__dict__[state.forward_attr] = state.previous
 
 
+_FORWARD_ATTRS = ("forward", "_old_forward")
+
+
+def _copy_state(value: Any) -> Any:
+    """A shallow copy of a state object's fields, with its dict/list fields copied too (restored in place)."""
+    fields = getattr(value, "__dict__", None)
+    if fields is None or isinstance(value, (nn.Module, types.MethodType, types.FunctionType)):
+        return None
+    return {k: (v, dict(v) if type(v) is dict else list(v) if type(v) is list else None) for k, v in fields.items()}
+
+
+def _snapshot_keys() -> Tuple[str, ...]:
+    """The ``__dict__`` entries ``patch`` may set on a module (rolled back when a call fails)."""
+    keys = {STATE_ATTR, REPORT_ATTR, *_FORWARD_ATTRS}
+    for mode_obj in MODES.values():
+        keys.update(mode_obj.instance_attrs)
+    return tuple(sorted(keys))
+
+
+def _snapshot(model: nn.Module) -> List[Tuple[nn.Module, Dict[str, Any]]]:
+    """What ``patch`` may change on each module: forwards, patch states (and their contents), the report."""
+    keys = _snapshot_keys()
+    state_keys = set(keys) - {REPORT_ATTR, *_FORWARD_ATTRS}
+    saved = []
+    for module in model.modules():
+        d = module.__dict__
+        entries = {k: (d[k], _copy_state(d[k]) if k in state_keys else None) for k in keys if k in d}
+        saved.append((module, entries))
+    return saved
+
+
+def _restore(snapshot: List[Tuple[nn.Module, Dict[str, Any]]]) -> None:
+    """Put back every entry ``_snapshot`` saw, and remove the ones it did not see."""
+    keys = _snapshot_keys()
+    for module, entries in snapshot:
+        d = module.__dict__
+        for k in keys:
+            if k not in entries:
+                d.pop(k, None)
+                continue
+            value, fields = entries[k]
+            d[k] = value
+            if fields is not None:
+                value.__dict__.clear()
+                for name, (field_value, contents) in fields.items():
+                    value.__dict__[name] = field_value
+                    if type(contents) is dict:
+                        field_value.clear()
+                        field_value.update(contents)
+                    elif type(contents) is list:
+                        field_value[:] = contents
+
+
 def patch(
     model: nn.Module,
     mode: str = "fused",
@@ -502,12 +582,19 @@ def patch(
         exclude: module-name pattern(s) never patched.
         backend: force a kernel backend (``"aten"``, ``"triton"``...); default picks
             the fastest available one.
-        **mode_options: passed to the mode (e.g. calibration settings).
+        **mode_options: passed to the mode: ``fuse_residual`` for ``fused``;
+            ``example_inputs``, ``kernel``, ``all_linears`` for ``quantized``.
     Returns:
         The same ``model`` object, patched.
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: unknown ``mode`` or ``backend``.
+        TypeError: ``model`` is not an ``nn.Module``, a bad ``include``/``exclude``,
+            or an unknown or mistyped mode option.
+        ValueError: unknown ``mode`` or ``backend``, or a bad mode option value.
+
+    Every argument is checked before the model is touched, and a call that fails
+    part-way (a probe, the quantized mode's tracing, residual fusion) restores
+    the model exactly as it was, earlier patches and report included, before
+    re-raising.
 
     Example:
         >>> model = hf_lnorm.patch(model)            # doctest: +SKIP
@@ -515,13 +602,26 @@ def patch(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"hf_lnorm.patch expects a torch.nn.Module, got {type(model).__module__}.{type(model).__name__}")
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; accepted modes: {', '.join(sorted(MODES))}")
     backend = resolve_backend(backend)
     includes = _as_patterns(include, "include")
     excludes = _as_patterns(exclude, "exclude")
     mode_obj = MODES[mode]
+    mode_obj.validate_options(**mode_options)
 
+    snapshot = _snapshot(model)
+    try:
+        report = _patch(model, mode, mode_obj, includes, excludes, backend, mode_options)
+    except BaseException:
+        _restore(snapshot)
+        raise
+    logger.info(report.summary())
+    return model
+
+
+def _patch(model, mode, mode_obj, includes, excludes, backend, mode_options) -> PatchReport:
+    """The body of ``patch`` on validated arguments; may leave the model half-changed if it raises."""
     candidates = [(n, m) for n, m in model.named_modules() if _is_candidate(m)]
     stale = {m.__dict__[STATE_ATTR].mode for _, m in candidates if is_patched(m)} - {mode}
     for old_mode in sorted(stale):  # switching modes: let the old one undo its model-level changes
@@ -563,14 +663,13 @@ def patch(
     for what, pats in (("include", includes), ("exclude", excludes)):
         for p in pats or []:
             if p not in used_patterns:
-                warnings.warn(f"hf_lnorm.patch: {what} pattern {p!r} matched no norm layer", UserWarning, stacklevel=2)
+                warnings.warn(f"hf_lnorm.patch: {what} pattern {p!r} matched no norm layer", UserWarning, stacklevel=3)
     if not candidates:
-        warnings.warn(f"hf_lnorm.patch: no norm layers found in {type(model).__name__}", UserWarning, stacklevel=2)
+        warnings.warn(f"hf_lnorm.patch: no norm layers found in {type(model).__name__}", UserWarning, stacklevel=3)
 
     model.__dict__[REPORT_ATTR] = report
     mode_obj.after_patch(model, newly_patched, report, **mode_options)
-    logger.info(report.summary())
-    return model
+    return report
 
 
 def unpatch(model: nn.Module) -> nn.Module:

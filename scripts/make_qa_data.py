@@ -5,9 +5,9 @@ makes one from the public-domain Gutenberg texts that
 ``scripts/prepare_data.py shakespeare`` writes::
 
     python scripts/prepare_data.py shakespeare          # -> data/cache/shakespeare.txt
-    python scripts/make_qa_data.py                       # -> data/qa/train.json, data/qa/dev.json
-    python scripts/make_qa_data.py --input data/shakespeare_sample.txt \\
-        --output_dir data/qa --prefix sample_ --train_contexts 120 --dev_contexts 40
+    python scripts/make_qa_data.py                       # -> data/qa/train.json, hf_lnorm/data/qa/dev.json
+    python scripts/make_qa_data.py --input hf_lnorm/data/shakespeare_sample.txt \\
+        --output_dir hf_lnorm/data/qa --prefix sample_ --train_contexts 120 --dev_contexts 40
 
 Method
 ------

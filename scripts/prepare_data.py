@@ -35,6 +35,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data")
 CACHE = os.path.join(DATA, "cache")
+SAMPLES = os.path.join(ROOT, "hf_lnorm", "data")  # small samples shipped in the package
 SWORD = "/usr/share/sword/modules/texts/ztext"
 KJV_DIR = os.path.join(SWORD, "engKJV2006eb")
 RV_DIR = os.path.join(SWORD, "spaRV1909eb")
@@ -77,9 +78,9 @@ def prepare_shakespeare(sample_chars: int = 300_000) -> None:
     # Sample: the start of every play in turn, so tests see many plays in little text.
     per_play = sample_chars // len(texts)
     sample = "\n\n".join(t[:per_play].rsplit("\n", 1)[0] for t in texts) + "\n"
-    _atomic_write(os.path.join(DATA, "shakespeare_sample.txt"), sample)
+    _atomic_write(os.path.join(SAMPLES, "shakespeare_sample.txt"), sample)
     print(f"shakespeare: {len(texts)} plays, {len(full.split()):,} words -> data/cache/shakespeare.txt; "
-          f"sample {len(sample):,} chars -> data/shakespeare_sample.txt")
+          f"sample {len(sample):,} chars -> hf_lnorm/data/shakespeare_sample.txt")
 
 
 # --------------------------------------------------------------------------- Bible
@@ -124,8 +125,8 @@ def prepare_bible(sample_pairs: int = 2000) -> None:
     _atomic_write(os.path.join(CACHE, "bible_en_es.jsonl"), lines)
     step = max(1, len(rows) // sample_pairs)
     sample = rows[::step][:sample_pairs]
-    _atomic_write(os.path.join(DATA, "bible_en_es_sample.jsonl"), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sample))
-    print(f"bible: {len(rows):,} aligned verse pairs -> data/cache/bible_en_es.jsonl; sample {len(sample)} -> data/bible_en_es_sample.jsonl")
+    _atomic_write(os.path.join(SAMPLES, "bible_en_es_sample.jsonl"), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sample))
+    print(f"bible: {len(rows):,} aligned verse pairs -> data/cache/bible_en_es.jsonl; sample {len(sample)} -> hf_lnorm/data/bible_en_es_sample.jsonl")
 
 
 def main(argv=None) -> int:

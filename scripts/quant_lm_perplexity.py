@@ -52,7 +52,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not os.path.isfile(args.text):
         p.error(f"--text {args.text!r} does not exist; build it with: python scripts/prepare_data.py shakespeare "
-                "(or pass --text data/shakespeare_sample.txt)")
+                "(or pass --text hf_lnorm/data/shakespeare_sample.txt)")
     if not 0.0 <= args.alpha <= 1.0:
         p.error(f"--alpha must be in [0, 1], got {args.alpha}")
     return args

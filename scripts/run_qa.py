@@ -17,7 +17,7 @@ Extras over the stock example:
   * ``--lora``: train a PEFT LoRA adapter on the attention query/value projections
     (``--lora_target_modules`` to change) plus the fresh ``qa_outputs`` head in full
     (``--lora_modules_to_save`` and ``--lora_bias`` train more in full; ``configs/qa_minilm_lora.json``
-    is the recipe of the committed adapter ``data/qa-minilm-lora``);
+    is the recipe of the committed adapter ``hf_lnorm/data/qa-minilm-lora``);
   * resuming: an existing ``output_dir`` resumes from its newest complete checkpoint;
   * ``--eval_first_sentence_baseline``: also score "answer = first sentence of the context".
 

@@ -6,7 +6,7 @@ gives the model config, the training arguments and the data; flags override it.
 
     python scripts/prepare_data.py shakespeare                 # -> data/cache/shakespeare.txt
     python scripts/train_gpt.py configs/lnorm_gpt_shakespeare.json
-    python scripts/train_gpt.py configs/lnorm_gpt_shakespeare.json --data data/shakespeare_sample.txt --max-steps 50
+    python scripts/train_gpt.py configs/lnorm_gpt_shakespeare.json --data hf_lnorm/data/shakespeare_sample.txt --max-steps 50
     python scripts/train_gpt.py configs/lnorm_gpt_digits.json  # ImageGPT: completes digits from their top half
 
 Text mode trains a BPE tokenizer on the training text (``scripts/train_tokenizer.py``)
@@ -113,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         data_path = args.data or os.path.join(ROOT, recipe["data"])
         if not os.path.exists(data_path):
             print(f"train_gpt: error: {data_path} is missing; run `python scripts/prepare_data.py shakespeare` "
-                  "or pass --data data/shakespeare_sample.txt", file=sys.stderr)
+                  "or pass --data hf_lnorm/data/shakespeare_sample.txt", file=sys.stderr)
             return 2
         train, valid, tokenizer, overrides = _text_data(recipe, data_path)
     else:

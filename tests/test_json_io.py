@@ -71,3 +71,17 @@ def test_staged_file_renames_on_success_and_removes_on_error(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"new"  # the previous complete file is untouched
     assert sorted(p.name for p in target.parent.iterdir()) == ["graph.onnx"]  # no temporary file left
+
+
+def test_file_is_flushed_before_the_rename_and_gets_the_umask_mode(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    old_mask = os.umask(0o002)
+    try:
+        write_json(str(tmp_path / "out.json"), {"a": 1})
+    finally:
+        os.umask(old_mask)
+    assert events == ["fsync", "replace", "fsync"]  # the file, the rename, then the folder entry
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o664  # 0o666 & ~umask, not mkstemp's 0o600

@@ -21,21 +21,22 @@ import statistics
 import time
 from typing import Dict, List
 
+from .._argtypes import positive_int
 from .._json import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the benchmark's options."""
-    parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--context", type=int, default=512, help="max_position_embeddings / n_positions")
-    parser.add_argument("--hidden-size", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--prompt-tokens", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--vocab-size", type=positive_int, default=8000)
+    parser.add_argument("--context", type=positive_int, default=512, help="max_position_embeddings / n_positions")
+    parser.add_argument("--hidden-size", type=positive_int, default=256)
+    parser.add_argument("--layers", type=positive_int, default=4)
+    parser.add_argument("--heads", type=positive_int, default=4)
+    parser.add_argument("--batch-size", type=positive_int, default=1)
+    parser.add_argument("--prompt-tokens", type=positive_int, default=32)
+    parser.add_argument("--new-tokens", type=positive_int, default=128)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -44,9 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _validate(args) -> None:
     from hf_lnorm.cli import UsageError
 
-    for name in ("vocab_size", "context", "hidden_size", "layers", "heads", "batch_size", "prompt_tokens", "new_tokens", "repeats"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')}={getattr(args, name)} must be at least 1")
     if args.hidden_size % args.heads:
         raise UsageError(f"--hidden-size={args.hidden_size} is not divisible by --heads={args.heads}")
     if args.prompt_tokens + args.new_tokens > args.context:

@@ -9,7 +9,8 @@ of them alike):
 * ``hf_lnorm``: the public functions of ``hf_lnorm.norms.ops`` (Triton custom
   ops on CUDA; on CPU the C++ kernels of ``norms/cpu`` for float32 add+norm in
   inference, i.e. the ``fwd`` pass, and aten for the rest; the JSON's
-  ``cpu_kernels`` says which ran);
+  ``cpu_kernels`` says which ran and what their output-block cache held;
+  ``--cpu-cache-mb`` sets that cache's limit);
 * ``hf_lnorm_inplace``: ``add_layer_norm_``, the in-place inference variant
   (``add_layer_norm`` forward only; the sum goes into the residual buffer, so
   one new activation-sized tensor instead of two);
@@ -37,6 +38,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .._argtypes import non_negative_float, non_negative_int, positive_int
 from .._json import staged_file, write_json
 from ..norms import ops
 
@@ -61,18 +63,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma list of {', '.join(OPS)}")
     parser.add_argument("--passes", default=",".join(PASSES), help="comma list of fwd, fwd+bwd")
     parser.add_argument("--impls", default=",".join(IMPLS), help=f"comma list of {', '.join(IMPLS)}")
-    parser.add_argument("--repeats", type=int, default=15, help="timed rounds per case (fewer for slow cases on CPU)")
-    parser.add_argument("--max-bwd-elements", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=15, help="timed rounds per case (fewer for slow cases on CPU)")
+    parser.add_argument("--max-bwd-elements", type=non_negative_int, default=None,
                         help="skip fwd+bwd above this many elements (default: 8M on cpu, no limit on cuda)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU runs")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads for CPU runs")
+    parser.add_argument("--cpu-cache-mb", type=non_negative_float, default=None, metavar="MB",
+                        help="MiB of idle output blocks the C++ CPU kernels may keep (default: HF_LNORM_CPU_CACHE_MB, "
+                             "else hf_lnorm.norms.cpu.DEFAULT_CACHE_MB; 0 keeps none)")
     parser.add_argument("--timing", choices=["eager", "graph"], default="eager",
                         help="cuda only: 'eager' times back-to-back calls (host launch cost included), "
                              "'graph' replays them from a CUDA graph (device time alone)")
     parser.add_argument("--e2e", action="store_true", help="also time stock vs patched MiniLM QA inference")
     parser.add_argument("--e2e-model", default=None, help="model folder or hub id (default: the offline MiniLM)")
-    parser.add_argument("--e2e-batch", type=int, default=8)
-    parser.add_argument("--e2e-seq", type=int, default=256)
-    parser.add_argument("--e2e-repeats", type=int, default=15)
+    parser.add_argument("--e2e-batch", type=positive_int, default=8)
+    parser.add_argument("--e2e-seq", type=positive_int, default=256)
+    parser.add_argument("--e2e-repeats", type=positive_int, default=15)
 
 
 def _usage(msg: str):
@@ -457,11 +462,7 @@ def run(args) -> int:
         raise _usage("--device cuda: no CUDA device is available here; use --device cpu")
     if args.timing == "graph" and device != "cuda":
         raise _usage(f"--timing graph needs --device cuda, got --device {device}")
-    if args.repeats < 1:
-        raise _usage(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads is not None:
-        if args.threads < 1:
-            raise _usage(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     shapes = _parse_shapes(args.shapes)
     dtype_names = _parse_list(args.dtypes or ("float32" if device == "cpu" else "float32,bfloat16"), DTYPES, "dtypes")
@@ -472,6 +473,11 @@ def run(args) -> int:
         impls.append("torch")  # every ratio is against torch eager
     max_bwd = args.max_bwd_elements if args.max_bwd_elements is not None else (8 * 2**20 if device == "cpu" else None)
 
+    if args.cpu_cache_mb is not None and device == "cpu":
+        from ..norms import cpu
+
+        if cpu.is_available():
+            cpu.set_cache_limit(int(args.cpu_cache_mb * 2**20))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     copy_gbps = copy_bandwidth_gbps(device)
     results = []

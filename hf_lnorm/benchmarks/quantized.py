@@ -40,28 +40,29 @@ from typing import Dict, List
 import torch
 from torch import nn
 
+from .._argtypes import non_negative_int, positive_int, unit_interval
 from .._json import write_json
 from .._machine import machine_info
 from ..export.qa import DEFAULT_QA_FILE
+from ..resources import data_file
 
 VARIANTS = ("fp32", "torch-dynamic-int8", "torchao-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth",
             "hf_lnorm-int8-all", "hf_lnorm-int8-smooth-all")
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_TEXT_FILE = os.path.join(_REPO, "data", "shakespeare_sample.txt")
+DEFAULT_TEXT_FILE = str(data_file("shakespeare_sample.txt"))
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default=None, help="model folder or hub id (default: the QA default of "
                         "hf_lnorm.loading.default_qa_model, the bundled MiniLM with its QA adapter merged)")
-    parser.add_argument("--batch", type=int, default=8, help="timing batch size (default 8)")
-    parser.add_argument("--seq", type=int, default=384, help="timing sequence length in tokens (default 384)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed forwards per variant (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed forwards per variant first (default 2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--batch", type=positive_int, default=8, help="timing batch size (default 8)")
+    parser.add_argument("--seq", type=positive_int, default=384, help="timing sequence length in tokens (default 384)")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed forwards per variant (default 10)")
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed forwards per variant first (default 2)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from: {', '.join(VARIANTS)}")
-    parser.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength for hf_lnorm-int8-smooth")
+    parser.add_argument("--alpha", type=unit_interval, default=0.5, help="SmoothQuant migration strength for hf_lnorm-int8-smooth")
     parser.add_argument("--qa-file", default=DEFAULT_QA_FILE, help="SQuAD-format JSON for span agreement")
-    parser.add_argument("--qa-examples", type=int, default=200, help="questions scored for span agreement (default 200)")
+    parser.add_argument("--qa-examples", type=positive_int, default=200, help="questions scored for span agreement (default 200)")
     parser.add_argument("--text-file", default=DEFAULT_TEXT_FILE, help="plain text for the timing and calibration batches")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON here")
 
@@ -214,13 +215,6 @@ def run(args) -> int:
     bad = [v for v in names if v not in VARIANTS]
     if bad or not names:
         raise UsageError(f"unknown variant(s) {', '.join(bad) or '(none)'}; accepted: {', '.join(VARIANTS)}")
-    for opt in ("batch", "seq", "repeats"):
-        if getattr(args, opt) < 1:
-            raise UsageError(f"--{opt} must be at least 1, got {getattr(args, opt)}")
-    if args.warmup < 0:
-        raise UsageError(f"--warmup must be at least 0, got {args.warmup}")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
     if not os.path.isfile(args.text_file):
         raise UsageError(f"--text-file {args.text_file!r} does not exist")
     if args.threads:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..loading import ModelNotFoundError, resolve_model
-from ._io import OutputExistsError, check_output_dir, staged_output_dir
+from ._io import OutputExistsError, UnsafeOutputError, check_output_dir, staged_output_dir
 from . import seq2seq as _seq2seq
 
 logger = logging.getLogger("hf_lnorm")
@@ -514,6 +514,16 @@ def family_onnx_configs(model, task: str):
     return custom_configs_for(model, task)
 
 
+def _local_model_dirs(model) -> List[str]:
+    """The local folders ``model`` comes from (a path argument, or a loaded model's ``name_or_path``)."""
+    if isinstance(model, (str, os.PathLike)):
+        candidates = [os.fspath(model)]
+    else:
+        config = getattr(model, "config", None)
+        candidates = [getattr(model, "name_or_path", None), getattr(config, "_name_or_path", None)]
+    return [os.path.expanduser(c) for c in candidates if isinstance(c, str) and c and os.path.isdir(os.path.expanduser(c))]
+
+
 def export(
     model: Union[str, "torch.nn.Module"],
     output: Union[str, Path],
@@ -547,7 +557,9 @@ def export(
         An ``ExportResult``.
     Raises:
         ModelNotFoundError: missing path / unknown hub id.
-        OutputExistsError: ``output`` exists and ``overwrite`` is False.
+        OutputExistsError: ``output`` is an earlier hf_lnorm output and ``overwrite`` is False.
+        UnsafeOutputError: (a subclass) ``output`` may never be replaced: it is the model's folder, holds it
+            or the current directory, is a file, or is a folder of files hf_lnorm did not write.
         UnsupportedArchitectureError: the architecture or task cannot be exported.
         ValueError: bad ``task``, ``opset``, ``target`` or ``method``.
     """
@@ -562,7 +574,8 @@ def export(
         raise ValueError("method 'optimum' needs optimum-onnx (installable with transformers < 4.58 only)")
     if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r}; accepted tasks: {', '.join(TASKS)}")
-    check_output_dir(output, overwrite)
+    protect = _local_model_dirs(model)
+    check_output_dir(output, overwrite, protect)
 
     source = None
     if isinstance(model, (str, os.PathLike)):
@@ -589,7 +602,7 @@ def export(
                  else "export path: torch.onnx.export (dynamo) — Optimum's exporter is not installed with this transformers")
 
     family = _seq2seq.family_of(model)  # an encoder-decoder family: several graphs (export/seq2seq.py)
-    with staged_output_dir(output, overwrite) as tmp:
+    with staged_output_dir(output, overwrite, protect + _local_model_dirs(model), writer="hf-lnorm export") as tmp:
         if method == METHOD_OPTIMUM:
             configs, submodels = family_onnx_configs(model, task)
             files = _export_optimum(model, tmp, task, opset, configs, submodels)
@@ -661,6 +674,7 @@ __all__ = [
     "ModelNotFoundError",
     "OutputExistsError",
     "TASKS",
+    "UnsafeOutputError",
     "UnsupportedArchitectureError",
     "default_method",
     "dummy_inputs",

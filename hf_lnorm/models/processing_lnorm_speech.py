@@ -2,11 +2,12 @@
 
 * ``LNormSpeechFeatureExtractor`` (``SequenceFeatureExtractor`` conventions):
   16 kHz mono audio -> log-mel frames ``(frames, feature_size)``, computed in
-  numpy: a centred short-time Fourier transform (periodic Hann window,
-  ``n_fft`` / ``hop_length`` / ``win_length``), the power spectrum, a
-  triangular mel filterbank (HTK mel scale) and ``log(max(mel, 1e-10))``; then,
-  with ``normalize=True``, per-utterance mean/variance normalization of each
-  mel channel (cepstral mean and variance normalization, which removes the
+  numpy: a centred short-time Fourier transform (periodic Hann window from
+  ``transformers.audio_utils.window_function``, ``n_fft`` / ``hop_length`` /
+  ``win_length``), the power spectrum, a triangular HTK mel filter bank
+  (``transformers.audio_utils.mel_filter_bank``) and ``log(max(mel, 1e-10))``;
+  then, with ``normalize=True``, per-utterance mean/variance normalization of
+  each mel channel (cepstral mean and variance normalization, which removes the
   volume and most of the channel). Batches are right-padded with
   ``padding_value``; ``attention_mask`` marks real frames.
 * ``build_word_tokenizer(words)``: a word-level ``PreTrainedTokenizerFast``
@@ -25,88 +26,48 @@ Imports only numpy, transformers and tokenizers (a transformers dependency).
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 from transformers import BatchFeature, ProcessorMixin, SequenceFeatureExtractor
+from transformers.audio_utils import mel_filter_bank, window_function
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
+LOG_FLOOR = 1e-10  # mel energies are clipped here before the log: silence gives log(1e-10), not -inf
 
 
 # --------------------------------------------------------------------------- signal processing
 
 
-def hz_to_mel(hz):
-    """HTK mel scale: ``2595 * log10(1 + f / 700)``."""
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+def power_spectrogram(waveform: np.ndarray, window: np.ndarray, hop_length: int) -> np.ndarray:
+    """``|STFT|^2`` of a 1D signal, in float64: ``(1 + (len + 2 * (n_fft // 2) - n_fft) // hop_length, n_fft // 2 + 1)``.
 
+    Frames are centred: the signal is reflect-padded by ``n_fft // 2`` on both sides (zero-padded when it is too
+    short to reflect), as ``torch.stft(center=True)`` does.
 
-def mel_to_hz(mel):
-    """Inverse of ``hz_to_mel``."""
-    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+    ``transformers.audio_utils.spectrogram`` computes the same transform but keeps each frame's spectrum in
+    complex64 before squaring; that moves log-mel values by a float32 ulp or two, and the per-utterance
+    normalization (division by a channel's standard deviation, as small as 0.02 for steady sounds) turns this
+    into feature changes above 1e-4. The frames are therefore taken here, in float64 throughout.
 
+    Args:
+        waveform: 1D float samples.
+        window: the analysis window zero-padded to ``n_fft`` samples
+            (``window_function(win_length, "hann", frame_length=n_fft)``).
+        hop_length: samples between frame starts.
 
-@functools.lru_cache(maxsize=8)
-def mel_filter_bank(n_mels: int, n_fft: int, sampling_rate: int, f_min: float, f_max: float) -> np.ndarray:
-    """Triangular filters, equally spaced on the mel scale, peak 1: ``(n_fft // 2 + 1, n_mels)`` float32.
-
-    Filter ``m`` rises linearly from mel point ``m`` to ``m + 1`` and falls to ``m + 2``
-    (``n_mels + 2`` points from ``f_min`` to ``f_max``), evaluated at the FFT bin frequencies.
-    """
-    if not 0 <= f_min < f_max <= sampling_rate / 2:
-        raise ValueError(f"need 0 <= f_min < f_max <= sampling_rate / 2, got f_min={f_min}, f_max={f_max}, sampling_rate={sampling_rate}")
-    bins = np.linspace(0.0, sampling_rate / 2, n_fft // 2 + 1)
-    points = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
-    lower, centre, upper = points[:-2, None], points[1:-1, None], points[2:, None]  # (n_mels, 1)
-    rising = (bins[None, :] - lower) / (centre - lower)
-    falling = (upper - bins[None, :]) / (upper - centre)
-    filters = np.clip(np.minimum(rising, falling), 0.0, None)  # (n_mels, n_bins)
-    filters = filters.T.astype(np.float32)
-    filters.setflags(write=False)  # cached by the caller's lru_cache: shared, so read-only
-    return filters
-
-
-@functools.lru_cache(maxsize=8)
-def hann_window(length: int) -> np.ndarray:
-    """Periodic Hann window (the STFT convention, as ``torch.hann_window(periodic=True)``)."""
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
-    window.setflags(write=False)
-    return window
-
-
-def power_spectrogram(waveform: np.ndarray, n_fft: int, hop_length: int, win_length: int) -> np.ndarray:
-    """``|STFT|^2`` of a 1D signal: centred frames (reflect padding by ``n_fft // 2``), ``(1 + len // hop, n_fft // 2 + 1)``.
-
-    The window (periodic Hann of ``win_length``) is zero-padded to ``n_fft`` in the middle, as ``torch.stft`` does.
+    Returns:
+        The power spectrum of every frame, ``(frames, n_fft // 2 + 1)`` float64.
     """
     waveform = np.asarray(waveform, dtype=np.float64)
+    n_fft = len(window)
     pad = n_fft // 2
     mode = "reflect" if len(waveform) > pad else "constant"  # reflect needs more samples than the pad
     padded = np.pad(waveform, pad, mode=mode)
-    window = np.zeros(n_fft)
-    start = (n_fft - win_length) // 2
-    window[start : start + win_length] = hann_window(win_length)
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]  # (frames, n_fft)
-    spectrum = np.fft.rfft(frames * window, n=n_fft, axis=-1)
+    spectrum = np.fft.rfft(frames * window, n=n_fft, axis=-1)  # (frames, n_fft // 2 + 1)
     return spectrum.real**2 + spectrum.imag**2
-
-
-def log_mel_spectrogram(
-    waveform: np.ndarray,
-    sampling_rate: int = 16000,
-    n_mels: int = 80,
-    n_fft: int = 400,
-    hop_length: int = 160,
-    win_length: int = 400,
-    f_min: float = 20.0,
-    f_max: Optional[float] = None,
-) -> np.ndarray:
-    """Log-mel frames ``(1 + len // hop_length, n_mels)`` float32 of a 1D waveform."""
-    power = power_spectrogram(waveform, n_fft, hop_length, win_length)
-    filters = mel_filter_bank(n_mels, n_fft, sampling_rate, float(f_min), float(f_max if f_max is not None else sampling_rate / 2))
-    return np.log(np.maximum(power @ filters, 1e-10)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- feature extractor
@@ -123,6 +84,14 @@ class LNormSpeechFeatureExtractor(SequenceFeatureExtractor):
         f_min, f_max: frequency range of the mel filters (``f_max`` defaults to half the sampling rate).
         normalize: per-utterance mean/variance normalization of every mel channel.
         return_attention_mask: return the frame mask by default.
+
+    Attributes:
+        window: periodic Hann window of ``win_length`` samples, zero-padded to ``n_fft`` (float64).
+        mel_filters: HTK mel filter bank ``(n_fft // 2 + 1, feature_size)`` (float32). Neither is saved
+            in the config: both are rebuilt from the fields above when the extractor is loaded.
+
+    Raises:
+        ValueError: ``win_length > n_fft``, ``hop_length < 1`` or a frequency range outside ``[0, sampling_rate / 2]``.
 
     Example:
         >>> extractor = LNormSpeechFeatureExtractor()
@@ -153,13 +122,26 @@ class LNormSpeechFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"win_length={win_length} must not exceed n_fft={n_fft}")
         if hop_length < 1:
             raise ValueError(f"hop_length={hop_length} must be a positive number of samples")
+        top = float(f_max if f_max is not None else sampling_rate / 2)
+        if not 0 <= f_min < top <= sampling_rate / 2:
+            raise ValueError(f"need 0 <= f_min < f_max <= sampling_rate / 2, got f_min={f_min}, f_max={f_max}, sampling_rate={sampling_rate}")
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.win_length = win_length
         self.f_min = f_min
         self.f_max = f_max
         self.normalize = normalize
-        mel_filter_bank(feature_size, n_fft, sampling_rate, float(f_min), float(f_max if f_max is not None else sampling_rate / 2))
+        # `window` and `mel_filters` are the two attribute names FeatureExtractionMixin.to_dict leaves out of the config
+        self.window = window_function(win_length, "hann", periodic=True, frame_length=n_fft, center=True)
+        self.mel_filters = mel_filter_bank(
+            num_frequency_bins=n_fft // 2 + 1,
+            num_mel_filters=feature_size,
+            min_frequency=float(f_min),
+            max_frequency=top,
+            sampling_rate=sampling_rate,
+            norm=None,
+            mel_scale="htk",
+        ).astype(np.float32)  # float32 filters are part of the feature definition the models were trained on
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for ``num_samples`` samples: ``1 + num_samples // hop_length``."""
@@ -167,8 +149,8 @@ class LNormSpeechFeatureExtractor(SequenceFeatureExtractor):
 
     def extract(self, waveform: np.ndarray) -> np.ndarray:
         """Features ``(frames, feature_size)`` of one 16 kHz mono waveform (no padding)."""
-        features = log_mel_spectrogram(waveform, self.sampling_rate, self.feature_size, self.n_fft, self.hop_length,
-                                       self.win_length, self.f_min, self.f_max)
+        power = power_spectrogram(waveform, self.window, self.hop_length)  # (frames, n_fft // 2 + 1)
+        features = np.log(np.maximum(power @ self.mel_filters, LOG_FLOOR)).astype(np.float32)  # (frames, feature_size)
         if self.normalize:
             mean = features.mean(axis=0, keepdims=True)
             std = features.std(axis=0, keepdims=True)
@@ -354,9 +336,6 @@ __all__ = [
     "LNormSpeechFeatureExtractor",
     "LNormSpeechProcessor",
     "build_word_tokenizer",
-    "hann_window",
-    "log_mel_spectrogram",
-    "mel_filter_bank",
     "power_spectrogram",
 ]
 

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import os
 import types
@@ -613,6 +614,26 @@ class QuantizedMode(PatchMode):
     """
 
     name = MODE_NAME
+    instance_attrs = (LINEAR_ATTR,)
+
+    def validate_options(self, example_inputs=None, kernel: str = "auto", all_linears: bool = False, **options) -> None:
+        """Check the options of ``patch(model, mode="quantized", ...)`` before anything is patched.
+
+        Raises:
+            TypeError: an unknown option, ``example_inputs`` not a dict / tuple / list /
+                tensor, or ``all_linears`` not a bool.
+            ValueError: ``kernel`` is not one of ``KERNELS``.
+        """
+        if options:
+            raise TypeError(f"unknown quantized-mode option(s): {', '.join(sorted(options))}; "
+                            "accepted: example_inputs, kernel, all_linears")
+        if example_inputs is not None and not isinstance(example_inputs, (dict, tuple, list, torch.Tensor)):
+            raise TypeError("example_inputs must be a dict of keyword arguments, a tuple of positional arguments "
+                            f"or a tensor, got {type(example_inputs).__name__}")
+        if not isinstance(kernel, str) or kernel not in KERNELS:
+            raise ValueError(f"unknown int8 kernel {kernel!r}; accepted: {', '.join(KERNELS)}")
+        if not isinstance(all_linears, bool):
+            raise TypeError(f"all_linears must be True or False, got {all_linears!r}")
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         state = module.__dict__[STATE_ATTR]
@@ -637,11 +658,7 @@ class QuantizedMode(PatchMode):
 
     def after_patch(self, model, patched, report: PatchReport, example_inputs=None, kernel: str = "auto",
                     all_linears: bool = False, **options) -> None:
-        if options:
-            raise TypeError(f"unknown quantized-mode option(s): {', '.join(sorted(options))}; "
-                            "accepted: example_inputs, kernel, all_linears")
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown int8 kernel {kernel!r}; accepted: {', '.join(KERNELS)}")
+        self.validate_options(example_inputs=example_inputs, kernel=kernel, all_linears=all_linears, **options)
         norms = {name: m for name, m in patched}
         for m in norms.values():
             m.__dict__[STATE_ATTR].extra.update(consumers=[], layers=[], kernel=None, note="")
@@ -656,7 +673,7 @@ class QuantizedMode(PatchMode):
                     consumers, layers = trace_consumers(model, norms, inputs)
                 except Exception as exc:  # the model rejects the example input: still usable as qdq
                     warnings.warn(f"hf_lnorm quantized mode: tracing forward failed ({type(exc).__name__}: {exc}); "
-                                  "norms quantize-dequantize only", UserWarning, stacklevel=3)
+                                  "norms quantize-dequantize only", UserWarning, stacklevel=4)
                     consumers, layers = {}, {}
                     for m in norms.values():
                         m.__dict__[STATE_ATTR].extra["note"] = f"tracing failed ({type(exc).__name__}): quantize-dequantize only"
@@ -729,6 +746,70 @@ def _quantized_norms(model: nn.Module, what: str) -> List[Tuple[str, nn.Module]]
 # --------------------------------------------------------------------------- calibrate / smooth
 
 
+def _batches_or_raise(batches, what: str) -> Iterable:
+    """``batches`` as an iterable known to hold at least one batch (only the first is read ahead).
+
+    Raises:
+        ValueError: ``batches`` is None or empty.
+        TypeError: ``batches`` is not an iterable of batches.
+    """
+    if batches is None:
+        raise ValueError(f"{what} needs an iterable of at least one batch, got None")
+    if isinstance(batches, (str, bytes, dict)):
+        raise TypeError(f"{what} needs an iterable of batches, got a {type(batches).__name__} "
+                        "(wrap a single batch in a list)")
+    try:
+        it = iter(batches)
+    except TypeError:
+        raise TypeError(f"{what} needs an iterable of batches, got {type(batches).__name__}") from None
+    first = next(it, _MISSING)
+    if first is _MISSING:
+        raise ValueError(f"{what} needs at least one batch; got an empty iterable")
+    return itertools.chain((first,), it)
+
+
+def _save_quant_state(norms: List[Tuple[str, nn.Module]]) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """Copies of what calibrate / smooth change: each norm's quantization state and its readers' int8 state."""
+    saved = []
+    for _, m in norms:
+        qs = m.__dict__[STATE_ATTR].extra
+        saved.append((qs, dict(qs)))
+        for layer in qs.get("layers") or []:
+            st = layer.__dict__.get(LINEAR_ATTR)
+            if st is not None:
+                saved.append((st.__dict__, dict(st.__dict__)))
+    return saved
+
+
+def _restore_quant_state(saved: List[Tuple[Dict[str, Any], Dict[str, Any]]]) -> None:
+    for target, copy in saved:
+        target.clear()
+        target.update(copy)
+
+
+def _calibrate(model: nn.Module, norms: List[Tuple[str, nn.Module]], batches: Iterable, static: bool) -> None:
+    states = [m.__dict__[STATE_ATTR].extra for _, m in norms]
+    for qs in states:
+        qs.pop("act_absmax", None)
+        qs["calibrated_batches"] = 0
+        qs["calibrating"] = True
+    try:
+        with torch.no_grad(), _eval_mode(model):
+            for batch in batches:
+                _call(model, batch)
+    finally:
+        for qs in states:
+            qs["calibrating"] = False
+    for qs in states:
+        if static and qs.get("act_absmax") is not None:
+            amax = qs["act_absmax"]
+            if qs.get("inv_smooth") is not None:  # a smoothed norm quantizes y / s: its range is the scaled one
+                amax = amax * qs["inv_smooth"].to(amax.device)
+            qs["static_scale"] = max(float(amax.max()) / ACT_QMAX, _TINY)
+        else:
+            qs.pop("static_scale", None)
+
+
 def calibrate(model: nn.Module, batches: Iterable, static: bool = False) -> nn.Module:
     """Record per-channel activation ranges of every quantized norm over ``batches``.
 
@@ -743,34 +824,24 @@ def calibrate(model: nn.Module, batches: Iterable, static: bool = False) -> nn.M
         The same model. Ranges live in each norm's patch state (``act_absmax``).
     Raises:
         ValueError: no batches, or the model is not quantized-patched.
+        TypeError: ``batches`` is not an iterable, or ``static`` is not a bool.
+
+    The input is checked before anything changes, and if a forward pass fails the
+    earlier ranges and static scales are restored before the error propagates.
 
     Example:
         >>> hf_lnorm.calibrate(model, [tok("some text", return_tensors="pt")])  # doctest: +SKIP
     """
     norms = _quantized_norms(model, "calibrate")
-    if batches is None:
-        raise ValueError("calibrate needs an iterable of at least one batch, got None")
-    states = [m.__dict__[STATE_ATTR].extra for _, m in norms]
-    for qs in states:
-        qs.pop("act_absmax", None)
-        qs["calibrated_batches"] = 0
-        qs["calibrating"] = True
-    count = 0
+    if not isinstance(static, bool):
+        raise TypeError(f"static must be True or False, got {static!r}")
+    batches = _batches_or_raise(batches, "calibrate")
+    saved = _save_quant_state(norms)
     try:
-        with torch.no_grad(), _eval_mode(model):
-            for batch in batches:
-                _call(model, batch)
-                count += 1
-    finally:
-        for qs in states:
-            qs["calibrating"] = False
-    if count == 0:
-        raise ValueError("calibrate needs at least one batch; got an empty iterable")
-    for qs in states:
-        if static and qs.get("act_absmax") is not None:
-            qs["static_scale"] = max(float(qs["act_absmax"].max()) / ACT_QMAX, _TINY)
-        else:
-            qs.pop("static_scale", None)
+        _calibrate(model, norms, batches, static)
+    except BaseException:
+        _restore_quant_state(saved)
+        raise
     _refresh_report(model, model.__dict__.get("_hf_lnorm_report", PatchReport()))
     return model
 
@@ -782,7 +853,8 @@ def smooth(model: nn.Module, batches: Iterable, alpha: float = 0.5) -> nn.Module
     that norm computes ``s = smoothing_scales(act_absmax, weight_absmax, alpha)``
     and re-quantizes: the norm emits ``quantize(norm(x) / s)`` and each reader's
     int8 weight becomes ``quantize(W * s)`` (``fold_smoothing``). Float parameters
-    are untouched, so ``state_dict`` and ``unpatch`` are unaffected.
+    are untouched, so ``state_dict`` and ``unpatch`` are unaffected. Like
+    ``calibrate(..., static=False)`` it leaves the norms on per-token scales.
 
     Args:
         model: a model patched with ``mode="quantized"``.
@@ -793,13 +865,29 @@ def smooth(model: nn.Module, batches: Iterable, alpha: float = 0.5) -> nn.Module
         The same model.
     Raises:
         ValueError: ``alpha`` outside [0, 1], no batches, or model not quantized-patched.
+        TypeError: ``batches`` is not an iterable.
+
+    The input is checked before anything changes, and a failure part-way restores
+    the earlier calibration and smoothing before the error propagates.
     """
     alpha = _check_alpha(alpha)
     norms = _quantized_norms(model, "smooth")
-    for _, m in norms:  # ranges are of the unsmoothed norm output (the norm records y before dividing by s)
-        m.__dict__[STATE_ATTR].extra.pop("static_scale", None)
-    calibrate(model, batches)
-    for name, m in norms:
+    batches = _batches_or_raise(batches, "smooth")
+    saved = _save_quant_state(norms)
+    try:
+        for _, m in norms:  # ranges are of the unsmoothed norm output (the norm records y before dividing by s)
+            m.__dict__[STATE_ATTR].extra.pop("static_scale", None)
+        _calibrate(model, norms, batches, static=False)
+        _apply_smoothing(norms, alpha)
+    except BaseException:
+        _restore_quant_state(saved)
+        raise
+    _refresh_report(model, model.__dict__.get("_hf_lnorm_report", PatchReport()))
+    return model
+
+
+def _apply_smoothing(norms: List[Tuple[str, nn.Module]], alpha: float) -> None:
+    for _, m in norms:
         qs = m.__dict__[STATE_ATTR].extra
         layers = qs.get("layers") or []
         act = qs.get("act_absmax")
@@ -817,8 +905,6 @@ def smooth(model: nn.Module, batches: Iterable, alpha: float = 0.5) -> nn.Module
             st.weight = Int8Weight.from_float(w, st.weight.kernel)
             st.smooth, st.inv_smooth = s, 1.0 / s
         qs["smooth"], qs["inv_smooth"] = s, 1.0 / s
-    _refresh_report(model, model.__dict__.get("_hf_lnorm_report", PatchReport()))
-    return model
 
 
 # --------------------------------------------------------------------------- torch.ao quantized tensors

@@ -36,7 +36,7 @@ from typing import Any, List, Optional, Tuple
 import torch
 from torch import nn
 
-from . import ops
+from . import cpu, ops
 from .reference import LAYER_NORM
 
 RESIDUAL_ATTR = "_hf_lnorm_residual"
@@ -217,12 +217,18 @@ def fuse_residual_blocks(model: nn.Module) -> List[Tuple[BlockMatch, bool, float
 
 
 def unfuse_residual_blocks(model: nn.Module) -> int:
-    """Restore every fused block of ``model``. Returns how many were restored."""
+    """Restore every fused block of ``model``. Returns how many were restored.
+
+    It also frees the idle output blocks the C++ CPU kernels keep
+    (``cpu.empty_cache``; ``unpatch`` runs through here): idle blocks are
+    unused by definition, and a model still patched refills them in one forward.
+    """
     count = 0
     for module in model.modules():
         if RESIDUAL_ATTR in module.__dict__:
             _restore_forward(module)
             count += 1
+    cpu.empty_cache()
     return count
 
 

@@ -158,8 +158,11 @@ def test_unknown_hub_id_exits_2(tmp_path, capsys):
 
 
 def test_existing_output_needs_overwrite(saved_bert, tmp_path, capsys):
+    from hf_lnorm.export._io import write_marker
+
     out = tmp_path / "out"
     out.mkdir()
+    write_marker(out, "hf-lnorm export")  # an earlier hf-lnorm output (other folders: tests/export/test_output_safety.py)
     (out / "keep.txt").write_text("x")
     assert main(["export", str(saved_bert), str(out)]) == 2
     assert "--overwrite" in _one_line_error(capsys)[0]
@@ -190,8 +193,11 @@ def test_interrupted_export_leaves_no_partial_dir(saved_bert, tmp_path, monkeypa
 def test_failed_overwrite_keeps_previous_output(saved_bert, tmp_path, monkeypatch):
     import hf_lnorm.export as ex
 
+    from hf_lnorm.export._io import write_marker
+
     out = tmp_path / "out"
     out.mkdir()
+    write_marker(out, "hf-lnorm export")
     (out / "model.onnx").write_bytes(b"previous export")
     before = (out / "model.onnx").read_bytes()
 

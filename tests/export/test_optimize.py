@@ -1,6 +1,7 @@
 """``hf-lnorm optimize``: the main job end to end on a tiny BERT (quick settings), and its bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import transformers
@@ -47,7 +48,12 @@ def test_optimize_quick_writes_table_json_and_plot(tiny_qa_dir, tmp_path, capsys
     for name in ("onnx/model.onnx", "model_optimized.onnx", "model_int8_dynamic.onnx", "model_int8_per_token.onnx",
                  "model_int8_static.onnx"):
         assert (out / name).is_file(), name
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no scratch graphs left behind
+    from hf_lnorm.export._io import MARKER, is_hf_lnorm_output
+
+    assert is_hf_lnorm_output(out) and is_hf_lnorm_output(out / "onnx")
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]  # no scratch graphs left
+    report_files = (report["qa_file"], report["calibration_file"])
+    assert [Path(f).name for f in report_files] == ["dev.json", "sample_train.json"]  # never calibrated on the eval set
     for seq in (32, 64):
         assert 0.0 <= by[("ort-int8-per-token", seq)]["span_agreement"] <= 1.0
     assert f"CPU layer norms: {report['fused_ops']['SkipLayerNormalization']} SkipLayerNormalization -> Add" in " ".join(report["notes"])

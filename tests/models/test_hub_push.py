@@ -1,8 +1,10 @@
-"""push_to_hub to a local Hub server (tests/hub_server.py), then from_pretrained(repo_id) in a fresh process."""
+"""push_to_hub to a local Hub server (tests/hub_server.py), then from_pretrained(repo_id) in a fresh process; the
+repository's README.md is replaced only when it is a card hf_lnorm generated."""
 
 import torch
 
 from hf_lnorm.models import LNormGPTForCausalLM
+from hf_lnorm.models.remote_code import is_generated_card
 
 from ..hub_server import HubServer, use_endpoint
 from .conftest import BLOCK_HF_LNORM, load_script, run_python, tiny_gpt_config
@@ -45,3 +47,31 @@ print("HUB-LOAD-OK", type(model).__module__)
         )
         assert "HUB-LOAD-OK transformers_modules" in proc.stdout, proc.stdout
         assert "model.safetensors" in server.downloads and "modeling_lnorm_gpt.py" in server.downloads
+
+
+def test_push_refreshes_a_generated_card_and_keeps_a_user_card(monkeypatch):
+    import huggingface_hub.file_download
+    from huggingface_hub import HfApi
+
+    model = LNormGPTForCausalLM(tiny_gpt_config()).eval()
+    repo_id = "tester/card-lnorm-gpt"
+    with HubServer() as server, use_endpoint(server.url):
+        # huggingface_hub 0.x reads the download URL template from a copy taken at import; a fresh process would
+        # take it from HF_ENDPOINT
+        monkeypatch.setattr(huggingface_hub.file_download, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}", raising=False)
+        model.push_to_hub(repo_id, training_data="First corpus.")
+        repo = server.repos[repo_id]
+        first = repo.files["README.md"].decode()
+        assert "First corpus." in first and is_generated_card(first)
+
+        model.push_to_hub(repo_id, training_data="Second corpus.")
+        second = repo.files["README.md"].decode()
+        assert "Second corpus." in second and "First corpus." not in second and "README.md" in repo.commits[-1]["files"]
+
+        user_card = b"---\nlicense: mit\n---\n# Card written on the Hub\n\nKeep me.\n"
+        HfApi().upload_file(path_or_fileobj=user_card, path_in_repo="README.md", repo_id=repo_id)
+        with torch.no_grad():
+            next(model.parameters()).add_(1.0)  # new weights, so the next push is a real commit
+        model.push_to_hub(repo_id, training_data="Third corpus.")
+        assert repo.files["README.md"] == user_card
+        assert "README.md" not in repo.commits[-1]["files"] and "model.safetensors" in repo.commits[-1]["files"]

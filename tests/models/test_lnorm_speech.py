@@ -19,7 +19,7 @@ from hf_lnorm.models import (
     build_word_tokenizer,
 )
 from hf_lnorm.models.modeling_lnorm_speech import subsampled_lengths
-from hf_lnorm.models.processing_lnorm_speech import mel_filter_bank, power_spectrogram
+from hf_lnorm.models.processing_lnorm_speech import power_spectrogram
 from hf_lnorm.recipes.speech_metrics import wer_details, word_edits, word_error_rate
 
 from ..hub_server import HubServer, use_endpoint
@@ -242,7 +242,8 @@ def test_trainer_lowers_the_loss(tmp_path):
 
 def test_power_spectrogram_matches_torch_stft():
     wave = np.random.default_rng(0).standard_normal(4321)
-    ours = power_spectrogram(wave, n_fft=400, hop_length=160, win_length=320)
+    window = LNormSpeechFeatureExtractor(n_fft=400, win_length=320).window
+    ours = power_spectrogram(wave, window, hop_length=160)
     ref = torch.stft(torch.from_numpy(wave), 400, 160, 320, window=torch.hann_window(320, dtype=torch.float64), center=True,
                      pad_mode="reflect", return_complex=True).abs().pow(2).T.numpy()
     assert ours.shape == ref.shape == (1 + 4321 // 160, 201)
@@ -250,12 +251,12 @@ def test_power_spectrogram_matches_torch_stft():
 
 
 def test_mel_filters_and_tones_land_in_the_right_channel():
-    filters = mel_filter_bank(40, 400, 16000, 20.0, 8000.0)
+    extractor = LNormSpeechFeatureExtractor(feature_size=40, normalize=False)
+    filters = extractor.mel_filters
     # every filter catches at least one FFT bin near its peak (narrow low filters fall between bins: < 1)
     assert filters.shape == (201, 40) and filters.min() >= 0 and filters.max(axis=0).min() > 0.5 and filters.max() <= 1.0
     peaks = filters.argmax(axis=0) * 40.0  # bin spacing 16000 / 400 Hz
     assert np.all(np.diff(peaks) > 0)  # channel centres increase
-    extractor = LNormSpeechFeatureExtractor(feature_size=40, normalize=False)
     for freq in (300.0, 1000.0, 3000.0):
         feats = extractor(_tone(freq), sampling_rate=16000)["input_features"][0]
         channel = int(np.asarray(feats).mean(axis=0).argmax())

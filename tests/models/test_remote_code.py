@@ -1,8 +1,12 @@
-"""Saved models load with trust_remote_code=True in a process where hf_lnorm cannot be imported, with equal outputs."""
+"""Saved models load with trust_remote_code=True in a process where hf_lnorm cannot be imported, with equal outputs;
+save_pretrained writes its model card only over a card it generated."""
+
+import os
 
 import torch
 
 from hf_lnorm.models import LNormGPTForCausalLM, LNormGPTForSequenceClassification, LNormSeq2SeqForConditionalGeneration
+from hf_lnorm.models.remote_code import CARD_MARKER, is_generated_card
 
 from .conftest import BLOCK_HF_LNORM, run_python, tiny_gpt_config, tiny_seq2seq_config
 
@@ -91,3 +95,50 @@ def test_import_works_without_pillow():
         print(type(vit).__name__)
     """)
     assert proc.stdout.strip().endswith("LNormViTModel")
+
+
+def test_code_files_are_the_modules_and_their_relative_imports(tmp_path):
+    gpt = LNormGPTForCausalLM(tiny_gpt_config())
+    names = sorted(os.path.basename(p) for p in gpt.code_files())
+    assert names == ["configuration_lnorm_gpt.py", "layers.py", "modeling_lnorm_gpt.py", "remote_code.py"]
+    assert all(os.path.isabs(p) and os.path.isfile(p) for p in gpt.code_files())
+
+
+def test_save_pretrained_keeps_a_model_card_it_did_not_write(tmp_path):
+    model = LNormGPTForCausalLM(tiny_gpt_config()).eval()
+    folder = tmp_path / "gpt"
+    folder.mkdir()
+    user_card = "---\nlicense: mit\n---\n# My model\r\n\nWritten by hand, caf\u00e9.\n".encode()
+    (folder / "README.md").write_bytes(user_card)
+    model.save_pretrained(folder, training_data="Never shown.")
+    assert (folder / "README.md").read_bytes() == user_card
+    assert (folder / "model.safetensors").is_file() and (folder / "layers.py").is_file()
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temporary file left behind
+
+
+def test_generated_model_card_is_refreshed_and_an_edited_one_kept(tmp_path):
+    from huggingface_hub import ModelCard
+
+    model = LNormGPTForCausalLM(tiny_gpt_config(norm_type="rmsnorm")).eval()
+    folder = tmp_path / "gpt"
+    model.save_pretrained(folder, training_data="First corpus.")
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\n") and CARD_MARKER in card and is_generated_card(card)
+    assert ModelCard(card).data.library_name == "transformers"  # the marker does not hide the Hub metadata
+    assert "First corpus." in card
+
+    model.save_pretrained(folder, training_data="Second corpus.")
+    refreshed = (folder / "README.md").read_text(encoding="utf-8")
+    assert "Second corpus." in refreshed and "First corpus." not in refreshed and is_generated_card(refreshed)
+
+    edited = refreshed.replace("Second corpus.", "Second corpus, cleaned by hand.").encode("utf-8")
+    (folder / "README.md").write_bytes(edited)
+    assert not is_generated_card(edited.decode())
+    model.save_pretrained(folder, training_data="Third corpus.")
+    assert (folder / "README.md").read_bytes() == edited
+
+    (folder / "README.md").unlink()
+    (tmp_path / "notes.md").write_text("my notes\n")
+    (folder / "README.md").symlink_to(tmp_path / "notes.md")
+    model.save_pretrained(folder)
+    assert (folder / "README.md").is_symlink() and (tmp_path / "notes.md").read_text() == "my notes\n"

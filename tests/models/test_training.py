@@ -10,8 +10,8 @@ from hf_lnorm.models import LNormGPTConfig, LNormGPTForCausalLM, LNormSeq2SeqCon
 
 from .conftest import REPO_ROOT, load_script
 
-SHAKESPEARE = os.path.join(REPO_ROOT, "data", "shakespeare_sample.txt")
-BIBLE = os.path.join(REPO_ROOT, "data", "bible_en_es_sample.jsonl")
+SHAKESPEARE = os.path.join(REPO_ROOT, "hf_lnorm", "data", "shakespeare_sample.txt")
+BIBLE = os.path.join(REPO_ROOT, "hf_lnorm", "data", "bible_en_es_sample.jsonl")
 
 
 def _args(tmp_path, steps, lr):

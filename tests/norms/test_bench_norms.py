@@ -8,11 +8,20 @@ from hf_lnorm.cli import main
 
 
 def test_bench_norms_cpu_json_schema(tmp_path, capsys):
+    from hf_lnorm.norms import cpu
+
     out = tmp_path / "sub" / "bench.json"
-    rc = main(["bench", "norms", "--device", "cpu", "--shapes", "64x33", "--repeats", "2", "--json", str(out),
-               "--ops", "layer_norm,add_layer_norm,add_rms_norm"])
+    old_limit = cpu.cache_info()["limit_bytes"] if cpu.is_available() else None
+    try:
+        rc = main(["bench", "norms", "--device", "cpu", "--shapes", "64x33", "--repeats", "2", "--json", str(out),
+                   "--ops", "layer_norm,add_layer_norm,add_rms_norm", "--cpu-cache-mb", "2"])
+    finally:
+        if old_limit is not None:
+            cpu.set_cache_limit(old_limit)
     assert rc == 0
     data = json.loads(out.read_text())
+    if data["cpu_kernels"]["used"]:
+        assert data["cpu_kernels"]["limit_bytes"] == 2 << 20  # --cpu-cache-mb reached the kernels
     assert data["device"] == "cpu" and data["copy_gbps"] > 0
     keys = {"op", "impl", "dtype", "tokens", "hidden", "pass", "median_ms"}
     assert all(keys <= set(r) and r["median_ms"] > 0 for r in data["results"])
@@ -32,6 +41,7 @@ def test_bench_norms_cpu_json_schema(tmp_path, capsys):
     (["--ops", "layer_norm,bogus"], "bogus"),
     (["--dtypes", "int8"], "int8"),
     (["--timing", "graph"], "--timing graph"),
+    (["--cpu-cache-mb", "-1"], "--cpu-cache-mb"),
 ])
 def test_bench_norms_usage_errors_exit_2(argv, needle, capsys):
     assert main(["bench", "norms", "--device", "cpu"] + argv) == 2

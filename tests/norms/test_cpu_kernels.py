@@ -4,16 +4,21 @@ Precision against torch (output and every gradient within 2x of torch's own
 error, against a float64 truth) through the ``norm_fwd`` op with
 ``impl="cpp"``; the streaming-store path on an output above its threshold;
 the output-block cache (recycling, no aliasing of live tensors, limits);
-which path the public functions take; and the errors.
+which path the public functions take; and the errors. Then the build: its
+key, its folder under ``HF_LNORM_CACHE`` (one extra compile, in a subprocess),
+``hf-lnorm build-kernels``, the default cache limit, and unpatch freeing it.
 """
 
-import shutil
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from hf_lnorm.cli import main
 from hf_lnorm.norms import cpu, ops
 
 from ._precision import check_precision
@@ -75,7 +80,15 @@ def test_in_place_writes_the_sum_into_the_residual():
     torch.testing.assert_close(y, F.layer_norm(want, (40,), eps=1e-5))
 
 
-def test_recycled_blocks_never_alias_live_outputs():
+@pytest.fixture
+def cache_on():
+    """The output-block cache enabled (64 MiB) for one test, whatever the default; the old limit restored."""
+    old = cpu.set_cache_limit(64 << 20)
+    yield
+    cpu.set_cache_limit(old)
+
+
+def test_recycled_blocks_never_alias_live_outputs(cache_on):
     x, r = torch.randn(64, 96), torch.randn(64, 96)
     first = cpu.add_norm(x, r, None, None, 1e-5)
     kept = [t.clone() for t in first[:2]]
@@ -157,3 +170,127 @@ def test_disabled_kernels_fall_back_and_forcing_them_is_a_clear_error(monkeypatc
 def test_empty_batch():
     y, s, mean, rstd = cpu.add_norm(torch.randn(0, 8), torch.randn(0, 8), torch.ones(8), None, 1e-5)
     assert y.shape == (0, 8) and s.shape == (0, 8) and mean.shape == (0,) and rstd.shape == (0,)
+
+
+# --------------------------------------------------------------------------- build folder, key, CLI, cache policy
+
+KEY_INPUTS = dict(cpu_flags="avx512 avx2 avx512f fma sse4_2", machine="x86_64", compiler="/usr/bin/g++-12",
+                  compiler_version="c++ (Debian 12.2.0-14) 12.2.0", torch_version="2.13.0+cpu", python="cpython-311",
+                  source_sha256="ab" * 32, cflags=("-O3", "-march=native"))
+
+
+def test_build_key_changes_with_every_input_it_depends_on():
+    key = cpu.build_key(**KEY_INPUTS)
+    assert key == cpu.build_key(**KEY_INPUTS) and len(key) == 16 and int(key, 16) >= 0
+    changed = {
+        "cpu_flags": "avx512 avx2 avx512f avx512_vnni fma sse4_2",  # one more CPU flag
+        "machine": "aarch64",
+        "compiler": "/usr/bin/clang++-16",
+        "compiler_version": "c++ (Debian 13.1.0-1) 13.1.0",
+        "torch_version": "2.14.0+cpu",
+        "python": "cpython-312",
+        "source_sha256": "cd" * 32,
+        "cflags": ("-O2", "-march=native"),
+    }
+    keys = {name: cpu.build_key(**{**KEY_INPUTS, name: value}) for name, value in changed.items()}
+    assert key not in keys.values() and len(set(keys.values())) == len(keys), keys
+
+
+def test_build_goes_under_hf_lnorm_cache_without_touching_path(tmp_path):
+    """A fresh cache root compiles once (the INFO line names the folder), runs the op, leaves PATH as it was;
+    ninja comes from the venv, not PATH. ``hf-lnorm build-kernels`` then finds the build and names its folder."""
+    tools = tmp_path / "tools"  # the compiler toolchain without ninja, so the build must find the venv's ninja
+    tools.mkdir()
+    for name in ("c++", "g++", "gcc", "cc", "as", "ld"):
+        found = shutil.which(name)
+        if found:
+            (tools / name).symlink_to(found)
+    assert shutil.which("ninja", path=str(tools)) is None
+    assert os.path.exists(os.path.join(os.path.dirname(sys.executable), "ninja")), "ninja missing from the venv"
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_LNORM_CPU_KERNELS", "HF_LNORM_CPU_CACHE_MB", "CXX")}
+    env.update(PATH=str(tools), HF_LNORM_CACHE=str(cache))
+    code = (
+        "import logging, os, torch\n"
+        "logging.basicConfig(level=logging.INFO, format='%(name)s %(levelname)s %(message)s')\n"
+        "before = os.environ['PATH']\n"
+        "from hf_lnorm.norms import cpu\n"
+        "why = cpu.unavailable_reason()\n"
+        "assert why is None, why\n"
+        "assert os.environ['PATH'] == before, os.environ['PATH']\n"
+        "x = torch.randn(3, 8)\n"
+        "y = torch.ops.hf_lnorm_cpu.add_norm(x, None, None, None, 1e-5, False, False)[0]\n"
+        "torch.testing.assert_close(y, torch.nn.functional.layer_norm(x, (8,)))\n"
+        "print('built', cpu.last_build()['directory'], cpu.last_build()['compiled'])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    folders = list((cache / "kernels").glob("cpu-*"))
+    assert len(folders) == 1 and (folders[0] / "hf_lnorm_cpu.so").is_file(), folders
+    assert f"built {folders[0]} True" in res.stdout
+    compiling = [line for line in res.stderr.splitlines() if "compiling the CPU norm kernels" in line]
+    assert len(compiling) == 1 and compiling[0].startswith("hf_lnorm INFO") and str(folders[0]) in compiling[0]
+    res = subprocess.run([sys.executable, "-m", "hf_lnorm.cli", "build-kernels"], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"already built in {folders[0]}" in res.stdout
+    assert "compiling" not in res.stderr  # loaded, not rebuilt
+    assert len(list((cache / "kernels").glob("cpu-*"))) == 1
+
+
+def test_build_kernels_command_names_the_folder(capsys):
+    assert main(["build-kernels"]) == 0
+    out = capsys.readouterr().out
+    assert str(cpu.build_directory()) in out and cpu.build_directory().name.startswith("cpu-")
+
+
+def test_build_kernels_command_fails_with_the_reason(monkeypatch, capsys):
+    monkeypatch.setattr(cpu, "_state", {})  # a process that has not loaded the kernels yet
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    assert main(["build-kernels"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be built here" in err and "no-such-compiler-xyz" in err
+
+
+def test_default_cache_policy_and_its_environment_override(monkeypatch):
+    """Loading the kernels sets the limit from HF_LNORM_CPU_CACHE_MB, else the default: off."""
+    old = cpu.cache_info()["limit_bytes"]
+    monkeypatch.delenv("HF_LNORM_CPU_CACHE_MB", raising=False)
+    monkeypatch.setattr(cpu, "_state", {})  # load again, as a fresh process does
+    try:
+        assert cpu.is_available() and cpu.DEFAULT_CACHE_MB == 0
+        assert cpu.cache_info()["limit_bytes"] == 0
+        monkeypatch.setattr(cpu, "_state", {})
+        monkeypatch.setenv("HF_LNORM_CPU_CACHE_MB", "3")
+        assert cpu.is_available() and cpu.cache_info()["limit_bytes"] == 3 << 20
+    finally:
+        cpu.set_cache_limit(old)
+
+
+def test_bad_cache_environment_is_named(monkeypatch):
+    monkeypatch.setattr(cpu, "_state", {})
+    for bad in ("lots", "-5"):
+        monkeypatch.setenv("HF_LNORM_CPU_CACHE_MB", bad)
+        with pytest.raises(ValueError, match=f"HF_LNORM_CPU_CACHE_MB='{bad}' is not accepted"):
+            cpu.is_available()
+
+
+def test_unpatch_frees_the_idle_blocks(cache_on):
+    from transformers import BertConfig, BertModel
+
+    import hf_lnorm
+
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        vocab_size=50, max_position_embeddings=32)
+    model = hf_lnorm.patch(BertModel(config).eval())
+    with torch.inference_mode():
+        model(input_ids=torch.randint(0, 50, (2, 16)))
+    assert cpu.cache_info()["idle_bytes"] > 0
+    hf_lnorm.unpatch(model)
+    assert cpu.cache_info()["idle_bytes"] == 0
+
+
+def test_checking_availability_leaves_path_alone():
+    before = os.environ.get("PATH")
+    assert cpu.is_available()
+    assert os.environ.get("PATH") == before

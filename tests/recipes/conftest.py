@@ -13,7 +13,7 @@ from ..conftest import minilm_path
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QA_SAMPLE_TRAIN = os.path.join(ROOT, "data", "qa", "sample_train.json")
 QA_SAMPLE_DEV = os.path.join(ROOT, "data", "qa", "sample_dev.json")
-BIBLE_SAMPLE = os.path.join(ROOT, "data", "bible_en_es_sample.jsonl")
+BIBLE_SAMPLE = os.path.join(ROOT, "hf_lnorm", "data", "bible_en_es_sample.jsonl")
 HOLDOUT_BOOKS = "Ruth,Jonah,Hag,Joel,Titus,Phlm,Jude"
 
 

@@ -5,8 +5,8 @@
 // activation-sized allocations; PyTorch's CPU allocator returns large blocks to the OS, so each
 // fresh block is paid again in page faults, which cost more than the arithmetic. Here each row is
 // read once (x, r), its sum kept in L1 for the statistics, and written once (s, y); the outputs
-// come from a cache of freed blocks of the same byte size (HF_LNORM_CPU_CACHE_MB caps the bytes
-// the cache may hold while nobody uses them; 0 turns it off).
+// can come from a cache of freed blocks of the same byte size (set_cache_limit caps the bytes the
+// cache may hold while nobody uses them; it starts at 0, off, and the Python side sets it on load).
 //
 // fp32 only, rows contiguous; the Python side sends everything else to aten.
 
@@ -35,12 +35,6 @@ struct BlockCache {
   size_t limit_bytes = 0;
   int64_t hits = 0;
   int64_t misses = 0;
-
-  BlockCache() {
-    const char* env = std::getenv("HF_LNORM_CPU_CACHE_MB");
-    long long mb = env ? std::atoll(env) : 1024;
-    limit_bytes = mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
-  }
 };
 
 BlockCache& cache() {
