@@ -12,6 +12,9 @@ Usage:
     python scripts/quant_lm_perplexity.py --out runs/quant_lm --eval-only   # re-measure a trained model
 
 Prints a table and writes JSON ``{"rows": [{"variant", "perplexity", "increase_pct"}], ...}``.
+The model folder ``--out`` is written under a temporary name and renamed when complete; an
+existing one is replaced only with ``--overwrite`` and only if this project wrote it
+(``hf_lnorm.outputs``): a folder of other files is refused before training.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-only", action="store_true", help="load the model from --out instead of training")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out written by an earlier run (never a folder of other files)")
     args = p.parse_args(argv)
     if not os.path.isfile(args.text):
         p.error(f"--text {args.text!r} does not exist; build it with: python scripts/prepare_data.py shakespeare "
@@ -119,8 +124,15 @@ def main(argv=None):
     sys.path.insert(0, REPO)
     import hf_lnorm
     from hf_lnorm._json import write_json
+    from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir
     from transformers import GPT2LMHeadModel
 
+    if not args.eval_only:
+        try:
+            check_output_dir(args.out, args.overwrite, [args.text])
+        except OutputExistsError as exc:
+            print(f"quant_lm_perplexity: error: {exc}", file=sys.stderr)
+            return 2
     train_text, heldout_text = load_text(args.text)
     vocab_path = os.path.join(args.out, "vocab.json")
     if args.eval_only:
@@ -132,16 +144,11 @@ def main(argv=None):
     stoi = {c: i for i, c in enumerate(chars)}
     train_ids, heldout_ids = encode(train_text, stoi), encode(heldout_text, stoi)[: args.eval_chars + 1]
     if not args.eval_only:
-        model = train(args, train_ids, len(chars))
-        tmp = args.out.rstrip("/") + ".tmp"
-        model.save_pretrained(tmp)
-        with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
-            json.dump(chars, f)
-        if os.path.isdir(args.out):
-            import shutil
-
-            shutil.rmtree(args.out)
-        os.replace(tmp, args.out)
+        with staged_output_dir(args.out, args.overwrite, [args.text], writer="scripts/quant_lm_perplexity.py") as tmp:
+            model = train(args, train_ids, len(chars))
+            model.save_pretrained(tmp)
+            with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
+                json.dump(chars, f)
 
     gen = torch.Generator().manual_seed(1)
     calib = []

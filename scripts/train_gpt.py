@@ -13,7 +13,9 @@ Text mode trains a BPE tokenizer on the training text (``scripts/train_tokenizer
 and saves model + tokenizer (and a generated sample); image mode fits the color
 clusters, saves the processor next to the model, and writes ``completions.png``
 (top: real digits, bottom: top half kept, bottom half generated). The output
-folder is written under a temporary name and renamed when complete.
+folder is written under a temporary name and renamed when complete; an existing
+one is replaced only with ``--overwrite`` and only if this project wrote it
+(``hf_lnorm.outputs``): a folder of other files is refused before training.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 from typing import List, Optional
 
@@ -35,6 +36,7 @@ import torch  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from hf_lnorm.models import ImageGPTColorProcessor, LNormGPTConfig, LNormGPTForCausalLM, complete_images  # noqa: E402
+from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir  # noqa: E402
 
 
 def _text_data(recipe: dict, data_path: str):
@@ -92,6 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--norm-type", default=None, help="layernorm | rmsnorm | none")
     parser.add_argument("--norm-position", default=None, help="pre | post")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output folder written by an earlier run (never a folder of other files)")
     args = parser.parse_args(argv)
 
     with open(args.recipe) as handle:
@@ -101,6 +105,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"train_gpt: error: mode={mode!r} is not supported; accepted: 'text', 'image'", file=sys.stderr)
         return 2
     output_dir = args.output_dir or recipe["output_dir"]
+    data_path = (args.data or os.path.join(ROOT, recipe["data"])) if mode == "text" else None
+    protect = [args.recipe, data_path]
+    try:
+        check_output_dir(output_dir, args.overwrite, protect)
+    except OutputExistsError as exc:
+        print(f"train_gpt: error: {exc}", file=sys.stderr)
+        return 2
     training = dict(recipe.get("training", {}))
     if args.max_steps is not None:
         training["max_steps"] = args.max_steps
@@ -110,7 +121,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             model_args[key] = getattr(args, key)
 
     if mode == "text":
-        data_path = args.data or os.path.join(ROOT, recipe["data"])
         if not os.path.exists(data_path):
             print(f"train_gpt: error: {data_path} is missing; run `python scripts/prepare_data.py shakespeare` "
                   "or pass --data hf_lnorm/data/shakespeare_sample.txt", file=sys.stderr)
@@ -127,35 +137,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.manual_seed(training.get("seed", 0))
     model = LNormGPTForCausalLM(config)
 
-    tmp_dir = output_dir.rstrip("/") + ".partial"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(output_dir=tmp_dir, report_to=[], save_strategy="no", **training),
-        train_dataset=train,
-        eval_dataset=valid,
-    )
-    before = trainer.evaluate()["eval_loss"]
-    trainer.train()
-    after = trainer.evaluate()["eval_loss"]
-    print(f"validation loss {before:.3f} -> {after:.3f} (perplexity {math.exp(after):.1f})")
+    with staged_output_dir(output_dir, args.overwrite, protect, writer="scripts/train_gpt.py") as staged:
+        tmp_dir = str(staged)
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(output_dir=tmp_dir, report_to=[], save_strategy="no", **training),
+            train_dataset=train,
+            eval_dataset=valid,
+        )
+        before = trainer.evaluate()["eval_loss"]
+        trainer.train()
+        after = trainer.evaluate()["eval_loss"]
+        print(f"validation loss {before:.3f} -> {after:.3f} (perplexity {math.exp(after):.1f})")
 
-    model.eval()
-    description = recipe.get("training_data", "")
-    model.save_pretrained(tmp_dir, training_data=description)
-    if mode == "text":
-        tokenizer.save_pretrained(tmp_dir)
-        prompt = tokenizer(recipe.get("sample_prompt", "ROMEO:"), return_tensors="pt")
-        sample = model.generate(**prompt, max_new_tokens=60, do_sample=True, top_k=40, pad_token_id=tokenizer.pad_token_id)
-        text = tokenizer.decode(sample[0], skip_special_tokens=True)
-        print("sample:\n" + text)
-    else:
-        processor.save_pretrained(tmp_dir)
-        _save_completions(model, processor, valid_images[:10], os.path.join(tmp_dir, "completions.png"))
-    with open(os.path.join(tmp_dir, "train_results.json"), "w") as handle:
-        json.dump({"eval_loss_before": before, "eval_loss_after": after, "steps": trainer.state.global_step}, handle, indent=2)
-    shutil.rmtree(output_dir, ignore_errors=True)
-    os.replace(tmp_dir, output_dir)
+        model.eval()
+        description = recipe.get("training_data", "")
+        model.save_pretrained(tmp_dir, training_data=description)
+        if mode == "text":
+            tokenizer.save_pretrained(tmp_dir)
+            prompt = tokenizer(recipe.get("sample_prompt", "ROMEO:"), return_tensors="pt")
+            sample = model.generate(**prompt, max_new_tokens=60, do_sample=True, top_k=40, pad_token_id=tokenizer.pad_token_id)
+            text = tokenizer.decode(sample[0], skip_special_tokens=True)
+            print("sample:\n" + text)
+        else:
+            processor.save_pretrained(tmp_dir)
+            _save_completions(model, processor, valid_images[:10], os.path.join(tmp_dir, "completions.png"))
+        with open(os.path.join(tmp_dir, "train_results.json"), "w") as handle:
+            json.dump({"eval_loss_before": before, "eval_loss_after": after, "steps": trainer.state.global_step}, handle, indent=2)
     print(f"saved to {output_dir}")
     return 0
 

@@ -22,7 +22,9 @@ Every ``early_stop.every_updates`` updates the deterministic policy plays
 reaches ``early_stop.min_mean_return`` (or at ``total_timesteps``). The final evaluation then
 plays ``evaluation.episodes`` fresh episodes on other seeds (deterministic actions by default) and
 writes mean, std, the episode returns and the wall time to ``results_path``; the model is saved
-with ``save_pretrained`` to ``output_dir`` (written under a temporary name, then renamed).
+with ``save_pretrained`` to ``output_dir`` (written under a temporary name, then renamed). An
+existing ``output_dir`` is replaced only with ``--overwrite`` and only if this project wrote it
+(``hf_lnorm.outputs``): a folder of other files is refused before training.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import copy
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence
@@ -46,6 +47,7 @@ import torch  # noqa: E402
 
 from hf_lnorm._json import write_json  # noqa: E402
 from hf_lnorm.models import LNormPolicyConfig, LNormPolicyModel  # noqa: E402
+from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir  # noqa: E402
 
 PPO_DEFAULTS = dict(
     num_envs=8,
@@ -373,14 +375,21 @@ def _gym_version() -> str:
     return gymnasium.__version__
 
 
-def save_model(model: LNormPolicyModel, output_dir: str, training_data: Optional[str]) -> None:
-    """``save_pretrained`` into ``output_dir.tmp``, then replace ``output_dir`` with it."""
-    tmp = output_dir.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, training_data=training_data)
-    if os.path.isdir(output_dir):
-        shutil.rmtree(output_dir)
-    os.replace(tmp, output_dir)
+def save_model(model: LNormPolicyModel, output_dir: str, training_data: Optional[str], overwrite: bool = False,
+               protect: Sequence[Optional[str]] = ()) -> None:
+    """``save_pretrained`` into a staging folder renamed onto ``output_dir`` (``hf_lnorm.outputs.staged_output_dir``).
+
+    Args:
+        model: the trained policy.
+        output_dir: the model folder to write.
+        training_data: recorded in the model card.
+        overwrite: replace an earlier output of this script (never a folder of other files).
+        protect: input files the output must neither be nor contain (the recipe).
+    Raises:
+        OutputExistsError: ``output_dir`` exists and may not be replaced (``UnsafeOutputError`` for other files).
+    """
+    with staged_output_dir(output_dir, overwrite, protect, writer="scripts/train_policy.py") as tmp:
+        model.save_pretrained(tmp, training_data=training_data)
 
 
 def _parse_list(text: Optional[str], cast) -> Optional[list]:
@@ -399,6 +408,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-early-stop", action="store_true", help="train for the full total_timesteps (drop the recipe's early_stop)")
     parser.add_argument("--compare-norms", help="comma list of norm types to train and evaluate with the same seeds (no model saved)")
     parser.add_argument("--seeds", help="comma list of seeds for --compare-norms (default: the recipe's seed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output_dir written by an earlier run (never a folder of other files)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -435,10 +446,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"wrote {results_path}")
         return 0
 
+    output_dir = args.output_dir or recipe.get("output_dir", "runs/policy_cartpole")
+    try:
+        check_output_dir(output_dir, args.overwrite, [args.recipe])
+    except OutputExistsError as exc:
+        print(f"train_policy: error: {exc}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     run = train(recipe, log=lambda line: print(line, flush=True))
-    output_dir = args.output_dir or recipe.get("output_dir", "runs/policy_cartpole")
-    save_model(run["model"], output_dir, recipe.get("training_data"))
+    save_model(run["model"], output_dir, recipe.get("training_data"), args.overwrite, [args.recipe])
     result = summary(recipe, run, time.perf_counter() - start, command)
     result["output_dir"] = output_dir
     write_json(results_path, result)

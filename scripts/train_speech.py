@@ -25,7 +25,9 @@ training arguments; flags override a few of them. Steps:
 
 Writes ``model.safetensors`` + code (remote code), the processor, ``results.json``
 (WERs, examples, pocketsphinx outputs, wall time) into the output folder, which is
-built under a temporary name and renamed when complete.
+built under a temporary name and renamed when complete. An existing output folder is
+replaced only with ``--overwrite`` and only if this project wrote it
+(``hf_lnorm.outputs``): a folder of other files is refused before training.
 """
 
 from __future__ import annotations
@@ -33,9 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import wave
 
@@ -54,6 +54,7 @@ from hf_lnorm.models import (  # noqa: E402
     LNormSpeechProcessor,
     build_word_tokenizer,
 )
+from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir  # noqa: E402
 from hf_lnorm.recipes.speech_metrics import wer_details  # noqa: E402
 
 POCKETSPHINX = "/usr/share/pocketsphinx/test/data"
@@ -248,7 +249,8 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, help="override training.max_steps")
     p.add_argument("--limit", type=int, help="use only the first N utterances of every split (smoke runs)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: the recipe's threads)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder written by an earlier run (never a folder of other files)")
     p.add_argument("--eval-only", metavar="MODEL_DIR", help="no training: evaluate a saved model + processor on the splits")
     return p.parse_args(argv)
 
@@ -282,8 +284,13 @@ def main(argv=None):
         data_dir = args.data_dir or os.path.join(ROOT, recipe.get("data_dir", "data/cache/speech"))
         return evaluate_only(args.eval_only, data_dir, args.limit)
     output = os.path.abspath(args.output or os.path.join(ROOT, recipe["output_dir"]))
-    if os.path.exists(output) and not args.overwrite:
-        raise SystemExit(f"train_speech: output folder {output} exists; pass --overwrite to replace it")
+    data_dir = args.data_dir or os.path.join(ROOT, recipe.get("data_dir", "data/cache/speech"))
+    protect = [args.recipe, data_dir]
+    try:
+        check_output_dir(output, args.overwrite, protect)
+    except OutputExistsError as exc:
+        print(f"train_speech: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     torch.set_num_threads(args.threads or recipe.get("threads", 1))
     train_cfg = dict(recipe["training"])
     if args.max_steps is not None:
@@ -293,7 +300,6 @@ def main(argv=None):
 
     from prepare_speech_data import VOCABULARY, load_split
 
-    data_dir = args.data_dir or os.path.join(ROOT, recipe.get("data_dir", "data/cache/speech"))
     splits = {name: load_split(name, data_dir) for name in ("train", "validation", "test")}
     if args.limit:
         splits = {k: tuple(part[: args.limit] for part in v) for k, v in splits.items()}
@@ -316,8 +322,7 @@ def main(argv=None):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params:,} parameters", flush=True)
 
-    work = tempfile.mkdtemp(prefix=".tmp-train-speech-", dir=os.path.dirname(output) if os.path.isdir(os.path.dirname(output)) else None)
-    try:
+    with staged_output_dir(output, args.overwrite, protect, writer="scripts/train_speech.py") as staged_dir:
         t_train = time.time()
         cpu_train = time.process_time()
         losses, progress = train(model, train_rows, train_cfg, recipe.get("spec_augment"), processor, splits["validation"])
@@ -358,7 +363,7 @@ def main(argv=None):
         results["wall_seconds"] = round(time.time() - started, 1)
         results["threads"] = torch.get_num_threads()
 
-        staged = os.path.join(work, "final")
+        staged = str(staged_dir)
         model.save_pretrained(
             staged,
             training_data=(
@@ -369,12 +374,6 @@ def main(argv=None):
         processor.save_pretrained(staged)
         with open(os.path.join(staged, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.makedirs(os.path.dirname(output), exist_ok=True)
-        os.replace(staged, output)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({k: v for k, v in results.items() if k not in ("validation", "test_held_out_voice", "pocketsphinx", "vocabulary")}))
     print(f"wrote {output} ({time.time() - started:.0f} s)")
     return results

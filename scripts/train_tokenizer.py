@@ -13,6 +13,9 @@ sequence ends in ``</s>`` (what a translation model's source and target need).
         --vocab-size 12000 --output outputs/tokenizers/bible_en_es
 
 The sample files committed under ``data/`` work as ``--input`` too (the tests use them).
+The output folder is written under a temporary name and renamed when complete; an
+existing one is replaced only with ``--overwrite`` and only if this project wrote it
+(``hf_lnorm.outputs``): a folder of other files is refused before training.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Iterable, Iterator, List, Optional, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -96,19 +101,21 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8000, add_eos: b
     )
 
 
-def save_tokenizer(tokenizer, output: str) -> None:
-    """Save to ``output`` through a temporary folder renamed into place (no half-written output)."""
-    parent = os.path.dirname(os.path.abspath(output)) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tokenizer-", dir=parent)
-    try:
+def save_tokenizer(tokenizer, output: str, overwrite: bool = False, protect: Sequence[Optional[str]] = ()) -> None:
+    """Save to ``output`` through a staging folder renamed into place (``hf_lnorm.outputs.staged_output_dir``).
+
+    Args:
+        tokenizer: what to save (``save_pretrained``).
+        output: the tokenizer folder to write.
+        overwrite: replace an earlier output of this project (never a folder of other files).
+        protect: input files the output must neither be nor contain (the training text).
+    Raises:
+        OutputExistsError: ``output`` exists and may not be replaced (``UnsafeOutputError`` for other files).
+    """
+    from hf_lnorm.outputs import staged_output_dir
+
+    with staged_output_dir(output, overwrite, protect, writer="scripts/train_tokenizer.py") as tmp:
         tokenizer.save_pretrained(tmp)
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -118,14 +125,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--add-eos", action="store_true", help="append </s> to every encoded sequence")
     parser.add_argument("--output", required=True, help="folder for the PreTrainedTokenizerFast files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output folder written by an earlier run (never a folder of other files)")
     args = parser.parse_args(argv)
+    from hf_lnorm.outputs import OutputExistsError, check_output_dir
+
+    try:
+        check_output_dir(args.output, args.overwrite, [args.input])
+    except OutputExistsError as exc:
+        print(f"train_tokenizer: error: {exc}", file=sys.stderr)
+        return 2
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
     try:
         tokenizer = train_bpe_tokenizer(read_texts(args.input, fields), args.vocab_size, args.add_eos)
     except (FileNotFoundError, ValueError) as exc:
         print(f"train_tokenizer: error: {exc}", file=sys.stderr)
         return 2
-    save_tokenizer(tokenizer, args.output)
+    save_tokenizer(tokenizer, args.output, args.overwrite, [args.input])
     print(f"saved a {len(tokenizer)}-token BPE tokenizer to {args.output}")
     return 0
 

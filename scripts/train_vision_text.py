@@ -17,7 +17,9 @@ when missing); (2) a word-level tokenizer is trained on the *training*
 questions; (3) Trainer runs (with ``"augment": true`` training images are randomly flipped / rotated by
 multiples of 90 degrees, which keeps every easy-VQA answer correct); (4) the model is evaluated on every test question
 and model + processor + ``results.json`` are written to ``output_dir`` (under a
-temporary name, renamed when complete). No test data is used before step 4.
+temporary name, renamed when complete). No test data is used before step 4. An
+existing ``output_dir`` is replaced only with ``--overwrite`` and only if this project
+wrote it (``hf_lnorm.outputs``): a folder of other files is refused before any work.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from hf_lnorm.models import (  # noqa: E402
     LNormVisionTextProcessor,
     train_question_tokenizer,
 )
+from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir  # noqa: E402
 
 CACHE_DIR = os.path.join(ROOT, "data", "cache")
 SPLITS = ("train", "test")
@@ -170,15 +173,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=float, help="overrides training.num_train_epochs")
     parser.add_argument("--threads", type=int, help="torch threads (default: the recipe's, else 1)")
     parser.add_argument("--limit-train", type=int, help="use only the first N training questions (smoke runs)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output_dir written by an earlier run (never a folder of other files)")
     parser.add_argument("--results-json", help="also write results.json here (e.g. data/results/vision_text_easyvqa.json)")
     args = parser.parse_args(argv)
 
     with open(args.config, encoding="utf-8") as handle:
         recipe = json.load(handle)
     output_dir = os.path.abspath(args.output_dir or os.path.join(ROOT, recipe["output_dir"]))
-    if os.path.exists(output_dir) and not args.overwrite:
-        raise SystemExit(f"output_dir {output_dir} exists; pass --overwrite to replace it")
+    protect = [args.config, CACHE_DIR]
+    try:
+        check_output_dir(output_dir, args.overwrite, protect)
+    except OutputExistsError as exc:
+        print(f"train_vision_text: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     torch.set_num_threads(args.threads or recipe.get("threads", 1))
     started = time.time()
 
@@ -197,44 +205,41 @@ def main(argv=None) -> dict:
     print(f"LNormVisionText: {n_params:,} parameters; {len(datasets['train'])} train / {len(datasets['test'])} test questions; "
           f"data ready in {prep_s:.1f} s")
 
-    work = output_dir + ".partial"
-    shutil.rmtree(work, ignore_errors=True)
-    training = dict(recipe["training"])
-    if args.epochs is not None:
-        training["num_train_epochs"] = args.epochs
-    if args.max_steps is not None:
-        training["max_steps"] = args.max_steps
-    targs = TrainingArguments(
-        output_dir=os.path.join(work, "trainer"), save_strategy="no", report_to=[], use_cpu=True,
-        dataloader_num_workers=0, disable_tqdm=True, **training,
-    )
-    trainer = Trainer(model=model, args=targs, train_dataset=datasets["train"])
-    train_started = time.time()
-    trainer.train()
-    train_s = time.time() - train_started
+    with staged_output_dir(output_dir, args.overwrite, protect, writer="scripts/train_vision_text.py") as staged:
+        work = str(staged)
+        training = dict(recipe["training"])
+        if args.epochs is not None:
+            training["num_train_epochs"] = args.epochs
+        if args.max_steps is not None:
+            training["max_steps"] = args.max_steps
+        targs = TrainingArguments(
+            output_dir=os.path.join(work, "trainer"), save_strategy="no", report_to=[], use_cpu=True,
+            dataloader_num_workers=0, disable_tqdm=True, **training,
+        )
+        trainer = Trainer(model=model, args=targs, train_dataset=datasets["train"])
+        train_started = time.time()
+        trainer.train()
+        train_s = time.time() - train_started
 
-    eval_started = time.time()
-    prediction = trainer.predict(datasets["test"])
-    eval_s = time.time() - eval_started
-    predictions = prediction.predictions.argmax(-1)
-    labels = prediction.label_ids
-    results = accuracy_by_kind(predictions, labels, answers)
-    results.update(
-        test_questions=int(len(labels)), train_questions=len(datasets["train"]), parameters=n_params,
-        train_steps=trainer.state.global_step, train_seconds=round(train_s, 1), eval_seconds=round(eval_s, 1),
-        data_seconds=round(prep_s, 1), wall_seconds=round(time.time() - started, 1), threads=torch.get_num_threads(),
-        final_train_loss=next((log["loss"] for log in reversed(trainer.state.log_history) if "loss" in log), None),
-        confusions=Counter(f"{answers[l]}->{answers[p]}" for p, l in zip(predictions, labels) if p != l).most_common(10),
-        config=os.path.relpath(os.path.abspath(args.config), ROOT), transformers_version=__import__("transformers").__version__,
-    )
-    model.save_pretrained(work, training_data=f"easy-VQA train split (PyPI easy-vqa): {len(datasets['train']):,} questions.")
-    processor.save_pretrained(work)
-    shutil.rmtree(os.path.join(work, "trainer"), ignore_errors=True)
-    with open(os.path.join(work, "results.json"), "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=2)
-    if os.path.exists(output_dir):
-        shutil.rmtree(output_dir)
-    os.replace(work, output_dir)
+        eval_started = time.time()
+        prediction = trainer.predict(datasets["test"])
+        eval_s = time.time() - eval_started
+        predictions = prediction.predictions.argmax(-1)
+        labels = prediction.label_ids
+        results = accuracy_by_kind(predictions, labels, answers)
+        results.update(
+            test_questions=int(len(labels)), train_questions=len(datasets["train"]), parameters=n_params,
+            train_steps=trainer.state.global_step, train_seconds=round(train_s, 1), eval_seconds=round(eval_s, 1),
+            data_seconds=round(prep_s, 1), wall_seconds=round(time.time() - started, 1), threads=torch.get_num_threads(),
+            final_train_loss=next((log["loss"] for log in reversed(trainer.state.log_history) if "loss" in log), None),
+            confusions=Counter(f"{answers[l]}->{answers[p]}" for p, l in zip(predictions, labels) if p != l).most_common(10),
+            config=os.path.relpath(os.path.abspath(args.config), ROOT), transformers_version=__import__("transformers").__version__,
+        )
+        model.save_pretrained(work, training_data=f"easy-VQA train split (PyPI easy-vqa): {len(datasets['train']):,} questions.")
+        processor.save_pretrained(work)
+        shutil.rmtree(os.path.join(work, "trainer"), ignore_errors=True)
+        with open(os.path.join(work, "results.json"), "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2)
     if args.results_json:
         write_json(args.results_json, results)
     print(json.dumps({k: v for k, v in results.items() if k != "confusions"}, indent=2))

@@ -16,7 +16,9 @@ is used only for the final evaluation (no model selection on it).
 
 Writes, under a temporary name renamed when complete: the model (with remote
 code), the image processor, ``split.json`` and ``train_results.json`` (test
-accuracy, loss, steps, wall time, thread count, transformers version).
+accuracy, loss, steps, wall time, thread count, transformers version). An existing
+output folder is replaced only with ``--overwrite`` and only if this project wrote
+it (``hf_lnorm.outputs``): a folder of other files is refused before training.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from typing import Dict, List, Optional
@@ -38,6 +39,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from hf_lnorm.models import LNormViTConfig, LNormViTForImageClassification, LNormViTImageProcessor  # noqa: E402
+from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir  # noqa: E402
 
 
 def digits_split(test_size: float = 0.2, seed: int = 0):
@@ -96,6 +98,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--norm-type", default=None, help="layernorm | rmsnorm | none")
     parser.add_argument("--norm-position", default=None, help="pre | post")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output folder written by an earlier run (never a folder of other files)")
     args = parser.parse_args(argv)
 
     from transformers import Trainer, TrainingArguments, __version__ as transformers_version
@@ -108,6 +112,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     torch.set_num_threads(max(1, args.threads))
     output_dir = args.output_dir or os.path.join(ROOT, recipe["output_dir"])
+    try:
+        check_output_dir(output_dir, args.overwrite, [args.recipe])
+    except OutputExistsError as exc:
+        print(f"train_vit: error: {exc}", file=sys.stderr)
+        return 2
     training = dict(recipe.get("training", {}))
     if args.max_steps is not None:
         training["max_steps"] = args.max_steps
@@ -139,50 +148,48 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     torch.manual_seed(seed)
     model = LNormViTForImageClassification(config)
-    tmp_dir = output_dir.rstrip("/") + ".partial"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=tmp_dir, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
-            dataloader_num_workers=0, **training,
-        ),
-        train_dataset=train,
-        eval_dataset=test,
-        compute_metrics=accuracy_metric,
-    )
-    start = time.time()
-    trainer.train()
-    train_seconds = time.time() - start
-    metrics = trainer.evaluate()
-    wall = time.time() - start
-    print(f"test accuracy {metrics['eval_accuracy']:.4f} ({len(test)} images), test loss {metrics['eval_loss']:.4f}; "
-          f"{trainer.state.global_step} steps, training {train_seconds:.1f} s, total {wall:.1f} s, {torch.get_num_threads()} thread(s)")
+    with staged_output_dir(output_dir, args.overwrite, [args.recipe], writer="scripts/train_vit.py") as staged:
+        tmp_dir = str(staged)
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(
+                output_dir=tmp_dir, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+                dataloader_num_workers=0, **training,
+            ),
+            train_dataset=train,
+            eval_dataset=test,
+            compute_metrics=accuracy_metric,
+        )
+        start = time.time()
+        trainer.train()
+        train_seconds = time.time() - start
+        metrics = trainer.evaluate()
+        wall = time.time() - start
+        print(f"test accuracy {metrics['eval_accuracy']:.4f} ({len(test)} images), test loss {metrics['eval_loss']:.4f}; "
+              f"{trainer.state.global_step} steps, training {train_seconds:.1f} s, total {wall:.1f} s, {torch.get_num_threads()} thread(s)")
 
-    model.eval()
-    model.save_pretrained(tmp_dir, training_data=recipe.get("training_data"))
-    processor.save_pretrained(tmp_dir)
-    results = {
-        "test_accuracy": metrics["eval_accuracy"],
-        "test_loss": metrics["eval_loss"],
-        "test_images": len(test),
-        "train_images": len(train),
-        "steps": trainer.state.global_step,
-        "train_seconds": round(train_seconds, 1),
-        "wall_seconds": round(wall, 1),
-        "threads": torch.get_num_threads(),
-        "transformers": transformers_version,
-        "torch": torch.__version__,
-        "model": {k: config.to_dict()[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "norm_type", "norm_position")},
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-    for name, payload in (("train_results.json", results),
-                          ("split.json", {"test_size": data.get("test_size", 0.2), "split_seed": data.get("split_seed", 0),
-                                          "train_indices": train_idx.tolist(), "test_indices": test_idx.tolist()})):
-        with open(os.path.join(tmp_dir, name), "w") as handle:
-            json.dump(payload, handle, indent=2)
-    shutil.rmtree(output_dir, ignore_errors=True)
-    os.replace(tmp_dir, output_dir)
+        model.eval()
+        model.save_pretrained(tmp_dir, training_data=recipe.get("training_data"))
+        processor.save_pretrained(tmp_dir)
+        results = {
+            "test_accuracy": metrics["eval_accuracy"],
+            "test_loss": metrics["eval_loss"],
+            "test_images": len(test),
+            "train_images": len(train),
+            "steps": trainer.state.global_step,
+            "train_seconds": round(train_seconds, 1),
+            "wall_seconds": round(wall, 1),
+            "threads": torch.get_num_threads(),
+            "transformers": transformers_version,
+            "torch": torch.__version__,
+            "model": {k: config.to_dict()[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "norm_type", "norm_position")},
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+        for name, payload in (("train_results.json", results),
+                              ("split.json", {"test_size": data.get("test_size", 0.2), "split_seed": data.get("split_seed", 0),
+                                              "train_indices": train_idx.tolist(), "test_indices": test_idx.tolist()})):
+            with open(os.path.join(tmp_dir, name), "w") as handle:
+                json.dump(payload, handle, indent=2)
     print(f"saved to {output_dir}")
     return 0
 

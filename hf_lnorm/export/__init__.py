@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..loading import ModelNotFoundError, resolve_model
-from ._io import OutputExistsError, UnsafeOutputError, check_output_dir, staged_output_dir
+from ..outputs import OutputExistsError, UnsafeOutputError, check_output_dir, staged_output_dir
 from . import seq2seq as _seq2seq
 
 logger = logging.getLogger("hf_lnorm")

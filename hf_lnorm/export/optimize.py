@@ -385,7 +385,7 @@ def _smoothed_int8(fused_path: Path, fused_runner, out: Path, calib_enc, alpha: 
 def run_job(args) -> Dict:
     """Run every stage; returns the report dict (also written to ``OUTPUT/report.json``).
 
-    Before any work: the output folder is checked (``_io.check_output_dir``: never the model's folder,
+    Before any work: the output folder is checked (``hf_lnorm.outputs.check_output_dir``: never the model's folder,
     the current directory, a folder holding either, a file, or a folder hf-lnorm did not write), the
     optional packages the stages import are checked, the evaluation questions (``--qa-file``, default
     the shipped held-out set ``QA_EVAL_FILE``) and the calibration questions (``--calibration-file``,
@@ -405,7 +405,7 @@ def run_job(args) -> Dict:
 
     from ..resources import QA_CALIBRATION_FILE, data_file
     from . import export as export_onnx
-    from ._io import check_output_dir, staged_output_dir
+    from ..outputs import check_output_dir, staged_output_dir
     from .qa import best_spans, default_qa_file, encode, exact_match_f1, span_agreement, span_texts
 
     if args.quick:

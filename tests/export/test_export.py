@@ -158,7 +158,7 @@ def test_unknown_hub_id_exits_2(tmp_path, capsys):
 
 
 def test_existing_output_needs_overwrite(saved_bert, tmp_path, capsys):
-    from hf_lnorm.export._io import write_marker
+    from hf_lnorm.outputs import write_marker
 
     out = tmp_path / "out"
     out.mkdir()
@@ -193,7 +193,7 @@ def test_interrupted_export_leaves_no_partial_dir(saved_bert, tmp_path, monkeypa
 def test_failed_overwrite_keeps_previous_output(saved_bert, tmp_path, monkeypatch):
     import hf_lnorm.export as ex
 
-    from hf_lnorm.export._io import write_marker
+    from hf_lnorm.outputs import write_marker
 
     out = tmp_path / "out"
     out.mkdir()

@@ -48,7 +48,7 @@ def test_optimize_quick_writes_table_json_and_plot(tiny_qa_dir, tmp_path, capsys
     for name in ("onnx/model.onnx", "model_optimized.onnx", "model_int8_dynamic.onnx", "model_int8_per_token.onnx",
                  "model_int8_static.onnx"):
         assert (out / name).is_file(), name
-    from hf_lnorm.export._io import MARKER, is_hf_lnorm_output
+    from hf_lnorm.outputs import MARKER, is_hf_lnorm_output
 
     assert is_hf_lnorm_output(out) and is_hf_lnorm_output(out / "onnx")
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]  # no scratch graphs left

@@ -21,8 +21,8 @@ import hf_lnorm.export.optimize as optimize_module
 from hf_lnorm._json import staged_file, write_json
 from hf_lnorm.cli import main
 from hf_lnorm.export import UnsafeOutputError, export
-from hf_lnorm.export._io import (MARKER, check_output_dir, is_hf_lnorm_output, remove_stale_staging,
-                                 staged_output_dir, write_marker)
+from hf_lnorm.outputs import (MARKER, check_output_dir, is_hf_lnorm_output, remove_stale_staging,
+                              staged_output_dir, write_marker)
 
 from ..conftest import minilm_path
 

@@ -122,6 +122,24 @@ def test_cache_limit_and_empty_cache():
             cpu.set_cache_limit(bad)
 
 
+def test_a_freed_block_evicts_idle_blocks_of_other_sizes():
+    old = cpu.set_cache_limit(1 << 20)
+    try:
+        cpu.empty_cache()
+        cpu.add_norm(torch.randn(150, 1024), None, None, None, 1e-5)  # 600 KiB idle
+        assert cpu.cache_info()["idle_bytes"] == 150 * 4096
+        cpu.add_norm(torch.randn(160, 1024), None, None, None, 1e-5)  # 640 KiB: only fits without the 600
+        assert cpu.cache_info()["idle_bytes"] == 160 * 4096
+        hits = cpu.cache_info()["hits"]
+        cpu.add_norm(torch.randn(160, 1024), None, None, None, 1e-5)
+        assert cpu.cache_info()["hits"] == hits + 1
+        cpu.add_norm(torch.randn(300, 1024), None, None, None, 1e-5)  # above the limit: freed, nothing evicted
+        assert cpu.cache_info()["idle_bytes"] == 160 * 4096
+    finally:
+        cpu.set_cache_limit(old)
+        cpu.empty_cache()
+
+
 def test_public_functions_take_the_kernels_only_in_float32_inference():
     x, r, w, b = torch.randn(4, 32), torch.randn(4, 32), torch.rand(32), torch.randn(32)
     misses = lambda: cpu.cache_info()["hits"] + cpu.cache_info()["misses"]  # noqa: E731
@@ -253,13 +271,13 @@ def test_build_kernels_command_fails_with_the_reason(monkeypatch, capsys):
 
 
 def test_default_cache_policy_and_its_environment_override(monkeypatch):
-    """Loading the kernels sets the limit from HF_LNORM_CPU_CACHE_MB, else the default: off."""
+    """Loading the kernels sets the limit from HF_LNORM_CPU_CACHE_MB, else the default: a 64 MiB bound."""
     old = cpu.cache_info()["limit_bytes"]
     monkeypatch.delenv("HF_LNORM_CPU_CACHE_MB", raising=False)
     monkeypatch.setattr(cpu, "_state", {})  # load again, as a fresh process does
     try:
-        assert cpu.is_available() and cpu.DEFAULT_CACHE_MB == 0
-        assert cpu.cache_info()["limit_bytes"] == 0
+        assert cpu.is_available() and cpu.DEFAULT_CACHE_MB == 64
+        assert cpu.cache_info()["limit_bytes"] == 64 << 20
         monkeypatch.setattr(cpu, "_state", {})
         monkeypatch.setenv("HF_LNORM_CPU_CACHE_MB", "3")
         assert cpu.is_available() and cpu.cache_info()["limit_bytes"] == 3 << 20

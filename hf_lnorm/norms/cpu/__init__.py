@@ -22,8 +22,10 @@ silently keep the aten path; ``unavailable_reason()`` says why.
 Environment:
     HF_LNORM_CPU_KERNELS: ``0`` disables the kernels (aten everywhere).
     HF_LNORM_CPU_CACHE_MB: MiB of idle output blocks the cache may keep
-        (default ``DEFAULT_CACHE_MB``; ``0`` frees every block at once).
-        ``set_cache_limit`` changes it at run time.
+        (default 64, ``DEFAULT_CACHE_MB``; ``0`` frees every block at once;
+        larger pays off only for outputs above ~32 MiB, e.g. 16384 x 4096).
+        ``set_cache_limit`` changes it at run time; ``hf_lnorm.unpatch``
+        frees the idle blocks.
     HF_LNORM_CPU_STREAM_MB: outputs at least this large use streaming stores
         (default 8).
     HF_LNORM_CACHE: the cache root (see ``hf_lnorm.resources.cache_dir``).
@@ -74,7 +76,7 @@ SOURCE = Path(__file__).with_name("add_norm.cpp")
 LIBRARY = "hf_lnorm_cpu"  # the .so name and the torch.ops namespace
 CFLAGS = ("-O3", "-march=native", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
-DEFAULT_CACHE_MB = 0
+DEFAULT_CACHE_MB = 64  # MiB: the add+norm outputs of 4096 tokens x 1024 (2 x 16 MiB) recycle; see scripts/bench_cpu_cache_policy.py
 _MARKER = "build.json"  # written (renamed into place) once the library built and loaded
 _STALE_LOCK_S = 600.0  # torch's build lock left by a killed build; a real build takes well under this
 
@@ -358,6 +360,9 @@ def empty_cache() -> int:
 
 def set_cache_limit(limit_bytes: int) -> int:
     """Set the bytes of idle blocks the cache may keep (0 disables it); returns the previous limit.
+
+    A freed output block is kept when it fits under the limit, evicting idle blocks of other sizes
+    first, so the cache follows the shapes in use; idle blocks above a lowered limit are freed at once.
 
     Raises:
         ValueError: ``limit_bytes`` is negative or not an int.

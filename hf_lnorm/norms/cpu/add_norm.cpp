@@ -46,17 +46,33 @@ constexpr size_t kAlign = 64;
 
 size_t rounded(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
 
+// A freed block is kept when it fits under the limit, evicting idle blocks of other sizes to make room:
+// when shapes change (another sequence length, another model), blocks of the sizes in use now are the
+// ones worth keeping, and stale sizes must not hold the budget.
 void give_back(void* ptr, size_t bytes) {
   BlockCache& c = cache();
+  std::vector<void*> evicted;
+  bool kept = false;
   {
     std::lock_guard<std::mutex> lock(c.mu);
-    if (c.idle_bytes + bytes <= c.limit_bytes) {
-      c.idle[bytes].push_back(ptr);
-      c.idle_bytes += bytes;
-      return;
+    if (bytes <= c.limit_bytes) {
+      for (auto it = c.idle.begin(); it != c.idle.end() && c.idle_bytes + bytes > c.limit_bytes; ++it) {
+        if (it->first == bytes) continue;
+        while (!it->second.empty() && c.idle_bytes + bytes > c.limit_bytes) {
+          evicted.push_back(it->second.back());
+          it->second.pop_back();
+          c.idle_bytes -= it->first;
+        }
+      }
+      if (c.idle_bytes + bytes <= c.limit_bytes) {
+        c.idle[bytes].push_back(ptr);
+        c.idle_bytes += bytes;
+        kept = true;
+      }
     }
   }
-  std::free(ptr);
+  for (void* p : evicted) std::free(p);
+  if (!kept) std::free(ptr);
 }
 
 at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
