@@ -9,7 +9,7 @@ Public API:
 from .patching import MODES, NormRecord, PatchMode, PatchReport, classify, is_patched, iter_patched, patch, patch_report, register_mode, unpatch
 
 # -- quantized mode (registers mode="quantized") --
-from .norms.quantized import calibrate, smooth  # noqa: E402  (importing registers the mode)
+from .quantization import calibrate, smooth  # noqa: E402  (importing registers the mode)
 
 # -- model families (registers the Auto classes) --
 from . import models  # noqa: E402,F401  (registers lnorm-* configs and heads with the Auto classes)

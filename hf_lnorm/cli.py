@@ -18,6 +18,8 @@ import logging
 import sys
 from typing import List, Optional
 
+from .errors import UsageError  # noqa: F401  (hf_lnorm.cli.UsageError is the documented name)
+
 # name -> (module, help). Nested dicts are subcommand groups.
 COMMANDS = {
     "patch": ("hf_lnorm.commands.patch", "Find, classify and patch the norm layers of a model; check outputs."),
@@ -30,10 +32,6 @@ COMMANDS = {
     "optimize": ("hf_lnorm.export.optimize", "The main job: patch, export, optimize, quantize, evaluate, report."),
     "build-kernels": ("hf_lnorm.commands.build_kernels", "Compile the C++ CPU norm kernels now (else on first use)."),
 }
-
-
-class UsageError(Exception):
-    """Bad command-line input: exit status 2."""
 
 
 def _add(subparsers, name: str, spec) -> None:

@@ -74,7 +74,7 @@ def write_marker(folder: PathLike, writer: str) -> None:
         folder: an output folder hf_lnorm is writing.
         writer: what writes it, e.g. ``"hf-lnorm export"``.
     """
-    from . import __version__
+    from ._version import __version__
 
     write_json(os.path.join(os.fspath(folder), MARKER), {
         "tool": _TOOL,

@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .norms.fused import fused_norm, resolve_backend
+from .norms.fused import fused_norm, resolve_backend, traced_norm, tracing
 from .norms.residual import RESIDUAL_ATTR
 from .norms.reference import (
     LAYER_NORM,
@@ -110,10 +110,19 @@ class FusedMode(PatchMode):
 
     def forward(self, module, x):
         state = module.__dict__[STATE_ATTR]
-        weight, bias = _params_of(module, state.spec)
-        if weight is not None and x.dtype != weight.dtype and not state.extra.get("mixed_ok", True):
-            return original_forward(module)(x)
-        return fused_norm(state.spec, x, weight, bias, _eps_of(module, state.spec), state.backend)
+        spec = state.spec
+        weight, bias = _params_of(module, spec)
+        eps = _eps_of(module, spec)
+        mixed_ok = state.extra.get("mixed_ok", True)
+        if tracing(x):
+            # fx hands this forward Proxies (no shape ints, no dtypes): read both from the module itself
+            shape, w_dtype = _static_params(module, spec)
+            if not mixed_ok and w_dtype is not None and not isinstance(x, torch.fx.Proxy) and x.dtype != w_dtype:
+                return original_forward(module)(x)
+            return traced_norm(spec, x, weight, bias, eps, state.backend, shape, w_dtype)
+        if not mixed_ok and weight is not None and x.dtype != weight.dtype:
+            return original_forward(module)(x)  # the probe found the fused path differs for mixed dtypes
+        return fused_norm(spec, x, weight, bias, eps, state.backend)
 
     def after_patch(self, model, patched, report, fuse_residual: bool = True, **options):
         """Fuse post-LN residual blocks (option ``fuse_residual``, default True).
@@ -243,6 +252,19 @@ def _params_of(module: nn.Module, spec: NormSpec):
 
 def _eps_of(module: nn.Module, spec: NormSpec):
     return getattr(module, spec.eps_attr) if spec.eps_attr else None
+
+
+def _static_params(module: nn.Module, spec: NormSpec) -> Tuple[Optional[tuple], Optional[torch.dtype]]:
+    """(normalized sizes as Python ints, the gain's dtype) of a patched norm, read from the module:
+    ``normalized_shape`` where it has one, else the weight's trailing dims (None when neither says)."""
+    n = spec.normalized_ndim
+    weight = module._parameters.get("weight") if spec.has_weight else None  # the tensor, never an fx Proxy
+    shape = getattr(module, "normalized_shape", None)
+    if isinstance(shape, int):
+        shape = (shape,)
+    if not (isinstance(shape, (tuple, list)) and len(shape) == n and all(isinstance(d, int) for d in shape)):
+        shape = tuple(int(d) for d in weight.shape[-n:]) if weight is not None and weight.dim() >= n else None
+    return (None if shape is None else tuple(shape)), (None if weight is None else weight.dtype)
 
 
 def original_forward(module: nn.Module):
@@ -575,7 +597,7 @@ def patch(
     Args:
         model: any ``nn.Module`` (a ``PreTrainedModel``, a PEFT model, a bare block).
         mode: ``"fused"`` (numerically equivalent) or another registered mode
-            (``"quantized"`` once ``hf_lnorm.norms.quantized`` is imported).
+            (``"quantized"`` once ``hf_lnorm.quantization`` is imported).
         include: module-name pattern(s); only matching norms are patched. A pattern
             is a glob on the dotted name (``"encoder.layer.0.*"``) or a trailing
             name (``"LayerNorm"``, ``"ln_f"``).

@@ -42,7 +42,6 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import datasets  # noqa: E402
-import transformers  # noqa: E402
 from transformers import (  # noqa: E402
     AutoConfig,
     AutoModelForQuestionAnswering,
@@ -56,7 +55,8 @@ from transformers import (  # noqa: E402
 )
 
 from hf_lnorm._json import write_json  # noqa: E402
-from hf_lnorm.recipes.common import PATCH_CHOICES, apply_lnorm_patch, apply_lora, parse_recipe_args, resumable_checkpoint  # noqa: E402
+from hf_lnorm.recipes import common  # noqa: E402
+from hf_lnorm.recipes.common import PATCH_CHOICES, apply_lnorm_patch, apply_lora, parse_recipe_args  # noqa: E402
 from hf_lnorm.recipes.data_files import load_squad_file  # noqa: E402
 from hf_lnorm.recipes.qa import postprocess_qa_predictions, prepare_eval_features, prepare_train_features  # noqa: E402
 from hf_lnorm.recipes.squad_metrics import squad_scores  # noqa: E402
@@ -170,23 +170,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """Run the recipe; returns the final metrics (also written to ``output_dir/all_results.json``)."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     model_args, data_args, training_args = parse_recipe_args(parser, argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if training_args.should_log else logging.WARN)
-    transformers.utils.logging.set_verbosity(logging.WARN)
+    common.setup_logging(training_args)
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("nothing to do: pass --do_train and/or --do_eval")
 
     # Load and check the data before anything slow.
     train_examples, eval_examples = load_raw_datasets(data_args, model_args, training_args.do_train, training_args.do_eval)
 
-    resume = training_args.resume_from_checkpoint
-    if training_args.do_train and resume is None and os.path.isdir(training_args.output_dir) \
-            and not getattr(training_args, "overwrite_output_dir", False):  # the flag is gone in transformers 5
-        resume = resumable_checkpoint(training_args.output_dir)
-        if resume:
-            logger.info("resuming from %s", resume)
-        elif any(n for n in os.listdir(training_args.output_dir) if not n.startswith(".")):
-            raise ValueError(f"output_dir {training_args.output_dir} is not empty and has no complete checkpoint; "
-                             f"remove it, pass another --output_dir, or (transformers 4.x) --overwrite_output_dir true")
+    resume = common.resume_or_refuse(training_args, logger)
 
     set_seed(training_args.seed)
     model_path = model_args.model_name_or_path or default_model_path()
@@ -229,19 +220,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     results: dict = {}
     if training_args.do_train:
-        t0 = time.time()
-        train_result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()
-        metrics = dict(train_result.metrics)
-        metrics["train_samples"] = len(train_examples)
-        metrics["train_windows"] = len(train_features)
-        metrics["train_wall_s"] = round(time.time() - t0, 1)
-        metrics["world_size"] = training_args.world_size
-        metrics["final_logged_loss"] = next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
-        results.update(metrics)
+        results.update(common.train_and_save(trainer, resume, train_samples=len(train_examples), train_windows=len(train_features)))
     if training_args.do_eval:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)

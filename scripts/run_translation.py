@@ -47,7 +47,6 @@ if ROOT not in sys.path:
 
 import datasets  # noqa: E402
 import numpy as np  # noqa: E402
-import transformers  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -60,7 +59,8 @@ from transformers import (  # noqa: E402
 )
 
 import hf_lnorm  # noqa: E402,F401  (registers the lnorm-* model types with the Auto classes)
-from hf_lnorm.recipes.common import PATCH_CHOICES, apply_lnorm_patch, apply_lora, parse_recipe_args, resumable_checkpoint  # noqa: E402
+from hf_lnorm.recipes import common  # noqa: E402
+from hf_lnorm.recipes.common import PATCH_CHOICES, apply_lnorm_patch, apply_lora, parse_recipe_args  # noqa: E402
 from hf_lnorm.recipes.data_files import DataFileError, load_translation_file  # noqa: E402
 from hf_lnorm.recipes.translation import build_seq2seq_from_config, parse_config_overrides, train_joint_tokenizer, translation_scores  # noqa: E402
 
@@ -164,8 +164,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """Run the recipe; returns the final metrics (also written to ``output_dir/all_results.json``)."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments))
     model_args, data_args, training_args = parse_recipe_args(parser, argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if training_args.should_log else logging.WARN)
-    transformers.utils.logging.set_verbosity(logging.WARN)
+    common.setup_logging(training_args)
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("nothing to do: pass --do_train and/or --do_eval")
     if training_args.do_eval and not training_args.predict_with_generate:
@@ -173,15 +172,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     train_ds, eval_ds = load_pairs(data_args, model_args, training_args.do_train, training_args.do_eval)
 
-    resume = training_args.resume_from_checkpoint
-    if training_args.do_train and resume is None and os.path.isdir(training_args.output_dir) \
-            and not getattr(training_args, "overwrite_output_dir", False):  # the flag is gone in transformers 5
-        resume = resumable_checkpoint(training_args.output_dir)
-        if resume:
-            logger.info("resuming from %s", resume)
-        elif any(n for n in os.listdir(training_args.output_dir) if n not in ("tokenizer",) and not n.startswith(".")):
-            raise ValueError(f"output_dir {training_args.output_dir} is not empty and has no complete checkpoint; "
-                             f"remove it, pass another --output_dir, or (transformers 4.x) --overwrite_output_dir true")
+    resume = common.resume_or_refuse(training_args, logger, keep=("tokenizer",))
 
     set_seed(training_args.seed)
     if training_args.do_train and data_args.max_train_samples is not None:
@@ -239,18 +230,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     results: dict = {}
     if training_args.do_train:
-        t0 = time.time()
-        train_result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()
-        metrics = dict(train_result.metrics)
-        metrics["train_samples"] = len(train_features)
-        metrics["train_wall_s"] = round(time.time() - t0, 1)
-        metrics["world_size"] = training_args.world_size
-        metrics["final_logged_loss"] = next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
-        results.update(metrics)
+        results.update(common.train_and_save(trainer, resume, train_samples=len(train_features)))
     if training_args.do_eval:
         t0 = time.time()
         metrics = trainer.evaluate(max_length=training_args.generation_max_length or data_args.max_target_length,

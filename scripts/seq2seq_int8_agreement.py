@@ -33,8 +33,8 @@ import hf_lnorm  # noqa: E402,F401  (registers the families)
 from hf_lnorm._json import write_json  # noqa: E402
 from hf_lnorm.export import export  # noqa: E402
 from hf_lnorm.export.ort import check_fusions  # noqa: E402
-from hf_lnorm.export.seq2seq import (  # noqa: E402
-    TEXT,
+from hf_lnorm.export.seq2seq import TEXT  # noqa: E402
+from hf_lnorm.export.seq2seq_runtime import (  # noqa: E402
     OrtEncoderDecoder,
     expected_seq2seq_fusions,
     optimize_seq2seq,

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args) -> None:
-    from hf_lnorm.cli import UsageError
+    from hf_lnorm.errors import UsageError
 
     if args.hidden_size % args.heads:
         raise UsageError(f"--hidden-size={args.hidden_size} is not divisible by --heads={args.heads}")

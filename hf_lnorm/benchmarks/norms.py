@@ -81,7 +81,7 @@ def add_arguments(parser) -> None:
 
 
 def _usage(msg: str):
-    from ..cli import UsageError
+    from ..errors import UsageError
 
     return UsageError(msg)
 

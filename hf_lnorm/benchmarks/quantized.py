@@ -155,7 +155,7 @@ def _serialized_bytes(module: nn.Module) -> int:
 
 def _hf_lnorm_bytes(model: nn.Module) -> int:
     """Bytes the quantized forward reads: int8 copies for int8 layers, float for the rest."""
-    from ..norms.quantized import LINEAR_ATTR, int8_layers
+    from ..quantization import LINEAR_ATTR, int8_layers
 
     total = _float_bytes(model)
     for _, layer in int8_layers(model):
@@ -207,7 +207,7 @@ def _machine() -> Dict[str, object]:
 
 
 def run(args) -> int:
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..loading import default_qa_model, load_model, resolve_model
     from transformers import AutoConfig, AutoTokenizer
 

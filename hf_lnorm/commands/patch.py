@@ -72,7 +72,7 @@ def tolerances(mode: str, atol=None, rtol=None):
 
 def run(args: argparse.Namespace) -> int:
     """Patch the model, compare its outputs with the unpatched ones, print the report; 0 when they agree."""
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..inputs import dummy_inputs
     from ..loading import ModelNotFoundError, load_model
     from ..norms.fused import resolve_backend

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from .._argtypes import int_at_least
-from . import DEFAULT_OPSET, TARGETS, TASKS
+from .onnx import DEFAULT_OPSET, TARGETS, TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,8 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     """Run the export and print a summary; usage errors raise ``UsageError`` (exit 2)."""
-    from ..cli import UsageError
-    from . import ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError, export
+    from ..errors import UsageError
+    from ..errors import UnsupportedArchitectureError
+    from ..loading import ModelNotFoundError
+    from ..outputs import OutputExistsError
+    from .onnx import export
 
     try:
         result = export(

@@ -180,7 +180,7 @@ def custom_configs_for(model, task: str) -> Tuple[Optional[Dict], Optional[objec
     Raises:
         hf_lnorm.export.UnsupportedArchitectureError: an ``lnorm-*`` model type or task with no ONNX config yet.
     """
-    from . import UnsupportedArchitectureError
+    from ..errors import UnsupportedArchitectureError
 
     model_type = getattr(model.config, "model_type", "")
     if not model_type.startswith(FAMILY_PREFIX):
@@ -197,7 +197,8 @@ def custom_configs_for(model, task: str) -> Tuple[Optional[Dict], Optional[objec
     if model_type == "lnorm-vision-text" and task in ("visual-question-answering", "feature-extraction"):
         return {"model": _vision_text_config_class()(model.config, task=task)}, None
     if model_type in ("lnorm-seq2seq", "lnorm-speech"):  # encoder + decoder (+ decoder with past): export/seq2seq.py
-        from .seq2seq import family_of, optimum_configs
+        from .families import family_of
+        from .seq2seq import optimum_configs
 
         return optimum_configs(family_of(model), model, task)
     raise UnsupportedArchitectureError(

@@ -252,7 +252,7 @@ def check_dependencies(model: Optional[str], plot: bool) -> List[str]:
         MissingDependencyError: onnxruntime or onnx; onnxscript when Optimum's exporter is not
             installed (the torch.onnx dynamo path needs it); peft for the bundled default model.
     """
-    from . import optimum_available
+    from .onnx import optimum_available
 
     needed = ["onnxruntime", "onnx"]
     if not optimum_available():
@@ -322,7 +322,7 @@ def _load(source: str, seed: int):
         try:
             model, info = AutoModelForQuestionAnswering.from_pretrained(source, dtype=torch.float32, output_loading_info=True)
         except ValueError as exc:
-            from . import UnsupportedArchitectureError
+            from ..errors import UnsupportedArchitectureError
 
             raise UnsupportedArchitectureError(f"unsupported architecture for question answering: {str(exc).splitlines()[0][:200]}") from None
     warn_if_untrained_head(model, info.get("missing_keys"), source)
@@ -404,7 +404,7 @@ def run_job(args) -> Dict:
     import hf_lnorm
 
     from ..resources import QA_CALIBRATION_FILE, data_file
-    from . import export as export_onnx
+    from .onnx import export as export_onnx
     from ..outputs import check_output_dir, staged_output_dir
     from .qa import best_spans, default_qa_file, encode, exact_match_f1, span_agreement, span_texts
 
@@ -478,7 +478,7 @@ def run_job(args) -> Dict:
         bar.update()
 
         stage("int8-dynamic")
-        with _quiet_root_logger():
+        with _quiet_ort_quantizer():
             int8_path = quantize_dynamic_int8(fused_path, out / "model_int8_dynamic.onnx")
         bar.update()
 
@@ -487,20 +487,20 @@ def run_job(args) -> Dict:
         calib_seq = min(args.seq_lens)
         calib_enc = encode(tokenizer, calib_examples, calib_seq)
         feeds = [{k: v[i : i + 1] for k, v in calib_enc.inputs.items()} for i in range(len(calib_examples))]
-        with _quiet_root_logger():
+        with _quiet_ort_quantizer():
             smooth_path, smooth_note = _smoothed_int8(fused_path, fused_runner, out, calib_enc, args.smooth_alpha, args.threads)
         notes.append(smooth_note)
         bar.update()
 
         stage("int8-per-token")
-        with _quiet_root_logger():
+        with _quiet_ort_quantizer():
             per_token_path = out / "model_int8_per_token.onnx"
             per_token = quantize_per_token_int8(fused_path, per_token_path, attention="per-token")
         notes.append("per-token int8 (hf_lnorm): " + ", ".join(f"{k} {v}" for k, v in per_token.items()))
         bar.update()
 
         stage("int8-static")
-        with _quiet_root_logger():
+        with _quiet_ort_quantizer():
             static_path = quantize_static_int8(plain, out / "model_int8_static.onnx", feeds)
         notes.append(f"static int8 (QDQ, per-channel weights, MinMax) calibrated on {len(feeds)} questions from {calib_file.name} at seq {calib_seq}")
         bar.update()
@@ -579,21 +579,52 @@ def run_job(args) -> Dict:
     return report_dict
 
 
-class _quiet_root_logger:
-    """ORT's quantizer logs advice on the root logger; keep the progress bar clean."""
+class _OrtQuantizerAdvice(logging.Filter):
+    """Drops the records below ERROR that come from ORT's quantizer modules."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quantizer = record.name.startswith(_ORT_QUANTIZER) or _ORT_QUANTIZER_DIR in record.pathname
+        return record.levelno >= logging.ERROR or not quantizer
+
+
+_ORT_QUANTIZER = "onnxruntime.quantization"
+_ORT_QUANTIZER_DIR = os.path.join("onnxruntime", "quantization") + os.sep
+
+
+class _quiet_ort_quantizer:
+    """Keep the progress bar clean of ORT's quantizer advice.
+
+    The quantizer logs through its own loggers and, from several modules, through
+    ``logging.warning`` on the root logger. For the block, a filter on the root
+    logger and on the ``onnxruntime.quantization`` loggers drops those records
+    below ERROR; every other record, and every logger's level, is left alone.
+    """
 
     def __enter__(self):
-        self._level = logging.root.level
-        logging.root.setLevel(logging.ERROR)
+        try:
+            importlib.import_module(_ORT_QUANTIZER)  # its module loggers exist from here on
+        except ImportError:
+            pass
+        self._filter = _OrtQuantizerAdvice()
+        self._loggers = [logging.root] + [
+            logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+            if name == _ORT_QUANTIZER or name.startswith(_ORT_QUANTIZER + ".")
+        ]
+        for logger_ in self._loggers:
+            logger_.addFilter(self._filter)
+        return self
 
     def __exit__(self, *exc):
-        logging.root.setLevel(self._level)
+        for logger_ in self._loggers:
+            logger_.removeFilter(self._filter)
 
 
 def run(args) -> int:
     """Entry point of ``hf-lnorm optimize``: runs the job, prints the table and where the files are."""
-    from ..cli import UsageError
-    from . import ModelNotFoundError, OutputExistsError, UnsupportedArchitectureError
+    from ..errors import UsageError
+    from ..errors import UnsupportedArchitectureError
+    from ..loading import ModelNotFoundError
+    from ..outputs import OutputExistsError
 
     try:
         report = run_job(args)

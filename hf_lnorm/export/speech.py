@@ -1,7 +1,7 @@
 """ONNX export of LNormSpeech (``model_type`` ``lnorm-speech``): an encoder graph and decoder graphs.
 
 The machinery is ``export/seq2seq.py``'s, shared with LNormSeq2Seq (whose decoder LNormSpeech
-uses); this module describes what is speech-specific:
+uses); this module describes what is speech-specific and registers it in ``export/families.py``:
 
 * encoder: ``input_features (batch, frames, num_mel_bins)``, ``attention_mask (batch, frames)``
   -> ``last_hidden_state (batch, ceil(frames / 4), hidden)``;
@@ -10,7 +10,7 @@ uses); this module describes what is speech-specific:
   -> ``logits`` (and, with past, ``present.{i}.decoder/encoder.key/value``);
 * decoder with past (Optimum path only): also ``past_key_values.{i}.decoder/encoder.key/value``.
 
-``SPEECH`` is the family description that ``export/seq2seq.py`` exports and verifies:
+``SPEECH`` is the family spec that ``export/seq2seq.py`` exports and ``export/seq2seq_runtime.py`` verifies:
 through Optimum on transformers 4.57 (tasks ``automatic-speech-recognition`` and
 ``automatic-speech-recognition-with-past``), through torch.onnx on 5.x (encoder + decoder).
 """
@@ -21,7 +21,8 @@ from typing import Dict
 
 import torch
 
-from . import seq2seq as _seq2seq
+from .families import EncoderDecoderFamily, register_family
+from .seq2seq import optimum_base_class
 
 TASK = "automatic-speech-recognition"
 
@@ -64,7 +65,7 @@ def _optimum_config_class():
             mask[-1, self.frames // 2 :] = 0
             return mask
 
-    class LNormSpeechOnnxConfig(_seq2seq.optimum_base_class(AudioToTextOnnxConfig)):
+    class LNormSpeechOnnxConfig(optimum_base_class(AudioToTextOnnxConfig)):
         """LNormSpeech for Optimum: encoder, decoder and decoder-with-past graphs (see the module docstring)."""
 
         DUMMY_INPUT_GENERATOR_CLASSES = (
@@ -105,7 +106,7 @@ def _dynamo_source_dims(config, batch_dim):
     return encoder, {0: batch_dim, 1: enc_len}, {0: batch_dim, 1: torch.export.Dim("feature_frames")}
 
 
-SPEECH = _seq2seq.EncoderDecoderFamily(
+SPEECH = register_family(EncoderDecoderFamily(
     model_type="lnorm-speech",
     task=TASK,
     encoder_input="input_features",
@@ -114,8 +115,8 @@ SPEECH = _seq2seq.EncoderDecoderFamily(
     verify_sizes=(3, 36, 4),  # batch 3, 36 frames with the last row padded, 4 decoder tokens
     onnx_config_class=_optimum_config_class,
     dynamo_source_dims=_dynamo_source_dims,
-    dynamo_past=False,  # the torch.onnx path writes encoder + decoder only (as before the shared module)
-)
+    dynamo_past=False,  # the torch.onnx path writes encoder + decoder only
+))
 
 
 __all__ = ["SPEECH", "TASK", "example_inputs"]

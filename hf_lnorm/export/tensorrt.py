@@ -159,7 +159,7 @@ def prepare_tensorrt(
     Raises:
         ValueError: a graph has non-standard ops or an opset below 17 (names them).
     """
-    from . import standard_op_problems
+    from .graph_inspect import standard_op_problems
 
     lines = []
     for name in onnx_files:

@@ -7,8 +7,12 @@ block whose ``norm_position`` (``pre`` | ``post``) decides where the norms sit.
 
 This file is shipped next to saved weights as remote code, so it imports only
 torch, transformers and its sibling files. hf_lnorm's fused norm kernels are an
-optional import: when ``hf_lnorm.norms.ops`` is importable the norms use it,
-otherwise they use plain torch, which gives the same numbers.
+optional import: when ``hf_lnorm.norms.ops`` is importable the norms use it in
+eager runs and under ``torch.compile``, otherwise they use plain torch, which
+gives the same numbers. The choice is made per call (``use_fused_norms``): while
+a graph is recorded (``torch.fx``, ``torch.jit`` tracing or scripting,
+``torch.export``, ONNX export) the norms record the plain-torch ops, so the
+graph holds standard ops only.
 
 The norm modules (``LNormLayerNorm``, an ``nn.LayerNorm``; ``LNormRMSNorm``, a
 Llama-convention RMSNorm) keep plain parameters (``weight``, ``bias``), so ``hf_lnorm.patch`` recognises and patches
@@ -35,6 +39,12 @@ try:  # transformers 5.x: init functions that skip tensors already loaded from a
 except ImportError:  # transformers 4.x
     from torch.nn import init as _init
 
+try:
+    from torch._subclasses.fake_tensor import is_fake as _is_fake
+except ImportError:  # pragma: no cover
+    def _is_fake(x) -> bool:
+        return False
+
 try:  # optional: hf_lnorm's fused kernels; the plain-torch path below computes the same numbers
     from hf_lnorm.norms.ops import add_layer_norm as _fused_add_layer_norm
     from hf_lnorm.norms.ops import add_rms_norm as _fused_add_rms_norm
@@ -45,8 +55,6 @@ try:  # optional: hf_lnorm's fused kernels; the plain-torch path below computes 
 except ImportError:
     FUSED_NORMS_AVAILABLE = False
 
-# Set to False to force the plain-torch norms even where the fused ops are importable.
-USE_FUSED_NORMS = FUSED_NORMS_AVAILABLE
 
 NORM_TYPES = ("layernorm", "rmsnorm", "none")
 NORM_POSITIONS = ("pre", "post")
@@ -141,17 +149,30 @@ def pick_cache(past_key_values: Optional[Cache], cache: Optional[Cache]) -> Opti
 # --------------------------------------------------------------------------- norms
 
 
+def use_fused_norms(x) -> bool:
+    """Whether a norm runs hf_lnorm's fused ops on ``x`` in this call: they are importable and this thread
+    is not recording a graph (fx Proxy input, ``torch.jit`` tracing or scripting, which torch.onnx's
+    TorchScript exporter uses, or ``torch.export``, which its dynamo exporter uses)."""
+    if not FUSED_NORMS_AVAILABLE or isinstance(x, torch.fx.Proxy) or torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
+    if is_exporting is not None and is_exporting():
+        # the flag is process-wide; this thread exports when it traces x (dynamo, or fake tensors)
+        return not (torch.compiler.is_dynamo_compiling() or _is_fake(x))
+    return True
+
+
 class LNormLayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the last dimension, with an optional fused residual-add path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if USE_FUSED_NORMS:
+        if use_fused_norms(x):
             return _fused_layer_norm(x, self.weight, self.bias, self.eps)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return ``(norm(x + residual), x + residual)``."""
-        if USE_FUSED_NORMS and "forward" not in self.__dict__:
+        if "forward" not in self.__dict__ and use_fused_norms(x):
             return _fused_add_layer_norm(x, residual, self.weight, self.bias, self.eps)
         summed = x + residual
         return self(summed), summed
@@ -171,7 +192,7 @@ class LNormRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if USE_FUSED_NORMS:
+        if use_fused_norms(x):
             return _fused_rms_norm(x, self.weight, self.eps)
         xf = x.float()
         normed = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
@@ -179,7 +200,7 @@ class LNormRMSNorm(nn.Module):
 
     def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return ``(norm(x + residual), x + residual)``."""
-        if USE_FUSED_NORMS and "forward" not in self.__dict__:
+        if "forward" not in self.__dict__ and use_fused_norms(x):
             return _fused_add_rms_norm(x, residual, self.weight, self.eps)
         summed = x + residual
         return self(summed), summed

@@ -48,6 +48,7 @@ from .layers import (
     run_stack,
     sequence_classification_loss,
 )
+from .modeling_utils_lnorm import model_output
 from .remote_code import RemoteCodeMixin
 
 
@@ -159,9 +160,8 @@ class LNormGPTModel(LNormGPTPreTrainedModel):
             self.layers, self.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=mask, is_causal=is_causal, cache=cache
         )
 
-        if not return_dict:
-            return tuple(v for v in (hidden, cache, all_hidden, all_attn) if v is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn, **{CACHE_FIELD: cache})
+        return model_output(BaseModelOutputWithPast, return_dict, last_hidden_state=hidden, **{CACHE_FIELD: cache},
+                            hidden_states=all_hidden, attentions=all_attn)
 
 
 class GPTHeadMixin:

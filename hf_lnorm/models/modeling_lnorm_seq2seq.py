@@ -41,6 +41,7 @@ from .layers import (
     run_stack,
     token_loss,
 )
+from .modeling_utils_lnorm import encode_bidirectional, model_output
 from .remote_code import RemoteCodeMixin
 
 
@@ -162,14 +163,8 @@ class LNormSeq2SeqEncoder(_Stack):
     ) -> Union[Tuple, BaseModelOutput]:
         """Encode ``(B, S)`` source ids (padding marked by ``attention_mask``) into ``(B, S, hidden)``."""
         output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions, output_hidden_states, return_dict)
-        hidden, length = self._embed(input_ids, inputs_embeds, attention_mask, 0)
-        mask, _ = build_attention_mask(attention_mask, length, 0, causal=False, padded=padded_for_export(attention_mask))
-        hidden, all_hidden, all_attn, _ = run_stack(
-            self.layers, self.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=mask
-        )
-        if not return_dict:
-            return tuple(v for v in (hidden, all_hidden, all_attn) if v is not None)
-        return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn)
+        hidden, _ = self._embed(input_ids, inputs_embeds, attention_mask, 0)
+        return encode_bidirectional(self, hidden, attention_mask, output_attentions, output_hidden_states, return_dict)
 
 
 class LNormSeq2SeqDecoder(_Stack):
@@ -221,11 +216,8 @@ class LNormSeq2SeqDecoder(_Stack):
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=enc_mask,
         )
-        if not return_dict:
-            return tuple(v for v in (hidden, cache, all_hidden, all_attn, all_cross) if v is not None)
-        return BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn, cross_attentions=all_cross, **{CACHE_FIELD: cache}
-        )
+        return model_output(BaseModelOutputWithPastAndCrossAttentions, return_dict, last_hidden_state=hidden,
+                            **{CACHE_FIELD: cache}, hidden_states=all_hidden, attentions=all_attn, cross_attentions=all_cross)
 
 
 class Seq2SeqModelMixin:

@@ -32,7 +32,8 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2
 
 from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig  # noqa: F401  (a direct import: transformers copies only the direct relative imports of remote code)
 from .configuration_lnorm_speech import LNormSpeechConfig
-from .layers import build_attention_mask, build_stack, exporting, init_weights, output_flags, padded_for_export, run_stack
+from .layers import build_stack, exporting, init_weights, output_flags
+from .modeling_utils_lnorm import encode_bidirectional
 from .modeling_lnorm_seq2seq import LNormSeq2SeqDecoder, Seq2SeqHeadMixin, Seq2SeqModelMixin
 from .remote_code import RemoteCodeMixin
 
@@ -185,13 +186,7 @@ class LNormSpeechEncoder(nn.Module):
         positions = torch.arange(length, device=hidden.device)
         hidden = self.dropout(hidden + self.embed_positions(positions)[None])
         frame_mask = subsampled_mask(attention_mask, length)
-        mask, _ = build_attention_mask(frame_mask, length, 0, causal=False, padded=padded_for_export(frame_mask))
-        hidden, all_hidden, all_attn, _ = run_stack(
-            self.layers, self.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=mask
-        )
-        if not return_dict:
-            return tuple(v for v in (hidden, all_hidden, all_attn) if v is not None)
-        return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn)
+        return encode_bidirectional(self, hidden, frame_mask, output_attentions, output_hidden_states, return_dict)
 
 
 class LNormSpeechModel(Seq2SeqModelMixin, LNormSpeechPreTrainedModel):

@@ -38,6 +38,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 
 from .configuration_lnorm_vision_text import LNormVisionTextConfig, LNormVisionTextTextConfig
 from .layers import build_norm, build_stack, init_weights, output_flags, run_stack, sequence_classification_loss
+from .modeling_utils_lnorm import model_output
 from .modeling_lnorm_vit import LNormViTModel, init_vit_weights
 from .remote_code import RemoteCodeMixin
 
@@ -196,9 +197,8 @@ class LNormVisionTextModel(LNormVisionTextPreTrainedModel):
             self.layers, self.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=mask
         )
         pooled = hidden[:, 0]
-        if not return_dict:
-            return tuple(v for v in (hidden, pooled, all_hidden, all_attn) if v is not None)
-        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden, attentions=all_attn)
+        return model_output(BaseModelOutputWithPooling, return_dict, last_hidden_state=hidden, pooler_output=pooled,
+                            hidden_states=all_hidden, attentions=all_attn)
 
 
 class LNormVisionTextForClassification(LNormVisionTextPreTrainedModel):

@@ -35,6 +35,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClass
 
 from .configuration_lnorm_vit import LNormViTConfig
 from .layers import build_stack, init_weights, output_flags, run_stack, sequence_classification_loss
+from .modeling_utils_lnorm import model_output
 from .remote_code import RemoteCodeMixin
 
 from .layers import _init  # transformers 5.x init functions that skip loaded tensors, else torch.nn.init
@@ -193,9 +194,8 @@ class LNormViTModel(LNormViTPreTrainedModel):
         hidden, all_hidden, all_attn, _ = run_stack(self.layers, self.final_norm, hidden, output_attentions, output_hidden_states)
         pooled = hidden[:, 0] if config.pooling == "cls" else hidden[:, 1:].mean(dim=1)
 
-        if not return_dict:
-            return tuple(v for v in (hidden, pooled, all_hidden, all_attn) if v is not None)
-        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden, attentions=all_attn)
+        return model_output(BaseModelOutputWithPooling, return_dict, last_hidden_state=hidden, pooler_output=pooled,
+                            hidden_states=all_hidden, attentions=all_attn)
 
 
 class LNormViTForImageClassification(LNormViTPreTrainedModel):

@@ -1,4 +1,4 @@
-"""Norm math (reference), exact kernels (fused, ops) and quantized norms.
+"""Norm math (reference), exact kernels (fused, ops) and int8 math for quantized norms (int8).
 
 ``layer_norm`` / ``rms_norm`` here are the plain-torch *reference* functions;
 the fused, differentiable building blocks are ``fused_layer_norm``,

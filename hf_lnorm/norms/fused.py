@@ -17,10 +17,30 @@ fastest exact path available for the tensor's device:
   autograd) for CUDA tensors; other tensors take the ``aten`` path (except
   under ``TRITON_INTERPRET=1``, where the kernels run on CPU for testing).
 
-Backends are looked up by name; ``resolve_backend`` picks one when a layer is
-patched (``triton`` when CUDA and Triton are both present, else ``cpp`` when
-the C++ kernels build here, else ``aten``);
-forcing a backend that cannot run here raises a clear error.
+Backends are registered here, once, and looked up by name; ``resolve_backend``
+picks one when a layer is patched (``triton`` when CUDA and Triton are both
+present, else ``cpp`` when the C++ kernels build here, else ``aten``); forcing
+a backend that cannot run here raises a clear error.
+
+Graphs. The path is chosen per call from the tensors and the tracing state
+(``tracing``), never from flags: while a graph is recorded (``torch.fx``,
+``torch.jit.trace``, ``torch.export``, ONNX export) ``fused_norm`` records
+``traced_norm`` instead, which takes the normalized shape as Python ints (from
+the module, not from ``x.shape``, so fx never iterates a Proxy) and computes
+what the eager call computes:
+
+* ``aten``: the same aten calls as eager (``F.layer_norm`` / ``F.rms_norm``), so
+  a traced graph equals eager bit for bit, and equals the stock model's for
+  LayerNorm.
+* ``cpp``: the ``hf_lnorm::norm_fwd`` custom op with ``impl="cpp_inference"``,
+  which at run time takes the C++ kernel exactly where eager does (float32 CPU
+  inference) and aten elsewhere, so the graph computes what eager computes.
+* ONNX export (every backend): ``F.layer_norm``, exported as the standard
+  ``LayerNormalization`` node, and the RMS conventions as the reference math
+  (``Pow``/``ReduceMean``/``Sqrt``...: opset 17 has no RMSNorm op).
+
+``torch.fx`` records no dtypes, so under fx the casting rules are taken for an
+input in the parameters' dtype (the case models run in).
 
 Example:
     >>> import torch
@@ -46,6 +66,7 @@ from .reference import (
     RMS_NORM_TORCH,
     NormSpec,
 )
+from .reference import rms_norm as reference_rms_norm
 
 _HALF = (torch.float16, torch.bfloat16)
 NormFn = Callable[[NormSpec, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], Optional[float]], torch.Tensor]
@@ -61,42 +82,69 @@ def static_dims(dims) -> tuple:
     return tuple(int(d) for d in dims)
 
 
+def tracing(x) -> bool:
+    """Whether this thread is recording ``x`` into a graph: ``torch.fx`` (``x`` is a Proxy),
+    ``torch.jit.trace`` (and torch.onnx's TorchScript exporter, which traces with it), ``torch.export``
+    (and torch.onnx's dynamo exporter, which exports with it).
+
+    Only per-thread signals count (torch's export flags are process-wide, see ``ops.compiling``), so an
+    export in one thread leaves the path of a model running in another alone. ``torch.compile`` is not
+    tracing here: it runs the eager paths, which are compile-safe.
+    """
+    from . import ops
+
+    return (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
+            or (_is_exporting() and ops.compiling(x)))
+
+
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.6
+
+
 def aten_norm(
     spec: NormSpec,
     x: torch.Tensor,
     weight: Optional[torch.Tensor],
     bias: Optional[torch.Tensor],
     eps: Optional[float],
+    normalized_shape: Optional[tuple] = None,
+    dtypes: Optional[tuple] = None,
 ) -> torch.Tensor:
-    """Native-kernel implementation of ``spec`` (exact to the original's casting order)."""
+    """Native-kernel implementation of ``spec`` (exact to the original's casting order).
+
+    Args:
+        spec, x, weight, bias, eps: as for ``fused_norm``.
+        normalized_shape: the normalized sizes as Python ints (default: from ``x.shape``).
+        dtypes: ``(input dtype, weight dtype)`` that pick the casting steps (default: the tensors').
+    """
     n = spec.normalized_ndim
     variant = spec.variant
-    if variant == LAYER_NORM:
-        return F.layer_norm(x, static_dims(x.shape[-n:]), weight, bias, eps)
     if variant == LAYER_NORM_CHANNELS_FIRST:
-        y = F.layer_norm(x.movedim(1, -1), static_dims(x.shape[1:2]), weight, bias, eps)
-        return y.movedim(-1, 1)
-    shape = static_dims(x.shape[-n:])
+        shape = normalized_shape or static_dims(x.shape[1:2])
+        return F.layer_norm(x.movedim(1, -1), shape, weight, bias, eps).movedim(-1, 1)
+    shape = normalized_shape or static_dims(x.shape[-n:])
+    if variant == LAYER_NORM:
+        return F.layer_norm(x, shape, weight, bias, eps)
+    x_dtype, w_dtype = dtypes or (x.dtype, None if weight is None else weight.dtype)
     if variant == RMS_NORM_TORCH:
         return F.rms_norm(x, shape, weight, eps)
     if variant == RMS_NORM_GEMMA:
         gain = None if weight is None else 1.0 + weight.float()
-        if x.dtype != torch.float32:  # fp32 math, one cast at the end (as Gemma does)
+        if x_dtype != torch.float32:  # fp32 math, one cast at the end (as Gemma does)
             return F.rms_norm(x.float(), shape, gain, eps).to(x.dtype)
         return F.rms_norm(x, shape, gain, eps)
     if variant == RMS_NORM_LLAMA:
-        if weight is not None and x.dtype == weight.dtype == torch.float32:
+        if weight is not None and x_dtype == w_dtype == torch.float32:
             return F.rms_norm(x, shape, weight, eps)
         y = F.rms_norm(x, shape, None, eps)
         return y if weight is None else weight * y
     if variant == RMS_NORM_T5:
-        if x.dtype == torch.float32 and (weight is None or weight.dtype == torch.float32):
+        if x_dtype == torch.float32 and (weight is None or w_dtype == torch.float32):
             return F.rms_norm(x, shape, weight, eps)
         y = F.rms_norm(x.float(), shape, None, eps)
         if weight is None:
             return y
-        if weight.dtype in _HALF:
-            y = y.to(weight.dtype)
+        if w_dtype in _HALF:
+            y = y.to(w_dtype)
         return weight * y
     raise ValueError(f"unknown norm variant {variant!r}")
 
@@ -166,6 +214,46 @@ def cpp_norm(
 BACKENDS: Dict[str, NormFn] = {"aten": aten_norm, "triton": triton_norm, "cpp": cpp_norm}
 
 
+def traced_norm(
+    spec: NormSpec,
+    x: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    eps: Optional[float],
+    backend: str,
+    normalized_shape: Optional[tuple] = None,
+    weight_dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """What a norm records while a graph is traced (see the module docstring, "Graphs").
+
+    Args:
+        spec, x, weight, bias, eps: as for ``fused_norm``.
+        backend: the backend the norm runs eagerly.
+        normalized_shape: the normalized sizes as Python ints; needed under ``torch.fx``
+            (default: from ``x.shape``, which fx cannot iterate).
+        weight_dtype: the gain's dtype; needed under ``torch.fx``, where ``weight`` is a Proxy.
+    Returns:
+        The graph's output tensor (or Proxy).
+    """
+    n = spec.normalized_ndim
+    if weight_dtype is None and isinstance(weight, torch.Tensor):
+        weight_dtype = weight.dtype
+    x_dtype = (weight_dtype or torch.float32) if isinstance(x, torch.fx.Proxy) else x.dtype
+    if normalized_shape is None:
+        normalized_shape = static_dims(x.shape[1:2] if spec.variant == LAYER_NORM_CHANNELS_FIRST else x.shape[-n:])
+    if torch.onnx.is_in_onnx_export() and spec.is_rms:
+        if eps is None:
+            eps = torch.finfo(x.dtype).eps
+        return reference_rms_norm(x, weight, eps, spec.rms_convention, n)
+    from . import ops
+
+    kind = _KIND_OF_VARIANT[spec.variant]
+    if (backend == "cpp" and not torch.onnx.is_in_onnx_export() and kind in ops.CPP_KINDS
+            and spec.variant != LAYER_NORM_CHANNELS_FIRST and n == 1 and eps is not None):
+        return ops.norm_fwd(x, None, weight, bias, float(eps), kind, "cpp_inference")[0]
+    return aten_norm(spec, x, weight, bias, eps, normalized_shape, (x_dtype, weight_dtype))
+
+
 def _unavailable_reason(name: str) -> Optional[str]:
     """Why backend ``name`` cannot run in this process, or None when it can."""
     if name == "cpp":
@@ -227,14 +315,21 @@ def fused_norm(
     bias: Optional[torch.Tensor],
     eps: Optional[float],
     backend: Optional[str] = None,
+    normalized_shape: Optional[tuple] = None,
+    weight_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """Run ``spec`` on ``x`` with the named backend.
+    """Run ``spec`` on ``x`` with the named backend (its graph form, ``traced_norm``, while tracing).
 
     Args:
         spec: what to compute; x: the input.
         weight, bias, eps: the module's parameters and epsilon.
         backend: a name from ``BACKENDS``; None picks ``default_backend()``.
+        normalized_shape, weight_dtype: the normalized sizes (Python ints) and the gain's dtype,
+            used while tracing; ``torch.fx`` needs them (its Proxies have neither).
     Returns:
         The same tensor the original module returns (shape and dtype).
     """
-    return BACKENDS[backend or default_backend()](spec, x, weight, bias, eps)
+    backend = backend or default_backend()
+    if tracing(x):
+        return traced_norm(spec, x, weight, bias, eps, backend, normalized_shape, weight_dtype)
+    return BACKENDS[backend](spec, x, weight, bias, eps)

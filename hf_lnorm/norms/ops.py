@@ -46,11 +46,16 @@ from torch import Tensor
 
 from . import cpu as _cpu
 
+try:
+    from torch._subclasses.fake_tensor import is_fake as _is_fake
+except ImportError:  # pragma: no cover - torch without fake tensors
+    def _is_fake(x) -> bool:
+        return False
+from ._common import _HALF, TRITON_MAX_HIDDEN, output_dtype  # noqa: F401  (public here too)
+
 KINDS = ("layer_norm", "rms_llama", "rms_gemma", "rms_t5", "rms_torch")
-IMPLS = ("auto", "aten", "triton", "cpp")
+IMPLS = ("auto", "aten", "triton", "cpp", "cpp_inference")
 CPP_KINDS = ("layer_norm", "rms_llama", "rms_t5", "rms_torch")  # float32 math is the same for the three RMS kinds
-TRITON_MAX_HIDDEN = 65536  # one row per Triton block; wider rows take the aten path under impl="auto"
-_HALF = (torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -75,25 +80,6 @@ def _check(kind: str, impl: str) -> None:
         raise ValueError(f"unknown norm impl {impl!r}; accepted: {', '.join(IMPLS)}")
 
 
-def output_dtype(kind: str, x_dtype: torch.dtype, w_dtype: Optional[torch.dtype]) -> torch.dtype:
-    """dtype that the original implementation of ``kind`` returns (see ``reference.py``).
-
-    Args:
-        kind: one of ``KINDS``.
-        x_dtype: dtype of the normalized input (the sum, for add+norm).
-        w_dtype: dtype of the gain, or None without one.
-    Returns:
-        The output dtype.
-    """
-    if kind == "rms_llama":
-        return x_dtype if w_dtype is None else torch.promote_types(w_dtype, x_dtype)
-    if kind == "rms_t5":
-        if w_dtype is None:
-            return torch.float32
-        return w_dtype if w_dtype in _HALF else torch.promote_types(w_dtype, torch.float32)
-    return x_dtype
-
-
 def _cpp_covers(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
                 kind: str) -> bool:
     """Whether the C++ CPU kernels (``norms/cpu``) compute this case: float32 CPU tensors, a covered kind."""
@@ -110,9 +96,9 @@ def _cpp_covers(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
 
 def _cpp_inference(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
                    kind: str) -> bool:
-    """The one test for the C++ path of the eager functions: eager CPU (not compiling, exporting,
-    tracing or under ``TRITON_INTERPRET=1``), nothing records gradients, a covered case, kernels built."""
-    if not _direct_aten(x) or _exporting() or torch.jit.is_tracing():  # traces record aten ops, not this op
+    """The one test for the C++ path of the eager functions: eager CPU (not compiling, tracing or under
+    ``TRITON_INTERPRET=1``), nothing records gradients, a covered case, kernels built."""
+    if not _direct_aten(x) or torch.jit.is_tracing():  # traces record aten ops, not this op
         return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias)):
         return False
@@ -127,7 +113,13 @@ def _cpp_fwd(x, residual, weight, bias, eps, kind, in_place=False):
 
 
 def _use_cpp(x, residual, weight, bias, kind, impl) -> bool:
-    """``impl="cpp"``: check the case is covered and the kernels run here (clear errors otherwise)."""
+    """Whether the op runs the C++ kernels: ``impl="cpp"`` checks the case is covered and the kernels run
+    here (clear errors otherwise); ``impl="cpp_inference"`` uses them exactly where the eager functions
+    would (float32 CPU inference of a covered case, kernels built) and aten everywhere else."""
+    if impl == "cpp_inference":
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias)):
+            return False
+        return _cpp_covers(x, residual, weight, bias, kind) and _cpu.is_available()
     if impl != "cpp":
         return False
     if not _cpp_covers(x, residual, weight, bias, kind):
@@ -142,7 +134,7 @@ def _use_cpp(x, residual, weight, bias, kind, impl) -> bool:
 
 
 def _use_triton(x: Tensor, impl: str) -> bool:
-    if impl in ("aten", "cpp"):
+    if impl in ("aten", "cpp", "cpp_inference"):
         return False
     if impl == "triton":
         if not triton_available():
@@ -257,7 +249,10 @@ def norm_fwd(
         kind: one of ``KINDS`` (the casting convention of the original module).
         impl: ``auto`` | ``aten`` | ``triton`` | ``cpp`` (the C++ CPU kernels of
             ``norms/cpu``, float32 only; ``auto`` keeps aten on CPU here, the
-            public functions pick ``cpp`` themselves in CPU inference).
+            public functions pick ``cpp`` themselves in CPU inference) |
+            ``cpp_inference`` (the C++ kernels where the eager functions use
+            them, aten otherwise: what graphs traced from a model patched with
+            the ``cpp`` backend call, so they compute what eager does).
     Returns:
         ``(y, summed, mean, rstd)``: ``summed`` is ``x + residual`` (an empty
         tensor without residual), ``mean``/``rstd`` fp32 of shape ``x.shape[:-1]``
@@ -426,8 +421,8 @@ def _direct_triton(x: Tensor, interpreted_ok: bool = False) -> bool:
     """Eager CUDA (or, with ``interpreted_ok``, CPU under ``TRITON_INTERPRET=1``) with Triton installed:
     run the kernels through ``_TritonNorm`` instead of the custom-op dispatcher."""
     on_device = x.device.type == "cuda" or (interpreted_ok and triton_interpret())
-    return (on_device and x.shape[-1] <= TRITON_MAX_HIDDEN and not torch.compiler.is_compiling()
-            and not _exporting() and triton_available())
+    return (on_device and x.shape[-1] <= TRITON_MAX_HIDDEN and not compiling(x)
+            and not _exporting(x) and triton_available())
 
 
 def triton_norm_fwd(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
@@ -448,14 +443,27 @@ def triton_norm_fwd(x: Tensor, residual: Optional[Tensor], weight: Optional[Tens
 # --------------------------------------------------------------------------- public functions
 
 
+def compiling(x: Tensor) -> bool:
+    """Whether ``x`` is being traced in this thread by ``torch.compile`` or ``torch.export``.
+
+    ``torch.compiler.is_compiling()`` alone is process-wide while a non-strict
+    ``torch.export`` (and so torch.onnx's dynamo exporter) runs, so other threads
+    would see it too; that export hands the model fake tensors, which tell.
+    """
+    if torch.compiler.is_dynamo_compiling():
+        return True
+    return torch.compiler.is_compiling() and _is_fake(x)
+
+
 def _direct_aten(x: Tensor) -> bool:
     """Eager CPU: call aten directly (same kernels as the op, without dispatch overhead)."""
-    return x.device.type == "cpu" and not torch.compiler.is_compiling() and not triton_interpret()
+    return x.device.type == "cpu" and not compiling(x) and not triton_interpret()
 
 
-def _exporting() -> bool:
-    """Inside ``torch.onnx.export`` (TorchScript or dynamo): emit plain aten ops for standard ONNX nodes."""
-    return torch.onnx.is_in_onnx_export()
+def _exporting(x: Tensor) -> bool:
+    """This thread is inside ``torch.onnx.export`` (TorchScript or dynamo): emit plain aten ops for standard
+    ONNX nodes (torch's export flag is process-wide; the trace state of ``x`` says whether it is this thread)."""
+    return torch.onnx.is_in_onnx_export() and (torch.jit.is_tracing() or compiling(x))
 
 
 def _rms_llama_plain(s: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
@@ -486,7 +494,7 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     """
     if _cpp_inference(x, None, weight, bias, "layer_norm"):
         return _cpp_fwd(x, None, weight, bias, eps, "layer_norm")[0]
-    if _direct_aten(x) or _exporting():
+    if _direct_aten(x) or _exporting(x):
         return F.layer_norm(x, (int(x.shape[-1]),), weight, bias, eps)
     if _direct_triton(x):
         return _TritonNorm.apply(x, None, weight, bias, float(eps), "layer_norm")
@@ -503,7 +511,7 @@ def rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> T
     Returns:
         Tensor in ``promote(weight.dtype, x.dtype)`` (``x.dtype`` without weight).
     """
-    if _exporting():
+    if _exporting(x):
         return _rms_llama_plain(x, weight, eps)
     if _cpp_inference(x, None, weight, None, "rms_llama"):
         return _cpp_fwd(x, None, weight, None, eps, "rms_llama")[0]
@@ -529,7 +537,7 @@ def add_layer_norm(
     if _cpp_inference(x, residual, weight, bias, "layer_norm"):
         y, s, _, _ = _cpp_fwd(x, residual, weight, bias, eps, "layer_norm")
         return y, s
-    if _direct_aten(x) or _exporting():
+    if _direct_aten(x) or _exporting(x):
         s = x + residual
         return F.layer_norm(s, (int(s.shape[-1]),), weight, bias, eps), s
     if _direct_triton(x):
@@ -544,7 +552,7 @@ def add_rms_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, e
     Returns:
         ``(normed, summed)``.
     """
-    if _exporting():
+    if _exporting(x):
         s = x + residual
         return _rms_llama_plain(s, weight, eps), s
     if _cpp_inference(x, residual, weight, None, "rms_llama"):
@@ -560,7 +568,8 @@ def add_rms_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, e
 
 
 def add_layer_norm_(
-    x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5
+    x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5,
+    impl: str = "auto",
 ) -> Tuple[Tensor, Tensor]:
     """In-place inference variant of ``add_layer_norm``: the sum is written into ``residual``.
 
@@ -576,12 +585,17 @@ def add_layer_norm_(
         residual: tensor of the same shape and dtype; receives the sum.
         weight, bias: optional ``(N,)`` affine parameters.
         eps: added to the variance.
+        impl: ``auto`` (the C++ kernels in float32 CPU inference when they are
+            built, aten otherwise) or ``aten`` (always aten: ``residual.add_(x)``
+            then ``F.layer_norm``, the stock model's numbers bit for bit).
     Returns:
         ``(normed, residual)``, i.e. ``(normed, summed)`` with the sum in ``residual``.
     Raises:
         RuntimeError: autograd is recording and an input requires grad.
-        ValueError: ``x`` and ``residual`` differ in shape or dtype.
+        ValueError: ``x`` and ``residual`` differ in shape or dtype, or ``impl`` is not ``auto`` or ``aten``.
     """
+    if impl not in ("auto", "aten"):
+        raise ValueError(f"add_layer_norm_ impl {impl!r} is not accepted; accepted: auto, aten")
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias)):
         raise RuntimeError(
             "add_layer_norm_ writes into its inputs and has no autograd; use add_layer_norm when gradients are needed"
@@ -591,7 +605,7 @@ def add_layer_norm_(
             f"add_layer_norm_ needs x and residual of one shape and dtype, got {tuple(x.shape)}/{x.dtype} "
             f"and {tuple(residual.shape)}/{residual.dtype}"
         )
-    if residual.is_contiguous() and _cpp_inference(x, residual, weight, bias, "layer_norm"):
+    if impl == "auto" and residual.is_contiguous() and _cpp_inference(x, residual, weight, bias, "layer_norm"):
         y, s, _, _ = _cpp_fwd(x, residual, weight, bias, eps, "layer_norm", in_place=True)
         return y, s
     residual.add_(x)

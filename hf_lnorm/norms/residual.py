@@ -10,11 +10,15 @@ tensors. Each candidate is then *verified* on probe inputs (the block's own
 forward beside the fused one, fp32 error <= 1e-5, half <= 2e-2); a block
 that disagrees keeps plain norm patching, and the report says why.
 
-A fused block runs ``add_layer_norm`` (the Triton custom op on CUDA). In CPU
-inference it runs ``add_layer_norm_``, which adds the residual into the
-``dense`` output in place (that tensor is fresh and private to the block) and
-normalizes in the same pass (the C++ kernels of ``norms/cpu`` for float32);
-with autograd recording it uses the differentiable op.
+A fused block follows its norm's backend: ``triton`` on CUDA runs the fused
+Triton add+norm; in CPU inference ``cpp`` and ``aten`` run ``add_layer_norm_``,
+which adds the residual into the ``dense`` output in place (that tensor is
+fresh and private to the block) and then normalizes (``cpp``: in the same pass,
+the C++ kernels of ``norms/cpu`` for float32; ``aten``: ``F.layer_norm``, bit
+for bit the stock block). Everything else (autograd, ``torch.compile``, other
+devices) and every graph trace (``fused.tracing``) runs the block's own
+``norm(h + residual)`` through the patched norm, so a traced graph records the
+stock block's ops and the norm's graph form (``fused.traced_norm``).
 
 Patching is per instance: the block's ``forward`` instance attribute is set
 and its previous value kept, so ``unfuse_residual_blocks`` restores it exactly.
@@ -37,6 +41,7 @@ import torch
 from torch import nn
 
 from . import cpu, ops
+from .fused import tracing
 from .reference import LAYER_NORM
 
 RESIDUAL_ATTR = "_hf_lnorm_residual"
@@ -118,26 +123,29 @@ def _fused_block_forward(self, hidden_states, input_tensor):
     h = getattr(self, st.dense)(hidden_states)
     if st.dropout is not None:
         h = getattr(self, st.dropout)(h)
-    if NORM_STATE_ATTR not in norm.__dict__ or h.shape != input_tensor.shape:
-        return norm(h + input_tensor)  # the norm was unpatched on its own, or an unusual call
+    if NORM_STATE_ATTR not in norm.__dict__ or tracing(h) or h.shape != input_tensor.shape:
+        # the norm was unpatched on its own, a graph is being traced (it records the stock block's add and the
+        # patched norm's graph form, see fused.traced_norm), or an unusual call
+        return norm(h + input_tensor)
     w, b, eps, backend = _norm_args(norm)
     if (w is not None and w.dtype != h.dtype) or h.dtype != input_tensor.dtype:
         return norm(h + input_tensor)  # mixed precision: the patched norm knows the original's rules
     inference = not torch.is_grad_enabled() or not any(
         t is not None and t.requires_grad for t in (h, input_tensor, w, b)
     )
-    if (
-        inference
-        and h.device.type == "cpu"
-        and h.is_contiguous()
-        and not torch.compiler.is_compiling()
-    ):
-        # h is the Linear's fresh output, private to this call: add into it, then normalize
-        # (the C++ CPU kernels in float32, aten otherwise)
-        return ops.add_layer_norm_(input_tensor, h, w, b, eps)[0]
     if backend == "triton" and h.device.type == "cuda":
         return ops.triton_norm_fwd(h, input_tensor, w, b, float(eps), "layer_norm")[0]
-    return ops.add_layer_norm(h, input_tensor, w, b, eps)[0]
+    if (
+        backend in ("cpp", "aten")
+        and inference
+        and h.device.type == "cpu"
+        and h.is_contiguous()
+        and not ops.compiling(h)
+    ):
+        # h is the Linear's fresh output, private to this call: add into it, then normalize
+        # (cpp: the C++ CPU kernels in float32; aten: the add, then F.layer_norm, as the stock block)
+        return ops.add_layer_norm_(input_tensor, h, w, b, eps, impl="auto" if backend == "cpp" else "aten")[0]
+    return norm(h + input_tensor)  # autograd, compile, other devices: the patched norm's own path
 
 
 def _set_forward(module: nn.Module, match: BlockMatch) -> None:

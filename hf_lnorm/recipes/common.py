@@ -5,18 +5,23 @@
 * :func:`apply_lnorm_patch`: the ``--hf_lnorm_patch {none,fused,quantized,quantized-all}`` switch.
 * :func:`apply_lora` / :func:`default_lora_targets`: the ``--lora`` switch (PEFT).
 * :func:`resumable_checkpoint`: the newest *complete* ``checkpoint-N`` folder.
+* :func:`setup_logging`, :func:`resume_or_refuse`, :func:`train_and_save`: the
+  steps every recipe's ``main`` runs before and after its task-specific part.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import sys
-from typing import List, Optional, Sequence, Tuple
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["PATCH_CHOICES", "parse_recipe_args", "apply_lnorm_patch", "default_lora_targets", "apply_lora", "resumable_checkpoint"]
+__all__ = ["PATCH_CHOICES", "parse_recipe_args", "apply_lnorm_patch", "default_lora_targets", "apply_lora", "resumable_checkpoint",
+           "setup_logging", "resume_or_refuse", "train_and_save"]
 
 PATCH_CHOICES = ("none", "fused", "quantized", "quantized-all")
 
@@ -202,3 +207,65 @@ def resumable_checkpoint(output_dir: str) -> Optional[str]:
         if m and _complete_json(os.path.join(path, "trainer_state.json")):
             found.append((int(m.group(1)), path))
     return max(found)[1] if found else None
+
+
+# --------------------------------------------------------------------------- the steps around a recipe's task
+
+
+def setup_logging(training_args) -> None:
+    """INFO logging on the process that logs (WARN elsewhere), transformers' own logger at WARN."""
+    import transformers
+
+    level = logging.INFO if training_args.should_log else logging.WARN
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
+    transformers.utils.logging.set_verbosity(logging.WARN)
+
+
+def resume_or_refuse(training_args, logger: logging.Logger, keep: Sequence[str] = ()) -> Optional[str]:
+    """The checkpoint to resume training from: ``--resume_from_checkpoint``, else the newest complete one.
+
+    Args:
+        training_args: the recipe's ``TrainingArguments``.
+        logger: where to say that a run resumes.
+        keep: names in ``output_dir`` the recipe wrote before training (a trained tokenizer) that do not
+            make the folder "not empty".
+    Returns:
+        A checkpoint folder, or ``None`` to train from the start.
+    Raises:
+        ValueError: ``output_dir`` holds files but no complete checkpoint (never overwritten).
+    """
+    resume = training_args.resume_from_checkpoint
+    if not training_args.do_train or resume is not None or not os.path.isdir(training_args.output_dir) \
+            or getattr(training_args, "overwrite_output_dir", False):  # the flag is gone in transformers 5
+        return resume
+    resume = resumable_checkpoint(training_args.output_dir)
+    if resume:
+        logger.info("resuming from %s", resume)
+    elif any(n for n in os.listdir(training_args.output_dir) if n not in keep and not n.startswith(".")):
+        raise ValueError(f"output_dir {training_args.output_dir} is not empty and has no complete checkpoint; "
+                         f"remove it, pass another --output_dir, or (transformers 4.x) --overwrite_output_dir true")
+    return resume
+
+
+def train_and_save(trainer, resume: Optional[str], **counts: Any) -> Dict[str, Any]:
+    """Train, save the model, state and ``train_results.json``; returns the training metrics.
+
+    Args:
+        trainer: the recipe's ``Trainer``.
+        resume: the checkpoint to resume from (``resume_or_refuse``), or ``None``.
+        **counts: recipe-specific numbers to record with the metrics (``train_samples=...``).
+    Returns:
+        ``Trainer.train``'s metrics plus ``counts``, ``train_wall_s``, ``world_size`` and ``final_logged_loss``.
+    """
+    t0 = time.time()
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    metrics = dict(train_result.metrics)
+    metrics.update(counts)
+    metrics["train_wall_s"] = round(time.time() - t0, 1)
+    metrics["world_size"] = trainer.args.world_size
+    metrics["final_logged_loss"] = next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    return metrics

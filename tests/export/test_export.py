@@ -175,7 +175,7 @@ def test_existing_output_needs_overwrite(saved_bert, tmp_path, capsys):
 
 @pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt()], ids=["error", "interrupt"])
 def test_interrupted_export_leaves_no_partial_dir(saved_bert, tmp_path, monkeypatch, exc):
-    import hf_lnorm.export as ex
+    import hf_lnorm.export.onnx as ex
 
     def half_export(model, out_dir, *args, **kwargs):
         (Path(out_dir) / "model.onnx").write_bytes(b"partial")
@@ -191,7 +191,7 @@ def test_interrupted_export_leaves_no_partial_dir(saved_bert, tmp_path, monkeypa
 
 
 def test_failed_overwrite_keeps_previous_output(saved_bert, tmp_path, monkeypatch):
-    import hf_lnorm.export as ex
+    import hf_lnorm.export.onnx as ex
 
     from hf_lnorm.outputs import write_marker
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 import transformers
 
-import hf_lnorm.export as export_module
+import hf_lnorm.export.onnx as export_module
 import hf_lnorm.export.optimize as optimize_module
 from hf_lnorm._json import staged_file, write_json
 from hf_lnorm.cli import main
@@ -167,7 +167,7 @@ def test_sigkill_mid_export_keeps_the_earlier_output_and_the_next_run_cleans_up(
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "import hf_lnorm.export as ex\n"
+        "import hf_lnorm.export.onnx as ex\n"
         "def hang(model, out_dir, *args, **kwargs):\n"
         "    (Path(out_dir) / 'model.onnx').write_bytes(b'half')\n"
         "    time.sleep(600)\n"

@@ -13,10 +13,9 @@ import hf_lnorm  # noqa: F401  (registers the families)
 from hf_lnorm.cli import main
 from hf_lnorm.export import METHOD_DYNAMO, UnsupportedArchitectureError, default_method, export, onnx_op_types, standard_op_problems
 from hf_lnorm.export.ort import check_fusions
-from hf_lnorm.export.seq2seq import (
-    TEXT,
+from hf_lnorm.export.seq2seq import TEXT, dynamo_with_past
+from hf_lnorm.export.seq2seq_runtime import (
     OrtEncoderDecoder,
-    dynamo_with_past,
     expected_seq2seq_fusions,
     optimize_seq2seq,
     quantize_seq2seq_int8,

@@ -131,3 +131,32 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def family_norms(model) -> list:
+    """The families' norm modules in ``model`` (``LNormLayerNorm`` and ``LNormRMSNorm``)."""
+    from hf_lnorm.models import layers
+
+    return [m for m in model.modules() if isinstance(m, (layers.LNormLayerNorm, layers.LNormRMSNorm))]
+
+
+def assert_norm_paths_agree(monkeypatch, model, forward, where: str, atol: float = 1e-6) -> None:
+    """A family's norms give plain torch's numbers on every path, and each path is the one named.
+
+    ``forward()`` runs with gradients (the fused ops' aten path), under ``no_grad`` and ``inference_mode``
+    (the default CPU backend, the C++ kernel: asserted from the profiler), and with hf_lnorm's ops
+    unavailable (``FUSED_NORMS_AVAILABLE=False``: the plain-torch code remote code runs without hf_lnorm,
+    which must not call the kernel); every output equals the plain-torch one within ``atol``.
+    """
+    from hf_lnorm.models import layers
+
+    from ..backend_check import CPP_EVENT, check_default_backend, norm_calls
+
+    assert layers.FUSED_NORMS_AVAILABLE, "hf_lnorm.norms.ops is importable here, so the families must use it"
+    outputs = check_default_backend(forward, n_covered=len(family_norms(model)), where=where)
+    monkeypatch.setattr(layers, "FUSED_NORMS_AVAILABLE", False)
+    with torch.no_grad():
+        plain, calls = norm_calls(forward)
+    assert calls.get(CPP_EVENT, 0) == 0, f"{where}: the plain-torch path called the C++ kernel: {dict(calls)}"
+    for mode, out in outputs.items():
+        torch.testing.assert_close(out, plain, atol=atol, rtol=atol, msg=lambda m: f"{where} {mode}: {m}")

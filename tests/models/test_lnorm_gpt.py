@@ -11,7 +11,8 @@ from transformers.cache_utils import DynamicCache
 import hf_lnorm
 from hf_lnorm.models import LNormGPTConfig, LNormGPTForCausalLM, LNormGPTForSequenceClassification, LNormGPTModel, layers
 
-from .conftest import ForwardSpy, tiny_gpt_config
+from ..backend_check import check_default_backend
+from .conftest import ForwardSpy, assert_norm_paths_agree, tiny_gpt_config
 
 VARIANTS = [(t, p) for t in ("layernorm", "rmsnorm", "none") for p in ("pre", "post")]
 B, T = 2, 7
@@ -215,7 +216,8 @@ def test_hf_lnorm_patch_is_exact(norm_type):
     norms = [n for n, m in model.named_modules() if isinstance(m, (layers.LNormLayerNorm, layers.LNormRMSNorm))]
     assert sorted(r.name for r in report.patched) == sorted(norms) and len(norms) == 2 * 2 + 1
     assert not report.skipped
-    torch.testing.assert_close(model(ids).logits, before, atol=1e-6, rtol=1e-6)
+    for mode, out in check_default_backend(lambda: model(ids).logits, len(norms), where=f"patched {norm_type}").items():
+        torch.testing.assert_close(out, before, atol=1e-6, rtol=1e-6, msg=lambda m: f"{mode}: {m}")
     after = model.state_dict()
     assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
     hf_lnorm.unpatch(model)
@@ -239,17 +241,11 @@ def test_patched_forward_is_used_by_the_fused_residual_path(monkeypatch):
     assert calls, "the block bypassed the instance forward"
 
 
-def test_fused_and_plain_norm_paths_agree(monkeypatch):
-    if not layers.FUSED_NORMS_AVAILABLE:
-        pytest.skip("hf_lnorm.norms.ops is not importable")
-    for norm_type in ("layernorm", "rmsnorm"):
-        model = LNormGPTForCausalLM(tiny_gpt_config(norm_type=norm_type)).eval()
-        ids = _ids()
-        monkeypatch.setattr(layers, "USE_FUSED_NORMS", True)
-        fused = model(ids).logits
-        monkeypatch.setattr(layers, "USE_FUSED_NORMS", False)
-        plain = model(ids).logits
-        torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
+@pytest.mark.parametrize("norm_type", ["layernorm", "rmsnorm"])
+def test_fused_and_plain_norm_paths_agree(monkeypatch, norm_type):
+    model = LNormGPTForCausalLM(tiny_gpt_config(norm_type=norm_type)).eval()
+    ids = _ids()
+    assert_norm_paths_agree(monkeypatch, model, lambda: model(ids).logits, where=f"LNormGPT {norm_type}")
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

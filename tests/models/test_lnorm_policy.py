@@ -13,7 +13,8 @@ import hf_lnorm
 from hf_lnorm.models import LNormPolicyConfig, LNormPolicyModel, layers
 
 from ..hub_server import HubServer, use_endpoint
-from .conftest import BLOCK_HF_LNORM, load_script, run_python
+from ..backend_check import check_default_backend
+from .conftest import BLOCK_HF_LNORM, assert_norm_paths_agree, load_script, run_python
 
 B, OBS, ACT = 5, 6, 3
 
@@ -223,13 +224,25 @@ def test_hf_lnorm_patch_is_exact_and_unpatch_restores(norm_type):
     report = hf_lnorm.patch_report(model)
     norms = [n for n, m in model.named_modules() if isinstance(m, (layers.LNormLayerNorm, layers.LNormRMSNorm))]
     assert len(norms) == 3 and sorted(r.name for r in report.patched) == sorted(norms) and not report.skipped
-    after = model(obs)
-    torch.testing.assert_close(after.logits, before.logits, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(after.value, before.value, atol=1e-6, rtol=1e-6)
+    expected = torch.cat([before.logits.flatten(), before.value.flatten()])
+    for mode, out in check_default_backend(lambda: _flat(model(obs)), len(norms), where=f"patched {norm_type}").items():
+        torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6, msg=lambda m: f"{mode}: {m}")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     hf_lnorm.unpatch(model)
     assert not any("forward" in m.__dict__ for _, m in model.named_modules())
     torch.testing.assert_close(model(obs).logits, before.logits, atol=0, rtol=0)
+
+
+def _flat(out):
+    """The policy's logits and value in one tensor."""
+    return torch.cat([out.logits.flatten(), out.value.flatten()])
+
+
+@pytest.mark.parametrize("norm_type", ["layernorm", "rmsnorm"])
+def test_fused_and_plain_norm_paths_agree(monkeypatch, norm_type):
+    model = LNormPolicyModel(tiny_policy_config(norm_type=norm_type)).eval()
+    obs = _obs()
+    assert_norm_paths_agree(monkeypatch, model, lambda: _flat(model(obs)), where=f"LNormPolicy {norm_type}")
 
 
 def test_onnx_export_of_a_patched_continuous_policy_matches_pytorch(tmp_path):

@@ -12,7 +12,8 @@ import hf_lnorm
 from hf_lnorm.models import LNormSeq2SeqConfig, LNormSeq2SeqForConditionalGeneration, LNormSeq2SeqModel, layers
 from hf_lnorm.models.modeling_lnorm_seq2seq import shift_tokens_right
 
-from .conftest import ForwardSpy, tiny_seq2seq_config
+from ..backend_check import check_default_backend
+from .conftest import ForwardSpy, assert_norm_paths_agree, tiny_seq2seq_config
 
 B, S, T = 2, 7, 5
 
@@ -173,21 +174,21 @@ def test_hf_lnorm_patch_is_exact():
     report = hf_lnorm.patch_report(model)
     # encoder: 2 blocks x 2 norms + final; decoder: 3 blocks x 3 norms + final
     assert len(report.patched) == 2 * 2 + 1 + 3 * 3 + 1 and not report.skipped
-    torch.testing.assert_close(model(src, attention_mask=mask, decoder_input_ids=tgt).logits, before, atol=1e-6, rtol=1e-6)
+    outputs = check_default_backend(lambda: model(src, attention_mask=mask, decoder_input_ids=tgt).logits,
+                                    len(report.patched), where="patched LNormSeq2Seq")
+    for mode, out in outputs.items():
+        torch.testing.assert_close(out, before, atol=1e-6, rtol=1e-6, msg=lambda m: f"{mode}: {m}")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     hf_lnorm.unpatch(model)
     assert not any("forward" in m.__dict__ for m in model.modules())
 
 
-def test_fused_and_plain_norm_paths_agree(monkeypatch):
-    if not layers.FUSED_NORMS_AVAILABLE:
-        pytest.skip("hf_lnorm.norms.ops is not importable")
-    model = LNormSeq2SeqForConditionalGeneration(tiny_seq2seq_config(norm_type="rmsnorm")).eval()
+@pytest.mark.parametrize("norm_type", ["layernorm", "rmsnorm"])
+def test_fused_and_plain_norm_paths_agree(monkeypatch, norm_type):
+    model = LNormSeq2SeqForConditionalGeneration(tiny_seq2seq_config(norm_type=norm_type)).eval()
     src, mask, tgt = _batch()
-    monkeypatch.setattr(layers, "USE_FUSED_NORMS", True)
-    fused = model(src, attention_mask=mask, decoder_input_ids=tgt).logits
-    monkeypatch.setattr(layers, "USE_FUSED_NORMS", False)
-    torch.testing.assert_close(model(src, attention_mask=mask, decoder_input_ids=tgt).logits, fused, atol=1e-6, rtol=1e-6)
+    assert_norm_paths_agree(monkeypatch, model, lambda: model(src, attention_mask=mask, decoder_input_ids=tgt).logits,
+                            where=f"LNormSeq2Seq {norm_type}")
 
 
 @pytest.mark.parametrize("reentrant", [True, False])

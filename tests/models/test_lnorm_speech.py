@@ -23,7 +23,8 @@ from hf_lnorm.models.processing_lnorm_speech import power_spectrogram
 from hf_lnorm.recipes.speech_metrics import wer_details, word_edits, word_error_rate
 
 from ..hub_server import HubServer, use_endpoint
-from .conftest import BLOCK_HF_LNORM, ForwardSpy, load_script, run_python
+from ..backend_check import check_default_backend
+from .conftest import BLOCK_HF_LNORM, ForwardSpy, assert_norm_paths_agree, load_script, run_python
 
 MELS = 16
 WORDS = ["ace", "two", "three", "of", "clubs", "hearts"]
@@ -215,11 +216,23 @@ def test_hf_lnorm_patch_is_exact_and_unpatch_restores():
     hf_lnorm.patch(model)
     report = hf_lnorm.patch_report(model)
     assert len(report.patched) == 2 * 2 + 1 + 2 * 3 + 1 and not report.skipped  # encoder blocks + final, decoder blocks + final
-    torch.testing.assert_close(model(input_features=feats, attention_mask=mask, decoder_input_ids=ids).logits, before, atol=1e-6, rtol=1e-6)
+    outputs = check_default_backend(lambda: model(input_features=feats, attention_mask=mask, decoder_input_ids=ids).logits,
+                                    len(report.patched), where="patched LNormSpeech")
+    for mode, out in outputs.items():
+        torch.testing.assert_close(out, before, atol=1e-6, rtol=1e-6, msg=lambda m: f"{mode}: {m}")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     hf_lnorm.unpatch(model)
     assert not any("forward" in m.__dict__ for m in model.modules())
     assert torch.equal(model(input_features=feats, attention_mask=mask, decoder_input_ids=ids).logits, before)
+
+
+@pytest.mark.parametrize("norm_type", ["layernorm", "rmsnorm"])
+def test_fused_and_plain_norm_paths_agree(monkeypatch, norm_type):
+    model = LNormSpeechForConditionalGeneration(tiny_speech_config(norm_type=norm_type)).eval()
+    feats, mask, ids = _batch()
+    assert_norm_paths_agree(monkeypatch, model,
+                            lambda: model(input_features=feats, attention_mask=mask, decoder_input_ids=ids).logits,
+                            where=f"LNormSpeech {norm_type}")
 
 
 def test_trainer_lowers_the_loss(tmp_path):

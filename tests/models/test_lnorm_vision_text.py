@@ -22,7 +22,8 @@ from hf_lnorm.models import (
 )
 
 from ..hub_server import HubServer, use_endpoint
-from .conftest import BLOCK_HF_LNORM, run_python
+from ..backend_check import check_default_backend
+from .conftest import BLOCK_HF_LNORM, assert_norm_paths_agree, run_python
 
 QUESTIONS = ["what color is the shape?", "is there a circle?", "does the image contain a red triangle?", "what is the blue shape?"]
 IMAGE = 16
@@ -201,13 +202,21 @@ def test_hf_lnorm_patch_is_exact_and_unpatch_restores(norm_type):
     # vision 1 block (2) + final 1, text 1 block (2) + final 1, fusion 2 blocks (4) + final 1, two modality norms
     assert len(norms) == 3 + 3 + 5 + 2
     assert sorted(r.name for r in report.patched) == norms and not report.skipped
-    with torch.no_grad():
-        torch.testing.assert_close(model(**inputs).logits, before, atol=1e-6, rtol=1e-6)
+    for mode, out in check_default_backend(lambda: model(**inputs).logits, len(norms), where=f"patched {norm_type}").items():
+        torch.testing.assert_close(out, before, atol=1e-6, rtol=1e-6, msg=lambda m: f"{mode}: {m}")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     hf_lnorm.unpatch(model)
     assert not any("forward" in m.__dict__ for _, m in model.named_modules())
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs).logits, before)
+
+
+@pytest.mark.parametrize("norm_type", ["layernorm", "rmsnorm"])
+def test_fused_and_plain_norm_paths_agree(monkeypatch, norm_type):
+    torch.manual_seed(0)
+    model = LNormVisionTextForClassification(tiny_config(norm_type=norm_type)).eval()
+    inputs = _inputs()
+    assert_norm_paths_agree(monkeypatch, model, lambda: model(**inputs).logits, where=f"LNormVisionText {norm_type}")
 
 
 def test_trainer_learns_a_visual_answer(tmp_path):

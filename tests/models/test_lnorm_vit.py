@@ -28,7 +28,8 @@ from hf_lnorm.models import (
 )
 
 from ..hub_server import HubServer, use_endpoint
-from .conftest import BLOCK_HF_LNORM, REPO_ROOT, load_script, run_python
+from ..backend_check import check_default_backend
+from .conftest import BLOCK_HF_LNORM, REPO_ROOT, assert_norm_paths_agree, load_script, run_python
 
 B, SIZE, PATCH, LAYERS = 3, 8, 2, 2
 TOKENS = 1 + (SIZE // PATCH) ** 2
@@ -164,7 +165,9 @@ def test_processor_rescales_normalizes_and_reads_every_layout():
     torch.testing.assert_close(processor(torch.tensor(images)[:, None], return_tensors="pt").pixel_values, pixels)
     as_np = processor(images[0], return_tensors="np").pixel_values
     assert isinstance(as_np, np.ndarray) and as_np.shape == (1, 1, 8, 8)
-    assert isinstance(processor(images[:2, None]).pixel_values, list)
+    as_list = processor(images[:2, None]).pixel_values  # no return_tensors: one array per image
+    assert isinstance(as_list, list) and len(as_list) == 2
+    torch.testing.assert_close(torch.as_tensor(np.stack(as_list)), pixels[:2])
     last = processor(images[:2, None], return_tensors="np", data_format="channels_last").pixel_values
     assert last.shape == (2, 8, 8, 1)
 
@@ -263,12 +266,20 @@ def test_hf_lnorm_patch_is_exact(norm_type):
     norms = [n for n, m in model.named_modules() if isinstance(m, (layers.LNormLayerNorm, layers.LNormRMSNorm))]
     assert sorted(r.name for r in report.patched) == sorted(norms) and len(norms) == 2 * LAYERS + 1
     assert not report.skipped
-    torch.testing.assert_close(model(pixels).logits, before, atol=1e-6, rtol=1e-6)
+    for mode, out in check_default_backend(lambda: model(pixels).logits, len(norms), where=f"patched {norm_type}").items():
+        torch.testing.assert_close(out, before, atol=1e-6, rtol=1e-6, msg=lambda m: f"{mode}: {m}")
     after = model.state_dict()
     assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
     hf_lnorm.unpatch(model)
     assert not any("forward" in m.__dict__ for _, m in model.named_modules())
     torch.testing.assert_close(model(pixels).logits, before)
+
+
+@pytest.mark.parametrize("norm_type", ["layernorm", "rmsnorm"])
+def test_fused_and_plain_norm_paths_agree(monkeypatch, norm_type):
+    model = LNormViTForImageClassification(tiny_vit_config(norm_type=norm_type)).eval()
+    pixels = _pixels()
+    assert_norm_paths_agree(monkeypatch, model, lambda: model(pixels).logits, where=f"LNormViT {norm_type}")
 
 
 def _trainer_args(tmp_path, steps, lr):

@@ -1,4 +1,4 @@
-"""Unit tests of hf_lnorm.norms.quantized: int8 math, kernels, consumers, calibration, smoothing, bad input."""
+"""Unit tests of quantized mode (hf_lnorm.norms.int8, hf_lnorm.quantization): int8 math, kernels, consumers, calibration, smoothing, bad input."""
 
 import math
 
@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import hf_lnorm
-from hf_lnorm.norms import quantized as q
+from hf_lnorm.norms import int8 as q
 from hf_lnorm.patching import STATE_ATTR
+from hf_lnorm.quantization import LINEAR_ATTR, int8_layers
 
 
 def _cos(a, b):
@@ -123,7 +124,7 @@ def test_consumers_found_and_float_path_exact():
     hf_lnorm.patch(block, mode="quantized", example_inputs=(x,))
     rec = hf_lnorm.patch_report(block)[0]
     assert rec.extra["int8"] == "gemm" and rec.extra["consumers"] == ["fc1", "gate"]
-    assert [n for n, _ in q.int8_layers(block)] == ["fc1", "gate"]  # fc2 reads the GELU product: stays float
+    assert [n for n, _ in int8_layers(block)] == ["fc1", "gate"]  # fc2 reads the GELU product: stays float
     with torch.no_grad():
         # the norm returns the exact float output (the residual path reads it) ...
         assert torch.equal(block.ln(x), exact_norm)
@@ -150,7 +151,7 @@ def test_patch_twice_is_noop_and_report_kept():
     assert {n: m.__dict__.get("forward") for n, m in block.named_modules()} == forwards
     assert hf_lnorm.patch_report(block)[0].extra["consumers"] == ["fc1", "gate"]
     hf_lnorm.unpatch(block)
-    assert not q.int8_layers(block)
+    assert not int8_layers(block)
 
 
 def test_no_linear_consumer_is_reported_and_quantize_dequantized():
@@ -384,12 +385,12 @@ def test_all_linears_option_quantizes_the_other_linears():
     with torch.no_grad():
         ref = block(x)
     hf_lnorm.patch(block, mode="quantized", example_inputs=x, all_linears=True)
-    assert [n for n, _ in q.int8_layers(block)] == ["fc1", "gate", "fc2"]
-    assert block.fc2.__dict__[q.LINEAR_ATTR].sources == []
+    assert [n for n, _ in int8_layers(block)] == ["fc1", "gate", "fc2"]
+    assert block.fc2.__dict__[LINEAR_ATTR].sources == []
     with torch.no_grad():
         out = block(x)
     assert _cos(out, ref) > 0.999
     hf_lnorm.unpatch(block)
-    assert not q.int8_layers(block)
+    assert not int8_layers(block)
     with torch.no_grad():
         assert torch.equal(block(x), ref)

@@ -13,7 +13,7 @@ from transformers import AutoModel
 
 import hf_lnorm
 from hf_lnorm.inputs import dummy_inputs
-from hf_lnorm.norms.quantized import LINEAR_ATTR, int8_layers
+from hf_lnorm.quantization import LINEAR_ATTR, int8_layers
 
 from ..patching.archs import ARCHS, tiny_config
 

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from hf_lnorm.cli import main
+from hf_lnorm.resources import data_file
 
 from ..conftest import minilm_path
 
@@ -28,11 +29,11 @@ def test_bench_quantized_usage_errors_exit_2(argv, capsys):
 
 def test_bench_quantized_tiny_run_writes_rows(tmp_path, capsys):
     text = os.path.join(REPO, "hf_lnorm", "data", "shakespeare_sample.txt")
-    qa_file = os.path.join(REPO, "data", "qa", "sample_dev.json")
+    qa_file = str(data_file("qa", "sample_dev.json"))
     out = tmp_path / "bench.json"
     argv = ["bench", "quantized", "--model", minilm_path(), "--batch", "2", "--seq", "32", "--repeats", "1",
             "--warmup", "0", "--variants", "fp32,torch-dynamic-int8,hf_lnorm-int8,hf_lnorm-int8-smooth",
-            "--text-file", text, "--qa-file", qa_file if os.path.isfile(qa_file) else str(tmp_path / "none.json"),
+            "--text-file", text, "--qa-file", qa_file,
             "--qa-examples", "8", "--json", str(out)]
     assert main(argv) == 0
     rows = json.loads(out.read_text())["rows"]

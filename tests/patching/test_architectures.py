@@ -1,8 +1,11 @@
 """patch/unpatch on tiny random models of many transformers architectures.
 
 For each architecture: every norm is patched or reported skipped with a reason;
-outputs and gradients equal the unpatched twin (fp32, max abs err <= 1e-5);
-the state_dict is byte-identical; patching twice changes nothing; unpatch
+outputs and gradients equal the unpatched twin (fp32, max abs err <= 1e-5),
+where recording gradients keeps every norm on aten; under ``torch.no_grad()``
+and ``torch.inference_mode()`` the outputs equal the twin's too, and the
+profiler shows the default CPU backend (the C++ kernel) ran every norm it
+covers (aten only with ``HF_LNORM_CPU_KERNELS=0``); the state_dict is byte-identical; patching twice changes nothing; unpatch
 restores every module's class and forward; save_pretrained of the patched
 model loads in stock transformers with equal outputs.
 """
@@ -16,6 +19,7 @@ import hf_lnorm
 from hf_lnorm.inputs import dummy_inputs
 from hf_lnorm.patching import STATE_ATTR
 
+from ..backend_check import CPP_UNCOVERED_VARIANTS, INFERENCE_MODES, assert_aten_only, assert_inference_backend, norm_calls
 from .archs import ARCHS, tiny_config
 
 # Norm classes a model may contain that hf_lnorm must *not* patch, with the reason
@@ -49,22 +53,23 @@ def _module_snapshot(model):
     return {n: (type(m), m.__dict__.get("forward")) for n, m in model.named_modules()}
 
 
-def _run(model, inputs, grad=False):
+def _run(model, inputs):
+    """Forward and backward with gradients: ``(output, parameter gradients, norm_calls of the forward)``."""
     model.zero_grad(set_to_none=True)
-    with torch.set_grad_enabled(grad):
-        out = _first_tensor(model(**inputs))
-    if grad:
-        (out.float() * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        return out.detach(), grads
-    return out, None
+    with torch.enable_grad():
+        out, calls = norm_calls(lambda: _first_tensor(model(**inputs)))
+    (out.float() * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.detach(), grads, calls
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_patch_exact(arch, tmp_path):
     model = _build(arch)
     inputs = dummy_inputs(model, batch_size=2, seq_len=8)
-    ref_out, ref_grads = _run(model, inputs, grad=True)
+    ref_out, ref_grads, _ = _run(model, inputs)
+    with torch.no_grad():
+        ref_inference = _first_tensor(model(**inputs))
     before_state = _state_bytes(model)
     before_modules = _module_snapshot(model)
 
@@ -85,12 +90,22 @@ def test_patch_exact(arch, tmp_path):
         if isinstance(m, (nn.LayerNorm, nn.GroupNorm)) or type(m).__name__.endswith("Norm"):
             assert n in names, f"{arch}: {n} ({type(m).__name__}) missing from report"
 
-    out, grads = _run(model, inputs, grad=True)
+    out, grads, grad_calls = _run(model, inputs)
     assert out.dtype == ref_out.dtype
     assert (out - ref_out).abs().max().item() <= 1e-5
     assert grads.keys() == ref_grads.keys()
     for k in grads:
         torch.testing.assert_close(grads[k], ref_grads[k], atol=1e-5, rtol=1e-4, msg=lambda m: f"{arch} grad {k}: {m}")
+    n_calls = assert_aten_only(grad_calls, f"{arch} with gradients")
+
+    # fp32 CPU inference: the default backend runs, with the twin's outputs
+    uncovered = sum(r.variant in CPP_UNCOVERED_VARIANTS for r in report.patched)
+    for mode, context in INFERENCE_MODES.items():
+        with context():
+            out, calls = norm_calls(lambda: _first_tensor(model(**inputs)))
+        assert_inference_backend(calls, n_calls, len(report.patched) - uncovered, uncovered, where=f"{arch} {mode}")
+        assert out.dtype == ref_inference.dtype
+        assert (out - ref_inference).abs().max().item() <= 1e-5, f"{arch} {mode}"
     assert _state_bytes(model) == before_state
 
     # patching twice changes nothing

@@ -12,6 +12,7 @@ import hf_lnorm
 from hf_lnorm.inputs import dummy_inputs
 from hf_lnorm.patching import STATE_ATTR
 
+from ..backend_check import assert_aten_only, assert_inference_backend, norm_calls
 from ..conftest import minilm_path
 from .archs import tiny_config
 
@@ -168,6 +169,8 @@ def test_peft_lora_both_orders():
 
 
 def test_trainer_step_same_loss_and_gradients(tmp_path):
+    """Training (gradients: aten norms) and ``Trainer.predict`` (``no_grad``: the default CPU backend)
+    of a patched BERT equal its unpatched twin's."""
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
@@ -179,19 +182,26 @@ def test_trainer_step_same_loss_and_gradients(tmp_path):
         model = _bert(head=AutoModelForSequenceClassification)
         if patched:
             hf_lnorm.patch(model)
-        args = TrainingArguments(output_dir=str(tmp_path / f"run{patched}"), per_device_train_batch_size=8, max_steps=2,
-                                 learning_rate=1e-3, logging_steps=1, report_to=[], save_strategy="no", seed=0,
-                                 dataloader_num_workers=0, use_cpu=True)
+        args = TrainingArguments(output_dir=str(tmp_path / f"run{patched}"), per_device_train_batch_size=8,
+                                 per_device_eval_batch_size=8, max_steps=2, learning_rate=1e-3, logging_steps=1,
+                                 report_to=[], save_strategy="no", seed=0, dataloader_num_workers=0, use_cpu=True)
         trainer = Trainer(model=model, args=args, train_dataset=data)
-        trainer.train()
+        _, train_calls = norm_calls(trainer.train)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        return losses, {n: p.detach().clone() for n, p in model.named_parameters()}
+        predictions, predict_calls = norm_calls(lambda: trainer.predict(data).predictions)
+        params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        return losses, params, torch.as_tensor(predictions), train_calls, predict_calls
 
-    losses0, params0 = train(False)
-    losses1, params1 = train(True)
+    losses0, params0, predictions0, _, _ = train(False)
+    losses1, params1, predictions1, train_calls, predict_calls = train(True)
     assert len(losses0) == 2 and losses0 == pytest.approx(losses1, abs=1e-5)
     for k in params0:  # parameters after two optimizer steps: equal gradients all along
         torch.testing.assert_close(params1[k], params0[k], atol=1e-5, rtol=1e-4)
+    n_calls = assert_aten_only(train_calls, "Trainer.train")
+    assert n_calls == 2 * 5  # two steps of 5 norms (embeddings + 2 layers x 2)
+    assert predictions1.shape == (16, 2)
+    torch.testing.assert_close(predictions1, predictions0, atol=1e-5, rtol=1e-4)
+    assert_inference_backend(predict_calls, 2 * 5, n_covered=5, where="Trainer.predict")  # two batches of 8
 
 
 def test_torch_compile_fullgraph_no_graph_break():

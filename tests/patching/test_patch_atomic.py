@@ -7,13 +7,14 @@ from transformers import AutoModel
 import hf_lnorm
 from hf_lnorm import patching
 from hf_lnorm.inputs import dummy_inputs
-from hf_lnorm.norms import quantized as q
+from hf_lnorm.norms.int8 import ACT_QMAX, Int8Weight, QuantizedActivation
 from hf_lnorm.norms.fused import available_backends
 from hf_lnorm.norms.residual import RESIDUAL_ATTR, fused_block_names
+from hf_lnorm.quantization import LINEAR_ATTR, int8_layers, mode as quantized_mode
 
 from .archs import tiny_config
 
-_KEYS = ("forward", "_old_forward", patching.STATE_ATTR, patching.REPORT_ATTR, RESIDUAL_ATTR, q.LINEAR_ATTR)
+_KEYS = ("forward", "_old_forward", patching.STATE_ATTR, patching.REPORT_ATTR, RESIDUAL_ATTR, LINEAR_ATTR)
 
 
 def _bert():
@@ -38,8 +39,8 @@ def _same(a, b) -> bool:
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, q.QuantizedActivation):
-        return isinstance(b, q.QuantizedActivation) and _same(a.u8, b.u8) and _same(a.scale, b.scale)
+    if isinstance(a, QuantizedActivation):
+        return isinstance(b, QuantizedActivation) and _same(a.u8, b.u8) and _same(a.scale, b.scale)
     return a is b or a == b
 
 
@@ -53,7 +54,7 @@ def _state(model):
         if st is not None:
             entry["norm_state"] = {k: v for k, v in vars(st).items() if k != "extra"}
             entry["extra"] = {k: v for k, v in st.extra.items() if k != "stash"}
-        lin = d.get(q.LINEAR_ATTR)
+        lin = d.get(LINEAR_ATTR)
         if lin is not None:
             entry["int8"] = dict(vars(lin))
         out[name] = entry
@@ -69,7 +70,7 @@ def _snapshot(model, inputs):
         "report_dicts": hf_lnorm.patch_report(model).to_dicts(),
         "patched": {n: hf_lnorm.is_patched(m) for n, m in model.named_modules()},
         "fused_blocks": fused_block_names(model),
-        "int8": [n for n, _ in q.int8_layers(model)],
+        "int8": [n for n, _ in int8_layers(model)],
     }
 
 
@@ -170,7 +171,7 @@ def test_failed_quantized_patch_over_a_fused_model_keeps_it_fused(monkeypatch):
     inputs = _inputs(model)
     before = _snapshot(model, inputs)
     assert before["fused_blocks"] and all(r.mode == "fused" for r in before["report"].patched)
-    real, made = q.Int8Weight.from_float, []
+    real, made = Int8Weight.from_float, []
 
     def quantize_then_fail(weight, kernel):
         made.append(kernel)
@@ -178,7 +179,7 @@ def test_failed_quantized_patch_over_a_fused_model_keeps_it_fused(monkeypatch):
             raise RuntimeError("injected failure while quantizing weights")
         return real(weight, kernel)
 
-    monkeypatch.setattr(q.Int8Weight, "from_float", staticmethod(quantize_then_fail))
+    monkeypatch.setattr(Int8Weight, "from_float", staticmethod(quantize_then_fail))
     with pytest.raises(RuntimeError, match="injected failure while quantizing"):
         hf_lnorm.patch(model, mode="quantized")
     assert len(made) == 3
@@ -191,17 +192,17 @@ def test_failed_repatch_of_a_quantized_model_restores_int8_state(monkeypatch):
     inputs = _inputs(model)
     hf_lnorm.calibrate(model, [_inputs(model, 1)], static=True)
     before = _snapshot(model, inputs)
-    sources = {n: list(m.__dict__[q.LINEAR_ATTR].sources) for n, m in q.int8_layers(model)}
+    sources = {n: list(m.__dict__[LINEAR_ATTR].sources) for n, m in int8_layers(model)}
 
     def fail(*args, **kwargs):
         raise RuntimeError("injected failure at the end of after_patch")
 
-    monkeypatch.setattr(q, "_refresh_report", fail)
+    monkeypatch.setattr(quantized_mode, "_refresh_report", fail)
     # another backend (where there is one) re-patches every norm and re-attaches them to the int8 Linears
     with pytest.raises(RuntimeError, match="injected failure at the end"):
         hf_lnorm.patch(model, mode="quantized", backend=_other_backend(model))
     _assert_unchanged(model, inputs, before)
-    assert {n: list(m.__dict__[q.LINEAR_ATTR].sources) for n, m in q.int8_layers(model)} == sources
+    assert {n: list(m.__dict__[LINEAR_ATTR].sources) for n, m in int8_layers(model)} == sources
 
 
 def test_failed_patch_then_unpatch_restores_the_stock_model():
@@ -289,4 +290,4 @@ def test_static_scale_of_a_smoothed_norm_covers_its_smoothed_output(calibrated):
         if qs.get("inv_smooth") is None:
             continue
         ys_absmax = float((qs["act_absmax"] * qs["inv_smooth"]).max())
-        assert qs["static_scale"] == pytest.approx(ys_absmax / q.ACT_QMAX, rel=1e-6)
+        assert qs["static_scale"] == pytest.approx(ys_absmax / ACT_QMAX, rel=1e-6)

@@ -8,12 +8,14 @@ import sys
 
 import pytest
 
+from hf_lnorm.resources import data_file
+
 from ..conftest import minilm_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-QA_SAMPLE_TRAIN = os.path.join(ROOT, "data", "qa", "sample_train.json")
-QA_SAMPLE_DEV = os.path.join(ROOT, "data", "qa", "sample_dev.json")
-BIBLE_SAMPLE = os.path.join(ROOT, "hf_lnorm", "data", "bible_en_es_sample.jsonl")
+QA_SAMPLE_TRAIN = str(data_file("qa", "sample_train.json"))
+QA_SAMPLE_DEV = str(data_file("qa", "sample_dev.json"))
+BIBLE_SAMPLE = str(data_file("bible_en_es_sample.jsonl"))
 HOLDOUT_BOOKS = "Ruth,Jonah,Hag,Joel,Titus,Phlm,Jude"
 
 

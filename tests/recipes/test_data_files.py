@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from hf_lnorm.recipes.data_files import DataFileError, load_squad_file, load_translation_file
+from hf_lnorm.resources import data_file
 
 from .conftest import BIBLE_SAMPLE, QA_SAMPLE_DEV, QA_SAMPLE_TRAIN, ROOT
 
@@ -98,10 +99,12 @@ def test_committed_qa_data_is_valid_and_split_by_play():
         import make_qa_data
     finally:
         sys.path.pop(0)
-    for train, dev in (("train.json", "dev.json"), ("sample_train.json", "sample_dev.json")):
-        tr = load_squad_file(os.path.join(ROOT, "data", "qa", train))
-        dv = load_squad_file(os.path.join(ROOT, "data", "qa", dev))
+    full_train = os.path.join(ROOT, "data", "qa", "train.json")  # the full split stays in the repository, unshipped
+    for train, dev in ((full_train, data_file("qa", "dev.json")),
+                       (data_file("qa", "sample_train.json"), data_file("qa", "sample_dev.json"))):
+        tr = load_squad_file(str(train))
+        dv = load_squad_file(str(dev))
         assert {r["title"] for r in dv} <= set(make_qa_data.DEFAULT_DEV_PLAYS)
         assert not {r["title"] for r in tr} & set(make_qa_data.DEFAULT_DEV_PLAYS)
         assert {r["id"].rsplit("-", 1)[1] for r in tr} == {"who", "reply"}
-    assert len(load_squad_file(os.path.join(ROOT, "data", "qa", "train.json"))) > 3000
+    assert len(load_squad_file(full_train)) > 3000

@@ -26,8 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops import TRITON_MAX_HIDDEN as MAX_HIDDEN  # one row must fit one block
-_HALF = (torch.float16, torch.bfloat16)
+from .._common import TRITON_MAX_HIDDEN as MAX_HIDDEN  # one row must fit one block
+from .._common import _HALF, output_dtype
 
 
 @triton.jit
@@ -178,8 +178,6 @@ def norm_fwd(
         ``(y, summed, mean, rstd)``; ``summed`` is ``x`` itself without residual,
         ``mean`` is empty for RMS kinds; stats are fp32 shaped ``x.shape[:-1]``.
     """
-    from ..ops import output_dtype
-
     n = x.shape[-1]
     block, warps = _block(n, num_warps)
     x2 = _rows2d(x)

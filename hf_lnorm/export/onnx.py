@@ -1,0 +1,617 @@
+"""ONNX export of Hugging Face models (patched or not, hf_lnorm families included): the implementation
+behind ``hf_lnorm.export`` (import the names from there).
+
+``export(model, output)`` writes an ONNX model that ONNX Runtime, Optimum's
+``ORTModelFor*`` classes and TensorRT can load:
+
+* transformers 4.57 with optimum-onnx installed: Optimum's exporter
+  (``onnx_export_from_model``, the in-memory twin of ``main_export``), so a
+  model patched by ``hf_lnorm.patch`` is exported as patched; hf_lnorm's own
+  families pass their ONNX configs as ``custom_onnx_configs``.
+* transformers 5.x (optimum-onnx requires < 4.58): ``torch.onnx.export`` with
+  the dynamo exporter and the same input/output names and dynamic axes.
+
+No export context is needed: patched norms and fused residual blocks see that an
+ONNX export is recording them (``hf_lnorm.norms.fused.tracing``) and record
+``F.layer_norm`` with constant normalized sizes (the standard
+``LayerNormalization`` op, opset >= 17) and the RMS conventions as elementary
+ops, so the graph stays free of custom ops; nothing outside the exported call
+changes, so other models in the process run as they did.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..loading import ModelNotFoundError, resolve_model
+from ..errors import UnsupportedArchitectureError
+from ..outputs import OutputExistsError, UnsafeOutputError, check_output_dir, staged_output_dir
+from . import seq2seq as _seq2seq
+from . import speech as _speech  # noqa: F401  (registers the lnorm-speech export spec)
+from .families import family_of as _family_of
+from .graph_inspect import MIN_OPSET, onnx_op_types, onnx_opset, standard_op_problems
+from .seq2seq_runtime import verify as _verify_family
+
+logger = logging.getLogger("hf_lnorm")
+
+DEFAULT_OPSET = 18
+DYNAMO_MIN_OPSET = 18  # the dynamo exporter emits opset-18 forms (e.g. Split with num_outputs)
+TARGETS = ("onnx", "tensorrt")
+METHOD_OPTIMUM = "optimum"
+METHOD_DYNAMO = "torch.onnx-dynamo"
+
+# task -> (Auto class name, output names). Output names follow Optimum's ONNX configs.
+TASKS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "feature-extraction": ("AutoModel", ("last_hidden_state",)),
+    "fill-mask": ("AutoModelForMaskedLM", ("logits",)),
+    "text-classification": ("AutoModelForSequenceClassification", ("logits",)),
+    "token-classification": ("AutoModelForTokenClassification", ("logits",)),
+    "question-answering": ("AutoModelForQuestionAnswering", ("start_logits", "end_logits")),
+    "text-generation": ("AutoModelForCausalLM", ("logits",)),
+    "text-generation-with-past": ("AutoModelForCausalLM", ("logits",)),
+    "text2text-generation": ("AutoModelForSeq2SeqLM", ("logits",)),
+    "text2text-generation-with-past": ("AutoModelForSeq2SeqLM", ("logits",)),
+    "image-classification": ("AutoModelForImageClassification", ("logits",)),
+    # LNormPolicy: observations -> action-distribution logits and state value (Optimum's task name)
+    "reinforcement-learning": ("AutoModel", ("logits", "value")),
+    # LNormVisionText: image + question -> answer logits (transformers' AutoModelForVisualQuestionAnswering)
+    "visual-question-answering": ("AutoModelForVisualQuestionAnswering", ("logits",)),
+    # LNormSpeech: encoder + decoder graphs (export/speech.py)
+    "automatic-speech-recognition": ("AutoModelForSpeechSeq2Seq", ("logits",)),
+    "automatic-speech-recognition-with-past": ("AutoModelForSpeechSeq2Seq", ("logits",)),
+}
+# class-name suffix -> task, first match wins
+_CLASS_SUFFIX_TASKS = (
+    ("ForQuestionAnswering", "question-answering"),
+    ("ForSequenceClassification", "text-classification"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForMaskedLM", "fill-mask"),
+    ("ForCausalLM", "text-generation"),
+    ("LMHeadModel", "text-generation"),
+    ("SpeechForConditionalGeneration", "automatic-speech-recognition"),
+    ("ForConditionalGeneration", "text2text-generation"),
+    ("ForSeq2SeqLM", "text2text-generation"),
+    ("ForImageClassification", "image-classification"),
+    ("PolicyModel", "reinforcement-learning"),
+    ("VisionTextForClassification", "visual-question-answering"),
+    ("Model", "feature-extraction"),
+)
+_TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class ExportResult:
+    """What ``export`` wrote and how it checked it.
+
+    Attributes:
+        output_dir: the final output directory.
+        onnx_files: ONNX files written, relative to ``output_dir``.
+        method: ``"optimum"`` or ``"torch.onnx-dynamo"``.
+        task: the export task.
+        opset: default-domain opset of the written graph(s).
+        target: ``"onnx"`` or ``"tensorrt"``.
+        op_types: per file, a ``Counter`` of ``"domain::OpType"`` (``""`` domain shown bare).
+        max_abs_err: largest |ONNX Runtime - PyTorch| over all outputs on fresh inputs (fp32).
+        notes: human-readable lines (path taken, opset adjustments, TensorRT status).
+    """
+
+    output_dir: Path
+    onnx_files: List[str]
+    method: str
+    task: str
+    opset: int
+    target: str = "onnx"
+    op_types: Dict[str, Counter] = field(default_factory=dict)
+    max_abs_err: Optional[float] = None
+    notes: List[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def optimum_available() -> bool:
+    """Whether Optimum's ONNX exporter can run here (optimum-onnx installed, transformers < 4.58)."""
+    if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.exporters") is None:
+        return False
+    try:
+        return importlib.util.find_spec("optimum.exporters.onnx") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def default_method() -> str:
+    """``"optimum"`` where Optimum's exporter is installed, else ``"torch.onnx-dynamo"``."""
+    return METHOD_OPTIMUM if optimum_available() else METHOD_DYNAMO
+
+
+# --------------------------------------------------------------------------- model resolution
+
+
+def infer_task(model_or_class) -> str:
+    """Export task of a model from its class name (``BertForQuestionAnswering`` -> ``question-answering``).
+
+    Raises:
+        UnsupportedArchitectureError: no known task for that class.
+    """
+    cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
+    name = cls.__name__ if isinstance(model_or_class, (type, torch.nn.Module)) else str(model_or_class)
+    for suffix, task in _CLASS_SUFFIX_TASKS:
+        if name.endswith(suffix):
+            return task
+    raise UnsupportedArchitectureError(
+        f"unsupported architecture {name!r}: no export task is known for it (accepted tasks: {', '.join(TASKS)})"
+    )
+
+
+def load_model(name: str, task: Optional[str] = None, trust_remote_code: bool = False):
+    """Load a model for export from a directory or hub id.
+
+    Args:
+        name: local directory or hub id.
+        task: one of ``TASKS``; default: inferred from ``config.architectures``.
+        trust_remote_code: passed to ``from_pretrained``.
+    Returns:
+        ``(model, task)``, the model in eval mode, fp32.
+    Raises:
+        ModelNotFoundError, UnsupportedArchitectureError, ValueError (unknown task).
+    """
+    import transformers
+    from transformers import AutoConfig
+
+    source = resolve_model(name, check_hub=True)
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if task is None:
+        archs = getattr(config, "architectures", None) or []
+        task = infer_task(archs[0]) if archs else "feature-extraction"
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; accepted tasks: {', '.join(TASKS)}")
+    auto_cls = getattr(transformers, TASKS[task][0])
+    try:
+        model = auto_cls.from_pretrained(source, trust_remote_code=trust_remote_code, torch_dtype=torch.float32)
+    except ValueError as exc:
+        arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+        raise UnsupportedArchitectureError(
+            f"unsupported architecture {arch!r} (model_type {config.model_type!r}) for task {task!r}: {str(exc).splitlines()[0][:200]}"
+        ) from None
+    return model.eval(), task
+
+
+# --------------------------------------------------------------------------- dummy inputs
+
+
+def _text_input_names(model, task: str) -> List[str]:
+    params = inspect.signature(model.forward).parameters
+    names = [n for n in _TEXT_INPUTS if n in params]
+    if "token_type_ids" in names and not getattr(model.config, "type_vocab_size", 0):
+        names.remove("token_type_ids")
+    if task.startswith("text-generation"):
+        if "token_type_ids" in names:
+            names.remove("token_type_ids")
+        if "position_ids" in params:  # Optimum's decoder configs take explicit positions
+            names.append("position_ids")
+    return names
+
+
+def _image_features(model, task: str) -> bool:
+    """Feature extraction from an image encoder (e.g. ``LNormViTModel``): inputs are ``pixel_values``."""
+    return task == "feature-extraction" and getattr(model, "main_input_name", None) == "pixel_values"
+
+
+def _vision_text(model, task: str) -> bool:
+    """An image + text model (config with ``vision_config`` and ``text_config``, e.g. LNormVisionText)."""
+    cfg = model.config
+    both = getattr(cfg, "vision_config", None) is not None and getattr(cfg, "text_config", None) is not None
+    return task == "visual-question-answering" or (task == "feature-extraction" and both)
+
+
+def input_spec(model, task: str) -> Dict[str, Dict[int, str]]:
+    """Input names and dynamic axes for ``task``, as Optimum's ONNX configs name them."""
+    if _vision_text(model, task):
+        text_axes = {0: "batch_size", 1: "sequence_length"}
+        return {"pixel_values": {0: "batch_size"}, "input_ids": dict(text_axes), "attention_mask": dict(text_axes)}
+    if task == "image-classification" or _image_features(model, task):
+        return {"pixel_values": {0: "batch_size"}}
+    if task == "reinforcement-learning":
+        return {"observations": {0: "batch_size"}}
+    if task.endswith("-with-past"):
+        raise UnsupportedArchitectureError(
+            f"task {task!r} for {type(model).__name__} needs Optimum's past-key-values export (transformers 4.57 with "
+            "optimum-onnx); the torch.onnx path exports the graph without a cache (task 'text-generation')"
+        )
+    if task.startswith("text2text"):
+        raise UnsupportedArchitectureError(
+            f"task {task!r} for {type(model).__name__} needs Optimum's encoder/decoder split; "
+            "the torch.onnx path exports single-graph tasks only"
+        )
+    return {n: {0: "batch_size", 1: "sequence_length"} for n in _text_input_names(model, task)}
+
+
+def dummy_inputs(model, task: str, batch: int = 2, seq: int = 13, seed: int = 0, pad: bool = True) -> Dict[str, torch.Tensor]:
+    """Random but valid inputs for ``model`` and ``task`` (right padding on the last row)."""
+    gen = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    if _vision_text(model, task):  # an image and a (right-padded) question per example
+        image = dummy_inputs(model, "image-classification", batch, seq, seed, pad)
+        return {**image, **dummy_inputs(model, "text-classification", batch, seq, seed + 1, pad)}
+    if task == "image-classification" or _image_features(model, task):
+        size = getattr(cfg, "image_size", 32)
+        size = size if isinstance(size, int) else size[0]
+        return {"pixel_values": torch.randn(batch, getattr(cfg, "num_channels", 3), size, size, generator=gen)}
+    if task == "reinforcement-learning":
+        return {"observations": torch.randn(batch, cfg.observation_size, generator=gen)}
+    maxpos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 512
+    seq = min(seq, maxpos)
+    vocab = cfg.vocab_size
+    out = {}
+    for name in _text_input_names(model, task):
+        if name == "input_ids":
+            out[name] = torch.randint(min(5, vocab - 1), vocab, (batch, seq), generator=gen)
+        elif name == "attention_mask":
+            mask = torch.ones(batch, seq, dtype=torch.long)
+            if pad and batch > 1 and seq > 4:
+                mask[-1, seq - 3 :] = 0
+            out[name] = mask
+        elif name == "token_type_ids":
+            tt = torch.zeros(batch, seq, dtype=torch.long)
+            tt[:, seq // 2 :] = 1 if getattr(cfg, "type_vocab_size", 1) > 1 else 0
+            out[name] = tt
+        elif name == "position_ids":
+            out[name] = torch.arange(seq).unsqueeze(0).expand(batch, seq).contiguous()
+    return out
+
+
+# --------------------------------------------------------------------------- graph inspection
+
+
+def onnx_files_in(directory: Union[str, Path]) -> List[str]:
+    """ONNX files under ``directory``, relative paths, sorted."""
+    directory = Path(directory)
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*.onnx"))
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _to_numpy(inputs: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in inputs.items()}
+
+
+def verify_onnx(model, onnx_path: Union[str, Path], task: str, inputs: Optional[Dict[str, torch.Tensor]] = None) -> float:
+    """Max |ONNX Runtime - PyTorch| over all named outputs on fresh inputs (another batch/sequence size).
+
+    Args:
+        model: the PyTorch model that was exported (patched or not).
+        onnx_path: a single-graph ONNX file (no past key values).
+        task: the export task (selects the outputs).
+        inputs: optional inputs; default: ``dummy_inputs(model, task, batch=3, seq=11, seed=1)``.
+    Returns:
+        The largest absolute difference.
+    """
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feed_names = {i.name for i in sess.get_inputs()}
+    if inputs is None:
+        inputs = dummy_inputs(model, task, batch=3, seq=11, seed=1)
+    inputs = {k: v for k, v in inputs.items() if k in feed_names}
+    feed = _to_numpy(inputs)
+    batch = next(iter(inputs.values())).shape[0]
+    for node in sess.get_inputs():
+        if node.name not in feed and node.name.startswith("past_key_values."):
+            # an empty cache: (batch, heads, 0, head_dim), the first step of generation
+            dims = [d if isinstance(d, int) else 0 for d in node.shape]
+            dims[0] = batch
+            feed[node.name] = np.zeros(dims, dtype=np.float32)
+    outs = [o.name for o in sess.get_outputs()]
+    got = dict(zip(outs, sess.run(outs, feed)))
+    extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+    with torch.inference_mode():
+        ref = model(**inputs, **extra, return_dict=True)
+    err = 0.0
+    for name in TASKS[task][1]:
+        if name in got and getattr(ref, name, None) is not None:
+            err = max(err, float(np.abs(got[name] - ref[name].float().numpy()).max()))
+    return err
+
+
+# --------------------------------------------------------------------------- exporters
+
+
+class _NamedOutputs(torch.nn.Module):
+    """Positional inputs -> tuple of named outputs, for ``torch.onnx.export``."""
+
+    def __init__(self, model, input_names: Sequence[str], output_names: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+
+    def forward(self, *args):
+        kwargs = dict(zip(self.input_names, args))
+        extra = {"use_cache": False} if "use_cache" in inspect.signature(self.model.forward).parameters else {}
+        out = self.model(**kwargs, **extra, return_dict=True)
+        return tuple(out[n] for n in self.output_names)
+
+
+def _output_axes(task: str) -> Dict[int, str]:
+    """Dynamic axes of the outputs: per token for token-level tasks, per example otherwise."""
+    if task in ("text-classification", "image-classification", "reinforcement-learning", "visual-question-answering"):
+        return {0: "batch_size"}
+    return {0: "batch_size", 1: "sequence_length"}
+
+
+def _export_dynamo(model, out_dir: Path, task: str, opset: int, notes: List[str]) -> List[str]:
+    spec = input_spec(model, task)
+    names = list(spec)
+    inputs = dummy_inputs(model, task, batch=2, seq=16)
+    output_names = list(TASKS[task][1])
+    wrapper = _NamedOutputs(model, names, output_names).eval()
+    dims: Dict[str, torch.export.Dim] = {}
+    dynamic_shapes = {}
+    for name in names:
+        dynamic_shapes[name] = {ax: dims.setdefault(label, torch.export.Dim(label)) for ax, label in spec[name].items()}
+    path = out_dir / "model.onnx"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper,
+                tuple(inputs[n] for n in names),
+                str(path),
+                input_names=names,
+                output_names=output_names,
+                dynamic_shapes={"args": tuple(dynamic_shapes[n] for n in names)},
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    except Exception as exc:
+        if not type(exc).__module__.startswith("torch"):
+            raise
+        # torch.export cannot trace data-dependent Python control flow (e.g. "is there any
+        # padding?"); torch.onnx's TorchScript exporter records the branch the dummy inputs
+        # take, which is the general one here since they include padding.
+        path.unlink(missing_ok=True)
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    wrapper,
+                    tuple(inputs[n] for n in names),
+                    str(path),
+                    input_names=names,
+                    output_names=output_names,
+                    dynamic_axes={**spec, **{o: _output_axes(task) for o in output_names}},
+                    opset_version=opset,
+                    dynamo=False,
+                )
+        except Exception:
+            raise exc from None
+        notes.append(f"torch.onnx dynamo could not trace {type(model).__name__} ({type(exc).__name__}: {reason}); "
+                     "used torch.onnx's TorchScript exporter instead")
+    return ["model.onnx"]
+
+
+def _export_optimum(model, out_dir: Path, task: str, opset: int, custom_onnx_configs=None, fn_get_submodels=None) -> List[str]:
+    from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.exporters.tasks import TasksManager
+
+    model_type = getattr(model.config, "export_model_type", model.config.model_type)
+    if custom_onnx_configs is None:
+        try:
+            supported = TasksManager.get_supported_tasks_for_model_type(model_type, "onnx", library_name="transformers")
+        except KeyError:
+            raise UnsupportedArchitectureError(
+                f"unsupported architecture {type(model).__name__!r}: model_type {model_type!r} has no ONNX config in Optimum "
+                "(and hf_lnorm has none for it)"
+            ) from None
+        if task not in supported:
+            raise UnsupportedArchitectureError(
+                f"task {task!r} is not supported for model_type {model_type!r} by Optimum's ONNX exporter "
+                f"(supported: {', '.join(sorted(supported))})"
+            )
+    kwargs = dict(opset=opset, task=task, custom_onnx_configs=custom_onnx_configs, fn_get_submodels=fn_get_submodels)
+    # verify_onnx checks against the (patched) PyTorch model afterwards; Optimum's own
+    # validation would re-run every submodel and double the export time.
+    kwargs["do_validation"] = False
+    if "library_name" in inspect.signature(onnx_export_from_model).parameters:
+        kwargs["library_name"] = "transformers"
+    from .onnx_configs import optimum_knows_families
+
+    with warnings.catch_warnings(), optimum_knows_families():
+        warnings.simplefilter("ignore")
+        onnx_export_from_model(model, out_dir, **kwargs)
+    return onnx_files_in(out_dir)
+
+
+def _save_side_files(model, source: Optional[str], out_dir: Path) -> None:
+    """config.json and the preprocessor (tokenizer / image processor) next to the ONNX file(s)."""
+    if not (out_dir / "config.json").exists():
+        model.config.save_pretrained(out_dir)
+    if source is None:
+        return
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    for loader in (AutoTokenizer, AutoImageProcessor):
+        try:
+            loader.from_pretrained(source).save_pretrained(out_dir)
+            break
+        except Exception:  # no such preprocessor in that folder: nothing to copy
+            continue
+
+
+def family_onnx_configs(model, task: str):
+    """``(custom_onnx_configs, fn_get_submodels)`` for hf_lnorm's own families, ``(None, None)`` otherwise."""
+    try:
+        from .onnx_configs import custom_configs_for
+    except ImportError:  # pragma: no cover - needs optimum
+        return None, None
+    return custom_configs_for(model, task)
+
+
+def _local_model_dirs(model) -> List[str]:
+    """The local folders ``model`` comes from (a path argument, or a loaded model's ``name_or_path``)."""
+    if isinstance(model, (str, os.PathLike)):
+        candidates = [os.fspath(model)]
+    else:
+        config = getattr(model, "config", None)
+        candidates = [getattr(model, "name_or_path", None), getattr(config, "_name_or_path", None)]
+    return [os.path.expanduser(c) for c in candidates if isinstance(c, str) and c and os.path.isdir(os.path.expanduser(c))]
+
+
+def export(
+    model: Union[str, "torch.nn.Module"],
+    output: Union[str, Path],
+    task: Optional[str] = None,
+    opset: int = DEFAULT_OPSET,
+    target: str = "onnx",
+    overwrite: bool = False,
+    method: Optional[str] = None,
+    patch: bool = True,
+    verify: bool = True,
+    trust_remote_code: bool = False,
+) -> ExportResult:
+    """Export a model to ONNX, atomically (a temp dir renamed onto ``output`` at the end).
+
+    Args:
+        model: a ``PreTrainedModel`` (exported as it is, patched or not), a local
+            directory or a hub id (loaded, then patched with ``hf_lnorm.patch``
+            unless ``patch=False``).
+        output: output directory; must not exist unless ``overwrite``.
+        task: one of ``TASKS``; default: inferred from the model class.
+        opset: ONNX opset, >= 17 (the dynamo path needs >= 18 and raises it).
+        target: ``"onnx"`` or ``"tensorrt"`` (standard ops only, checked; an engine
+            is built where TensorRT and a CUDA GPU are present).
+        overwrite: replace an existing ``output``.
+        method: ``"optimum"`` or ``"torch.onnx-dynamo"``; default: Optimum when installed.
+        patch: patch a model loaded from a path/hub id before export.
+        verify: compare ONNX Runtime with PyTorch on fresh inputs (single-graph exports, and every graph of
+            the encoder-decoder families: export/seq2seq.py).
+        trust_remote_code: for loading from a path/hub id.
+    Returns:
+        An ``ExportResult``.
+    Raises:
+        ModelNotFoundError: missing path / unknown hub id.
+        OutputExistsError: ``output`` is an earlier hf_lnorm output and ``overwrite`` is False.
+        UnsafeOutputError: (a subclass) ``output`` may never be replaced: it is the model's folder, holds it
+            or the current directory, is a file, or is a folder of files hf_lnorm did not write.
+        UnsupportedArchitectureError: the architecture or task cannot be exported.
+        ValueError: bad ``task``, ``opset``, ``target`` or ``method``.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; accepted targets: {', '.join(TARGETS)}")
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f"opset {opset!r} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    method = method or default_method()
+    if method not in (METHOD_OPTIMUM, METHOD_DYNAMO):
+        raise ValueError(f"unknown export method {method!r}; accepted: {METHOD_OPTIMUM}, {METHOD_DYNAMO}")
+    if method == METHOD_OPTIMUM and not optimum_available():
+        raise ValueError("method 'optimum' needs optimum-onnx (installable with transformers < 4.58 only)")
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; accepted tasks: {', '.join(TASKS)}")
+    protect = _local_model_dirs(model)
+    check_output_dir(output, overwrite, protect)
+
+    source = None
+    if isinstance(model, (str, os.PathLike)):
+        source = str(model)
+        model, task = load_model(source, task, trust_remote_code=trust_remote_code)
+        if patch:
+            import hf_lnorm
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                hf_lnorm.patch(model)
+    elif not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a path, a hub id or a PreTrainedModel, got {type(model).__name__}")
+    model.eval()
+    task = task or infer_task(model)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; accepted tasks: {', '.join(TASKS)}")
+
+    notes = []
+    if method == METHOD_DYNAMO and opset < DYNAMO_MIN_OPSET:
+        notes.append(f"opset raised from {opset} to {DYNAMO_MIN_OPSET} (the torch.onnx dynamo exporter emits opset-18 ops)")
+        opset = DYNAMO_MIN_OPSET
+    notes.insert(0, "export path: Optimum ONNX exporter (optimum-onnx)" if method == METHOD_OPTIMUM
+                 else "export path: torch.onnx.export (dynamo) — Optimum's exporter is not installed with this transformers")
+
+    family = _family_of(model)  # an encoder-decoder family: several graphs (export/seq2seq.py)
+    with staged_output_dir(output, overwrite, protect + _local_model_dirs(model), writer="hf-lnorm export") as tmp:
+        if method == METHOD_OPTIMUM:
+            configs, submodels = family_onnx_configs(model, task)
+            files = _export_optimum(model, tmp, task, opset, configs, submodels)
+        else:
+            try:
+                if family is not None:  # encoder + decoder (+ decoder with past) graphs
+                    files = _seq2seq.export_dynamo(family, model, tmp, opset, task=task)
+                else:
+                    files = _export_dynamo(model, tmp, task, opset, notes)
+            except Exception as exc:
+                if not type(exc).__module__.startswith("torch"):
+                    raise  # not the exporter rejecting the model (OSError, interrupts, our own errors)
+                raise UnsupportedArchitectureError(
+                    f"torch.onnx (dynamo) could not export architecture {type(model).__name__!r} "
+                    f"for task {task!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                ) from exc
+        _save_side_files(model, source, tmp)
+        files = onnx_files_in(tmp)
+        if not files:
+            raise RuntimeError(f"the exporter wrote no ONNX file for {type(model).__name__}")
+        result = ExportResult(
+            output_dir=Path(output).expanduser().absolute(),
+            onnx_files=files,
+            method=method,
+            task=task,
+            opset=onnx_opset(tmp / files[0]),
+            target=target,
+            op_types={f: onnx_op_types(tmp / f) for f in files},
+            notes=notes,
+        )
+        if verify and files == ["model.onnx"]:
+            result.max_abs_err = verify_onnx(model, tmp / "model.onnx", task)
+        elif verify and family is not None:
+            result.max_abs_err = _verify_family(family, model, tmp)
+        if target == "tensorrt":
+            from .tensorrt import prepare_tensorrt
+
+            if family is not None:  # each graph's own inputs (decoders: encoder states, past), up to the position table
+                max_seq = getattr(model.config, "max_position_embeddings", None) or 512
+                result.notes.extend(prepare_tensorrt(tmp, files, max_seq=max_seq))
+            else:
+                result.notes.extend(prepare_tensorrt(tmp, files, input_spec_for_trt(model, task)))
+    return result
+
+
+def input_spec_for_trt(model, task: str) -> Dict[str, Tuple[int, ...]]:
+    """Per input, a representative full shape (batch 1, sequence 128 / image size) for TensorRT profiles."""
+    if task == "image-classification":
+        cfg = model.config
+        size = getattr(cfg, "image_size", 224)
+        size = size if isinstance(size, int) else size[0]
+        return {"pixel_values": (1, getattr(cfg, "num_channels", 3), size, size)}
+    if task == "reinforcement-learning":
+        return {"observations": (1, model.config.observation_size)}
+    if _vision_text(model, task):
+        cfg = model.config
+        length = min(128, getattr(cfg, "max_position_embeddings", 128))
+        return {"pixel_values": (1, cfg.num_channels, cfg.image_size, cfg.image_size), "input_ids": (1, length), "attention_mask": (1, length)}
+    try:
+        names = list(input_spec(model, task))
+    except UnsupportedArchitectureError:
+        names = _text_input_names(model, task)
+    return {n: (1, 128) for n in names}
+

@@ -1,0 +1,134 @@
+"""ONNX Runtime's own int8 quantization: dynamic (``quantize_dynamic_int8``) and static QDQ (``quantize_static_int8``).
+
+Both quantize each activation with one scale per tensor; ``per_token.py`` has
+the per-row variant and ``smoothquant.py`` the SmoothQuant rewrite that helps
+either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ._common import PathLike
+
+__all__ = ["FeedsReader", "quantize_dynamic_int8", "quantize_static_int8"]
+
+
+def quantize_dynamic_int8(
+    onnx_path: PathLike,
+    output_path: PathLike,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    op_types: Optional[Sequence[str]] = None,
+) -> Path:
+    """Dynamic int8: weights int8 ahead of time, activations quantized per call.
+
+    Args:
+        onnx_path: fp32 model (plain or ORT-fused).
+        output_path: where the int8 model goes.
+        per_channel: one weight scale per output channel (keeps accuracy on small models).
+        reduce_range: 7-bit weights, for CPUs without VNNI where u8s8 products can saturate.
+        op_types: op types to quantize; default ORT's (MatMul, Attention, Gather...).
+    Returns:
+        ``output_path``.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(onnx_path),
+        str(output_path),
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        op_types_to_quantize=list(op_types) if op_types else None,
+        # contrib ops of a fused graph defeat shape inference; their outputs are fp32
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return Path(output_path)
+
+
+class FeedsReader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over a list of input dicts."""
+
+    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]], input_names: Optional[Sequence[str]] = None):
+        self._feeds = [dict(f) for f in feeds]
+        if input_names is not None:
+            self._feeds = [{k: v for k, v in f.items() if k in input_names} for f in self._feeds]
+        self._it = iter(self._feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):
+        self._it = iter(self._feeds)
+
+    def __len__(self):
+        return len(self._feeds)
+
+
+def quantize_static_int8(
+    onnx_path: PathLike,
+    output_path: PathLike,
+    calibration_feeds: Sequence[Mapping[str, np.ndarray]],
+    per_channel: bool = True,
+    method: str = "minmax",
+    op_types: Sequence[str] = ("MatMul",),
+    reduce_range: bool = False,
+    weights_only: bool = True,
+) -> Path:
+    """Static int8 in QDQ format, activation ranges calibrated on real inputs.
+
+    Args:
+        onnx_path: fp32 model (the plain export: QDQ pairs are placed on standard ops).
+        output_path: where the QDQ model goes.
+        calibration_feeds: input dicts (numpy) run through the model to collect ranges.
+        per_channel: per-output-channel weight scales.
+        method: ``"minmax"``, ``"percentile"`` or ``"entropy"``.
+        op_types: op types that get Q/DQ around them.
+        reduce_range: 7-bit weights (see ``quantize_dynamic_int8``).
+        weights_only: quantize only nodes with a constant (initializer) input, i.e. the
+            Linear layers, not the activation x activation products of attention.
+    Returns:
+        ``output_path``.
+    Raises:
+        ValueError: unknown ``method`` or no calibration data.
+    """
+    import inspect
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise ValueError(f"unknown calibration method {method!r}; accepted: {', '.join(methods)}")
+    if not calibration_feeds:
+        raise ValueError("static quantization needs at least one calibration input")
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    names = [i.name for i in graph.input]
+    nodes = None
+    if weights_only:
+        consts = {t.name for t in graph.initializer}
+        consts |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
+        nodes = [n.name for n in graph.node if n.op_type in op_types and any(i in consts for i in n.input)]
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    kwargs = dict(
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        calibrate_method=methods[method],
+        op_types_to_quantize=list(op_types),
+        nodes_to_quantize=nodes,
+        extra_options=extra,
+    )
+    if "calibration_providers" in inspect.signature(quantize_static).parameters:
+        kwargs["calibration_providers"] = ["CPUExecutionProvider"]
+    quantize_static(str(onnx_path), str(output_path), FeedsReader(calibration_feeds, names), **kwargs)
+    return Path(output_path)

@@ -1,0 +1,45 @@
+"""Output plumbing shared by the model families' forwards.
+
+Shipped next to saved weights as remote code (each modeling file imports it
+directly), so it imports only torch, transformers and its sibling files.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from .layers import build_attention_mask, padded_for_export, run_stack
+
+
+def model_output(output_class, return_dict: bool, **fields):
+    """``output_class(**fields)``, or with ``return_dict=False`` the tuple of the fields that are not None, in order.
+
+    Example:
+        >>> model_output(BaseModelOutput, False, last_hidden_state=h, hidden_states=None, attentions=None)  # doctest: +SKIP
+        (h,)
+    """
+    if not return_dict:
+        return tuple(v for v in fields.values() if v is not None)
+    return output_class(**fields)
+
+
+def encode_bidirectional(stack: torch.nn.Module, hidden: torch.Tensor, key_mask: Optional[torch.Tensor],
+                         output_attentions: bool, output_hidden_states: bool, return_dict: bool):
+    """An encoder stack's pass over embedded inputs, without a causal mask.
+
+    Args:
+        stack: a module with ``layers`` and ``final_norm`` (from ``layers.build_stack``).
+        hidden: ``(B, S, hidden)`` embedded inputs.
+        key_mask: ``(B, S)`` with 1 for real positions, or None.
+        output_attentions, output_hidden_states, return_dict: resolved flags (``layers.output_flags``).
+    Returns:
+        ``BaseModelOutput`` (or its tuple): ``last_hidden_state (B, S, hidden)`` and the optional hidden states / attentions.
+    """
+    mask, _ = build_attention_mask(key_mask, hidden.shape[1], 0, causal=False, padded=padded_for_export(key_mask))
+    hidden, all_hidden, all_attn, _ = run_stack(
+        stack.layers, stack.final_norm, hidden, output_attentions, output_hidden_states, attention_mask=mask
+    )
+    return model_output(BaseModelOutput, return_dict, last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn)
