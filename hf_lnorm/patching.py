@@ -8,7 +8,8 @@ original module on random inputs (fp32, bf16, and bf16 input with fp32
 parameters, plus a tiny-variance input that exposes the eps) with random
 parameters substituted through ``torch.func.functional_call``. A module is
 patched only when a variant reproduces it; otherwise it is left alone and the
-report says why.
+report says why. The probing lives in ``hf_lnorm.probe``, the report records in
+``hf_lnorm.patch_report``; their public names import from here too.
 
 Patching is per instance: the module's own ``forward`` attribute is set to a
 bound method (its class is untouched), its parameters are not touched, so the
@@ -26,37 +27,32 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import logging
-import re
 import types
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from .norms.fused import fused_norm, resolve_backend, traced_norm, tracing
+from .norms.reference import NormSpec
 from .norms.residual import RESIDUAL_ATTR
-from .norms.reference import (
-    LAYER_NORM,
-    LAYER_NORM_CHANNELS_FIRST,
-    RMS_NORM_GEMMA,
-    RMS_NORM_LLAMA,
-    RMS_NORM_T5,
-    RMS_NORM_TORCH,
-    NormSpec,
+from .patch_report import NormRecord, PatchReport
+from .probe import (  # noqa: F401 - re-exported: hf_lnorm.patching is the documented home of these names
+    EPS_ATTRS,
+    _NOT_LAST_DIM,
+    _is_candidate,
+    _qualname,
+    _structure,
+    classify,
 )
 
 logger = logging.getLogger("hf_lnorm")
 
 STATE_ATTR = "_hf_lnorm_state"
 REPORT_ATTR = "_hf_lnorm_report"
-EPS_ATTRS = ("eps", "variance_epsilon", "epsilon", "layer_norm_eps", "norm_eps")
-_NORM_CLASS_NAME = re.compile(r"Norm(\d*d?|Gated)?$")
-_NOT_LAST_DIM = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d)
-_RMS_ORDER = (RMS_NORM_LLAMA, RMS_NORM_T5, RMS_NORM_TORCH, RMS_NORM_GEMMA)
 _MISSING = object()
 PatternArg = Optional[Union[str, Sequence[str]]]
 
@@ -177,60 +173,6 @@ def register_mode(mode: PatchMode) -> None:
 register_mode(FusedMode())
 
 
-# --------------------------------------------------------------------------- report
-
-
-@dataclass
-class NormRecord:
-    """One norm-like module and what ``patch`` did with it."""
-
-    name: str
-    cls: str
-    variant: Optional[str]
-    status: str  # "patched" | "skipped" | "excluded"
-    reason: str = ""
-    mode: Optional[str] = None
-    probe_err_fp32: Optional[float] = None
-    probe_err_half: Optional[float] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-
-class PatchReport(list):
-    """List of ``NormRecord`` with summaries. Returned by ``patch_report(model)``."""
-
-    @property
-    def patched(self) -> List[NormRecord]:
-        return [r for r in self if r.status == "patched"]
-
-    @property
-    def skipped(self) -> List[NormRecord]:
-        return [r for r in self if r.status == "skipped"]
-
-    @property
-    def excluded(self) -> List[NormRecord]:
-        return [r for r in self if r.status == "excluded"]
-
-    def summary(self) -> str:
-        modes = sorted({r.mode for r in self.patched if r.mode})
-        return (
-            f"hf_lnorm.patch: {len(self.patched)} norm(s) patched"
-            f"{' (' + ', '.join(modes) + ')' if modes else ''}, {len(self.skipped)} skipped, "
-            f"{len(self.excluded)} excluded"
-        )
-
-    def to_dicts(self) -> List[Dict[str, Any]]:
-        return [asdict(r) for r in self]
-
-    def table(self) -> str:
-        rows = [("module", "class", "variant", "status", "reason")]
-        rows += [(r.name or "<root>", r.cls, r.variant or "-", r.status, r.reason) for r in self]
-        widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
-        lines = []
-        for row in rows:
-            lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
-        return "\n".join(lines)
-
-
 @dataclass
 class _PatchState:
     mode: str
@@ -285,19 +227,6 @@ def is_patched(module: nn.Module) -> bool:
     return STATE_ATTR in module.__dict__
 
 
-def _is_candidate(module: nn.Module) -> bool:
-    if type(module).__module__.startswith("torch.nn.utils"):
-        return False  # weight/spectral-norm parametrizations normalize weights, not activations
-    if isinstance(module, (nn.LayerNorm, nn.RMSNorm) + _NOT_LAST_DIM):
-        return True
-    return bool(_NORM_CLASS_NAME.search(type(module).__name__))
-
-
-def _qualname(module: nn.Module) -> str:
-    t = type(module)
-    return f"{t.__module__}.{t.__qualname__}"
-
-
 def _as_patterns(arg: PatternArg, what: str) -> Optional[List[str]]:
     if arg is None:
         return None
@@ -311,208 +240,6 @@ def _as_patterns(arg: PatternArg, what: str) -> Optional[List[str]]:
 def _matches(name: str, pattern: str) -> bool:
     """Glob on the full dotted name, or equality with its trailing components."""
     return fnmatch.fnmatchcase(name, pattern) or name == pattern or name.endswith("." + pattern)
-
-
-def _forward_signature_problem(module: nn.Module) -> Optional[str]:
-    try:
-        sig = inspect.signature(module.forward)
-    except (TypeError, ValueError):
-        return None
-    params = [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if not params:
-        return "forward takes no tensor argument"
-    extra = [p.name for p in params[1:]]
-    if extra:
-        return f"forward takes extra arguments ({', '.join(extra)}); only single-input norms are patched"
-    return None
-
-
-def _structure(module: nn.Module):
-    """(weight, bias, eps_attr, normalized_shape, channels_first) or a reason string."""
-    if isinstance(module, _NOT_LAST_DIM) or re.search(r"(Batch|Group|Instance)Norm", type(module).__name__):
-        return f"{type(module).__name__} normalizes over channels, groups or the batch, not the last dimension"
-    if any(True for _ in module.children()):
-        return "has submodules; not a plain norm layer"
-    params = dict(module.named_parameters(recurse=False))
-    unexpected = sorted(set(params) - {"weight", "bias"})
-    if unexpected:
-        return f"has parameters other than weight/bias: {', '.join(unexpected)}"
-    weight, bias = params.get("weight"), params.get("bias")
-    if weight is None and "weight" in module._buffers:
-        return "its gain is a buffer, not a parameter"
-    if weight is not None and weight.device.type == "meta":
-        return "parameters are on the meta device"
-    eps_attr = next((a for a in EPS_ATTRS if hasattr(module, a)), None)
-    if eps_attr is None:
-        return f"no eps attribute (looked for {', '.join(EPS_ATTRS)})"
-    eps_value = getattr(module, eps_attr)
-    if eps_value is not None and not isinstance(eps_value, (int, float)):
-        return f"eps attribute {eps_attr!r} is not a number ({type(eps_value).__name__})"
-    if weight is not None:
-        shape = tuple(weight.shape)
-    elif getattr(module, "normalized_shape", None) is not None:
-        ns = module.normalized_shape
-        shape = tuple(ns) if isinstance(ns, (tuple, list, torch.Size)) else (int(ns),)
-    else:
-        shape = (16,)
-    if bias is not None and tuple(bias.shape) != shape:
-        return f"bias shape {tuple(bias.shape)} differs from gain shape {shape}"
-    channels_first = getattr(module, "data_format", None) == "channels_first"
-    problem = _forward_signature_problem(module)
-    if problem:
-        return problem
-    return weight, bias, eps_attr, shape, channels_first
-
-
-def _hypotheses(module: nn.Module, has_bias: bool, channels_first: bool, ndim: int, has_weight: bool, eps_attr: str):
-    def spec(v, nd=ndim):
-        return NormSpec(v, normalized_ndim=nd, eps_attr=eps_attr, has_weight=has_weight, has_bias=has_bias)
-
-    name = type(module).__name__.lower()
-    if channels_first:
-        return [spec(LAYER_NORM_CHANNELS_FIRST, 1)]
-    if type(module) is nn.LayerNorm:
-        return [spec(LAYER_NORM)]
-    if type(module) is nn.RMSNorm:
-        return [spec(RMS_NORM_TORCH)]
-    if isinstance(module, nn.LayerNorm):  # a subclass may permute its input (LayerNorm2d) or change the math
-        ln, cf = spec(LAYER_NORM), spec(LAYER_NORM_CHANNELS_FIRST, 1)
-        return [cf, ln] if name.endswith("2d") else [ln, cf]
-    rms = [] if has_bias else [spec(v) for v in _RMS_ORDER]
-    ln = [spec(LAYER_NORM)]
-    ordered = rms + ln if "rms" in name or not has_bias else ln + rms
-    if ndim == 1 and "rms" not in name:
-        # LayerNorm2d-style classes permute a (B, C, H, W) input themselves
-        cf = [spec(LAYER_NORM_CHANNELS_FIRST, 1)]
-        ordered = cf + ordered if name.endswith("2d") else ordered + cf
-    return ordered
-
-
-def _probe_inputs(spec: NormSpec, shape: Tuple[int, ...], device, gen: torch.Generator, rank: int = 4):
-    if spec.variant == LAYER_NORM_CHANNELS_FIRST:
-        full = (2, shape[0], 3, 2) if rank == 4 else (2, shape[0], 5)
-    else:
-        full = (2, 3) + tuple(shape)
-    x = torch.randn(full, generator=gen) * 2.0 + 0.5
-    tiny = torch.randn(full, generator=gen) * 1e-3 + 1e-3  # eps dominates the variance here
-    return x.to(device), tiny.to(device)
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.float(), b.float()
-    if not torch.isfinite(a).all() or not torch.isfinite(b).all():
-        same_nan = torch.equal(torch.isnan(a), torch.isnan(b))
-        if not same_nan:
-            return float("inf")
-        a, b = torch.nan_to_num(a), torch.nan_to_num(b)
-    return float((a - b).abs().max() / max(1.0, float(b.abs().max())))
-
-
-def _probe(module: nn.Module, spec: NormSpec, struct) -> Tuple[bool, float, float, str]:
-    """Run ``spec``'s fused forward beside the original. Returns (ok, fp32 err, half err, why)."""
-    result = _probe_rank(module, spec, struct, 4)
-    if spec.variant == LAYER_NORM_CHANNELS_FIRST and result[3].startswith("forward(x) raised"):
-        result = _probe_rank(module, spec, struct, 3)  # (B, C, L) layouts, e.g. SqueezeBERT
-    return result
-
-
-def _probe_rank(module: nn.Module, spec: NormSpec, struct, rank: int) -> Tuple[bool, float, float, str]:
-    weight, bias, eps_attr, shape, _ = struct
-    device = weight.device if weight is not None else torch.device("cpu")
-    gen = torch.Generator().manual_seed(20240607)
-    x, tiny = _probe_inputs(spec, shape, device, gen, rank)
-    w = (torch.randn(shape, generator=gen) * 0.5 + 0.3).to(device) if weight is not None else None
-    b = torch.randn(shape, generator=gen).to(device) if bias is not None else None
-    eps = getattr(module, eps_attr)
-
-    def run_both(xin, pdtype):
-        params = {}
-        if w is not None:
-            params["weight"] = w.to(pdtype)
-        if b is not None:
-            params["bias"] = b.to(pdtype)
-        with torch.no_grad():
-            try:
-                ref = torch.func.functional_call(module, params, (xin,))
-            except Exception as exc:  # the original itself rejects this dtype mix
-                return None, exc
-            if not isinstance(ref, torch.Tensor):
-                return "non-tensor", None
-            ours = fused_norm(spec, xin, params.get("weight"), params.get("bias"), eps)
-        return (ref, ours), None
-
-    err32 = 0.0
-    for xin in (x, tiny):
-        res, exc = run_both(xin, torch.float32)
-        if res is None:
-            return False, float("inf"), float("inf"), f"forward(x) raised {type(exc).__name__}: {exc}"
-        if res == "non-tensor":
-            return False, float("inf"), float("inf"), "forward does not return a single tensor"
-        ref, ours = res
-        if ref.shape != ours.shape or ref.dtype != ours.dtype:
-            return False, float("inf"), float("inf"), f"output {tuple(ref.shape)}/{ref.dtype} vs {tuple(ours.shape)}/{ours.dtype}"
-        err32 = max(err32, _rel_err(ours, ref))
-    if err32 > 1e-5:
-        return False, err32, float("inf"), f"fp32 probe error {err32:.2e}"
-    errh = 0.0
-    mixed_ok = True
-    for pdtype in (torch.bfloat16, torch.float32):  # bf16 params, then fp32 params with a bf16 input
-        res, exc = run_both(x.to(torch.bfloat16), pdtype)
-        if res is None or res == "non-tensor":
-            continue  # the original does not support this dtype combination either
-        ref, ours = res
-        bad = ref.dtype != ours.dtype or ref.shape != ours.shape
-        err = float("inf") if bad else _rel_err(ours, ref)
-        if pdtype == torch.bfloat16:
-            if bad:
-                return False, err32, err, f"bf16 probe returns {ref.dtype}, variant gives {ours.dtype}"
-            errh = max(errh, err)
-        elif err > 2e-2:
-            mixed_ok = False  # mixed dtypes will run the original forward
-        else:
-            errh = max(errh, err)
-    if errh > 2e-2:
-        return False, err32, errh, f"bf16 probe error {errh:.2e}"
-    return True, err32, errh, "" if mixed_ok else "mixed-dtype"
-
-
-def classify(module: nn.Module, _cache: Optional[dict] = None) -> Tuple[Optional[NormSpec], str, Optional[float], Optional[float]]:
-    """Classify a norm-like module into a reference variant.
-
-    Returns:
-        ``(spec, reason, fp32_err, half_err)``; ``spec`` is None when the module
-        cannot be proven equivalent to any variant, with ``reason`` saying why.
-        When the variant matches for same-dtype inputs but not for a half input
-        with fp32 parameters, ``reason`` is ``"mixed-dtype"``: the patched module
-        then runs its original forward for such inputs.
-    """
-    struct = _structure(module)
-    if isinstance(struct, str):
-        return None, struct, None, None
-    weight, bias, eps_attr, shape, channels_first = struct
-    key = (type(module), weight is not None, bias is not None, eps_attr, len(shape), channels_first)
-    hyps = _hypotheses(module, bias is not None, channels_first, len(shape), weight is not None, eps_attr)
-    if _cache is not None and key in _cache:
-        hyps = [_cache[key]] + [h for h in hyps if h != _cache[key]]
-    best = None
-    failures = []
-    for spec in hyps:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ok, e32, eh, why = _probe(module, spec, struct)
-        if ok:
-            eh_rank = eh + (1.0 if why else 0.0)  # prefer variants that also match mixed dtypes
-            if best is None or eh_rank < best[3]:
-                best = (spec, e32, eh, eh_rank, why != "mixed-dtype")
-            if eh_rank == 0.0 or (_cache is not None and _cache.get(key) == spec):
-                break
-        else:
-            failures.append(f"{spec.variant}: {why}")
-    if best is None:
-        return None, "no reference variant reproduces it (" + "; ".join(failures[:3]) + ")", None, None
-    if _cache is not None:
-        _cache[key] = best[0]
-    return best[0], "" if best[4] else "mixed-dtype", best[1], best[2]
 
 
 # --------------------------------------------------------------------------- patch / unpatch

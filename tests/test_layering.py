@@ -35,7 +35,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     )),
     ("norms", ("hf_lnorm.norms",)),
     ("int8 math", ("hf_lnorm.norms.int8",)),
-    ("patching", ("hf_lnorm.patching",)),
+    ("patching", ("hf_lnorm.patching", "hf_lnorm.probe", "hf_lnorm.patch_report")),
     ("patch modes", ("hf_lnorm.quantization",)),
     ("models", ("hf_lnorm.models",)),
     ("public API", ("hf_lnorm",)),  # hf_lnorm/__init__.py: patching, modes and families in one import

@@ -12,19 +12,19 @@ TRITON_MAX_HIDDEN = 65536  # one row per Triton block; wider rows take the aten 
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def output_dtype(kind: str, x_dtype: torch.dtype, w_dtype: Optional[torch.dtype]) -> torch.dtype:
-    """dtype that the original implementation of ``kind`` returns (see ``reference.py``).
+def output_dtype(variant: str, x_dtype: torch.dtype, w_dtype: Optional[torch.dtype]) -> torch.dtype:
+    """dtype that the original implementation of ``variant`` returns (see ``reference.py``).
 
     Args:
-        kind: one of ``hf_lnorm.norms.ops.KINDS``.
+        variant: one of ``hf_lnorm.norms.ops.VARIANTS``.
         x_dtype: dtype of the normalized input (the sum, for add+norm).
         w_dtype: dtype of the gain, or None without one.
     Returns:
         The output dtype.
     """
-    if kind == "rms_llama":
+    if variant == "rms_norm_llama":
         return x_dtype if w_dtype is None else torch.promote_types(w_dtype, x_dtype)
-    if kind == "rms_t5":
+    if variant == "rms_norm_t5":
         if w_dtype is None:
             return torch.float32
         return w_dtype if w_dtype in _HALF else torch.promote_types(w_dtype, torch.float32)

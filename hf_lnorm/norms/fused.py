@@ -36,7 +36,7 @@ what the eager call computes:
   which at run time takes the C++ kernel exactly where eager does (float32 CPU
   inference) and aten elsewhere, so the graph computes what eager computes.
 * ONNX export (every backend): ``F.layer_norm``, exported as the standard
-  ``LayerNormalization`` node, and the RMS conventions as the reference math
+  ``LayerNormalization`` node, and the RMS variants as the reference math
   (``Pow``/``ReduceMean``/``Sqrt``...: opset 17 has no RMSNorm op).
 
 ``torch.fx`` records no dtypes, so under fx the casting rules are taken for an
@@ -149,13 +149,14 @@ def aten_norm(
     raise ValueError(f"unknown norm variant {variant!r}")
 
 
-_KIND_OF_VARIANT = {
-    LAYER_NORM: "layer_norm",
-    LAYER_NORM_CHANNELS_FIRST: "layer_norm",
-    RMS_NORM_LLAMA: "rms_llama",
-    RMS_NORM_GEMMA: "rms_gemma",
-    RMS_NORM_T5: "rms_t5",
-    RMS_NORM_TORCH: "rms_torch",
+# the op variant that computes each reference variant (channels-first runs the last-dim LayerNorm on moved dims)
+_OP_VARIANT = {
+    LAYER_NORM: LAYER_NORM,
+    LAYER_NORM_CHANNELS_FIRST: LAYER_NORM,
+    RMS_NORM_LLAMA: RMS_NORM_LLAMA,
+    RMS_NORM_GEMMA: RMS_NORM_GEMMA,
+    RMS_NORM_T5: RMS_NORM_T5,
+    RMS_NORM_TORCH: RMS_NORM_TORCH,
 }
 
 
@@ -177,17 +178,17 @@ def triton_norm(
         return aten_norm(spec, x, weight, bias, eps)
     if eps is None:  # nn.RMSNorm(eps=None) uses the input dtype's machine epsilon
         eps = torch.finfo(x.dtype).eps
-    kind = _KIND_OF_VARIANT[spec.variant]
+    op_variant = _OP_VARIANT[spec.variant]
     if spec.variant == LAYER_NORM_CHANNELS_FIRST:
-        y = ops.triton_norm_fwd(x.movedim(1, -1), None, weight, bias, float(eps), kind)[0]
+        y = ops.triton_norm_fwd(x.movedim(1, -1), None, weight, bias, float(eps), op_variant)[0]
         return y.movedim(-1, 1)
     n = spec.normalized_ndim
     if n == 1:
-        return ops.triton_norm_fwd(x, None, weight, bias, float(eps), kind)[0]
+        return ops.triton_norm_fwd(x, None, weight, bias, float(eps), op_variant)[0]
     flat = x.reshape(x.shape[:-n] + (-1,))
     w = None if weight is None else weight.reshape(-1)
     b = None if bias is None else bias.reshape(-1)
-    return ops.triton_norm_fwd(flat, None, w, b, float(eps), kind)[0].reshape(x.shape)
+    return ops.triton_norm_fwd(flat, None, w, b, float(eps), op_variant)[0].reshape(x.shape)
 
 
 def cpp_norm(
@@ -199,15 +200,15 @@ def cpp_norm(
 ) -> torch.Tensor:
     """hf_lnorm's C++ CPU kernel (``norms/cpu``) for float32 inference over the last dim; ``aten`` otherwise.
 
-    Covers LayerNorm and the RMS conventions whose float32 math is ``normed * w``
+    Covers LayerNorm and the RMS variants whose float32 math is ``normed * w``
     (Llama, T5, ``nn.RMSNorm``); the result equals ``aten``'s within fp32 rounding.
     """
     from . import ops
 
-    kind = _KIND_OF_VARIANT[spec.variant]
+    op_variant = _OP_VARIANT[spec.variant]
     if (spec.variant != LAYER_NORM_CHANNELS_FIRST and spec.normalized_ndim == 1 and eps is not None
-            and ops._cpp_inference(x, None, weight, bias, kind)):
-        return ops._cpp_fwd(x, None, weight, bias, eps, kind)[0]
+            and ops._cpp_inference(x, None, weight, bias, op_variant)):
+        return ops._cpp_fwd(x, None, weight, bias, eps, op_variant)[0]
     return aten_norm(spec, x, weight, bias, eps)
 
 
@@ -244,13 +245,13 @@ def traced_norm(
     if torch.onnx.is_in_onnx_export() and spec.is_rms:
         if eps is None:
             eps = torch.finfo(x.dtype).eps
-        return reference_rms_norm(x, weight, eps, spec.rms_convention, n)
+        return reference_rms_norm(x, weight, eps, spec.variant, n)
     from . import ops
 
-    kind = _KIND_OF_VARIANT[spec.variant]
-    if (backend == "cpp" and not torch.onnx.is_in_onnx_export() and kind in ops.CPP_KINDS
+    op_variant = _OP_VARIANT[spec.variant]
+    if (backend == "cpp" and not torch.onnx.is_in_onnx_export() and op_variant in ops.CPP_VARIANTS
             and spec.variant != LAYER_NORM_CHANNELS_FIRST and n == 1 and eps is not None):
-        return ops.norm_fwd(x, None, weight, bias, float(eps), kind, "cpp_inference")[0]
+        return ops.norm_fwd(x, None, weight, bias, float(eps), op_variant, "cpp_inference")[0]
     return aten_norm(spec, x, weight, bias, eps, normalized_shape, (x_dtype, weight_dtype))
 
 

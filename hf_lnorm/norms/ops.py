@@ -12,8 +12,8 @@ exported to standard ONNX ops such as ``LayerNormalization`` at opset 17):
 
 All of them normalize over the last dimension. Under them sit two custom ops,
 ``hf_lnorm::norm_fwd`` and ``hf_lnorm::norm_bwd``, which cover every variant
-of ``reference.py`` (``kind``: ``layer_norm``, ``rms_llama``, ``rms_gemma``,
-``rms_t5``, ``rms_torch``), with fake (meta) implementations and registered
+of ``reference.py`` except channels-first (``variant``: ``layer_norm``,
+``rms_norm_llama``, ``rms_norm_gemma``, ``rms_norm_t5``, ``rms_norm_torch``), with fake (meta) implementations and registered
 autograd, so that ``torch.compile`` and ``torch.export`` see one op per norm.
 Inside the ops, CUDA tensors run the Triton kernels of ``norms/triton`` (when
 Triton is installed) and everything else runs native aten kernels; ``impl``
@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -53,9 +54,31 @@ except ImportError:  # pragma: no cover - torch without fake tensors
         return False
 from ._common import _HALF, TRITON_MAX_HIDDEN, output_dtype  # noqa: F401  (public here too)
 
-KINDS = ("layer_norm", "rms_llama", "rms_gemma", "rms_t5", "rms_torch")
+VARIANTS = ("layer_norm", "rms_norm_llama", "rms_norm_gemma", "rms_norm_t5", "rms_norm_torch")
 IMPLS = ("auto", "aten", "triton", "cpp", "cpp_inference")
-CPP_KINDS = ("layer_norm", "rms_llama", "rms_t5", "rms_torch")  # float32 math is the same for the three RMS kinds
+CPP_VARIANTS = ("layer_norm", "rms_norm_llama", "rms_norm_t5", "rms_norm_torch")  # float32 math is the same for the three RMS variants
+_OLD_VARIANT_NAMES = {"rms_llama": "rms_norm_llama", "rms_gemma": "rms_norm_gemma", "rms_t5": "rms_norm_t5",
+                      "rms_torch": "rms_norm_torch"}
+_OLD_CONSTANTS = {"KINDS": "VARIANTS", "CPP_KINDS": "CPP_VARIANTS"}
+
+
+def __getattr__(name: str):
+    if name in _OLD_CONSTANTS:
+        new = _OLD_CONSTANTS[name]
+        warnings.warn(f"hf_lnorm.norms.ops.{name} is deprecated: use hf_lnorm.norms.ops.{new}",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _variant_name(variant: str) -> str:
+    """``variant``, with the deprecated names of the RMS variants (``rms_llama``...) mapped to
+    ``reference.VARIANTS`` names under a ``DeprecationWarning``."""
+    new = _OLD_VARIANT_NAMES.get(variant)
+    if new is None:
+        return variant
+    warnings.warn(f"norm variant {variant!r} is deprecated: use {new!r}", DeprecationWarning, stacklevel=3)
+    return new
 
 
 # --------------------------------------------------------------------------- helpers
@@ -73,17 +96,17 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _check(kind: str, impl: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown norm kind {kind!r}; accepted: {', '.join(KINDS)}")
+def _check(variant: str, impl: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown norm variant {variant!r}; accepted: {', '.join(VARIANTS)}")
     if impl not in IMPLS:
         raise ValueError(f"unknown norm impl {impl!r}; accepted: {', '.join(IMPLS)}")
 
 
 def _cpp_covers(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
-                kind: str) -> bool:
-    """Whether the C++ CPU kernels (``norms/cpu``) compute this case: float32 CPU tensors, a covered kind."""
-    if x.dtype != torch.float32 or not x.is_cpu or kind not in CPP_KINDS or x.dim() == 0:
+                variant: str) -> bool:
+    """Whether the C++ CPU kernels (``norms/cpu``) compute this case: float32 CPU tensors, a covered variant."""
+    if x.dtype != torch.float32 or not x.is_cpu or variant not in CPP_VARIANTS or x.dim() == 0:
         return False
     n = x.shape[-1]
     if residual is not None and (residual.dtype != torch.float32 or not residual.is_cpu or residual.shape != x.shape):
@@ -95,36 +118,36 @@ def _cpp_covers(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
 
 
 def _cpp_inference(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
-                   kind: str) -> bool:
+                   variant: str) -> bool:
     """The one test for the C++ path of the eager functions: eager CPU (not compiling, tracing or under
     ``TRITON_INTERPRET=1``), nothing records gradients, a covered case, kernels built."""
     if not _direct_aten(x) or torch.jit.is_tracing():  # traces record aten ops, not this op
         return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias)):
         return False
-    return _cpp_covers(x, residual, weight, bias, kind) and _cpu.is_available()
+    return _cpp_covers(x, residual, weight, bias, variant) and _cpu.is_available()
 
 
-def _cpp_fwd(x, residual, weight, bias, eps, kind, in_place=False):
+def _cpp_fwd(x, residual, weight, bias, eps, variant, in_place=False):
     """``[y, s, mean, rstd]`` from the C++ kernels (contiguous copies where needed; callers checked
     that the kernels are available)."""
     c = [t if t is None or t.is_contiguous() else t.contiguous() for t in (x, residual, weight, bias)]
-    return torch.ops.hf_lnorm_cpu.add_norm(c[0], c[1], c[2], c[3], float(eps), kind != "layer_norm", in_place)
+    return torch.ops.hf_lnorm_cpu.add_norm(c[0], c[1], c[2], c[3], float(eps), variant != "layer_norm", in_place)
 
 
-def _use_cpp(x, residual, weight, bias, kind, impl) -> bool:
+def _use_cpp(x, residual, weight, bias, variant, impl) -> bool:
     """Whether the op runs the C++ kernels: ``impl="cpp"`` checks the case is covered and the kernels run
     here (clear errors otherwise); ``impl="cpp_inference"`` uses them exactly where the eager functions
     would (float32 CPU inference of a covered case, kernels built) and aten everywhere else."""
     if impl == "cpp_inference":
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight, bias)):
             return False
-        return _cpp_covers(x, residual, weight, bias, kind) and _cpu.is_available()
+        return _cpp_covers(x, residual, weight, bias, variant) and _cpu.is_available()
     if impl != "cpp":
         return False
-    if not _cpp_covers(x, residual, weight, bias, kind):
+    if not _cpp_covers(x, residual, weight, bias, variant):
         raise ValueError(
-            f"impl='cpp' runs float32 CPU tensors of kinds {', '.join(CPP_KINDS)}; got kind {kind!r}, "
+            f"impl='cpp' runs float32 CPU tensors of variants {', '.join(CPP_VARIANTS)}; got variant {variant!r}, "
             f"x {x.dtype} on {x.device.type}" + ("" if residual is None else f", residual {residual.dtype}")
         )
     why = _cpu.unavailable_reason()
@@ -155,10 +178,10 @@ def _rows(x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- aten implementations
 
 
-def _aten_fwd(x, residual, weight, bias, eps, kind):
+def _aten_fwd(x, residual, weight, bias, eps, variant):
     s = x if residual is None else x + residual
     n = s.shape[-1]
-    if kind == "layer_norm":
+    if variant == "layer_norm":
         mixed = any(t is not None and t.dtype != s.dtype for t in (weight, bias))
         if mixed and s.device.type != "cpu":
             # CUDA's kernel wants one dtype; CPU's mixed kernel computes in fp32 and returns s.dtype: do the same
@@ -174,46 +197,46 @@ def _aten_fwd(x, residual, weight, bias, eps, kind):
     sf = s.float()
     rstd = torch.rsqrt(sf.pow(2).mean(-1, keepdim=True) + eps)
     normed = sf * rstd
-    if kind == "rms_llama":
+    if variant == "rms_norm_llama":
         y = normed.to(s.dtype)
         if weight is not None:
             y = weight * y
-    elif kind == "rms_gemma":
+    elif variant == "rms_norm_gemma":
         y = (normed if weight is None else normed * (1.0 + weight.float())).to(s.dtype)
-    elif kind == "rms_t5":
+    elif variant == "rms_norm_t5":
         if weight is None:
             y = normed
         else:
             y = weight * (normed.to(weight.dtype) if weight.dtype in _HALF else normed)
-    else:  # rms_torch
+    else:  # rms_norm_torch
         y = (normed if weight is None else normed * weight.float()).to(s.dtype)
     return y, s, s.new_empty((0,), dtype=torch.float32), rstd.reshape(s.shape[:-1])
 
 
-def _rounded_xhat(kind, xhat, s_dtype, weight):
+def _rounded_xhat(variant, xhat, s_dtype, weight):
     """xhat as the original multiplies it by the weight (Llama/T5 round it first)."""
-    if kind == "rms_llama":
+    if variant == "rms_norm_llama":
         return xhat.to(s_dtype).float()
-    if kind == "rms_t5" and weight is not None and weight.dtype in _HALF:
+    if variant == "rms_norm_t5" and weight is not None and weight.dtype in _HALF:
         return xhat.to(weight.dtype).float()
     return xhat
 
 
-def _aten_bwd(dy, ds, s, weight, mean, rstd, kind, has_bias, mask):
+def _aten_bwd(dy, ds, s, weight, mean, rstd, variant, has_bias, mask):
     """Backward in fp32 from the saved fp32 statistics (plain torch ops, any device)."""
     sf, g = s.float(), dy.float()
     r = rstd.unsqueeze(-1)
-    xhat = (sf - mean.unsqueeze(-1)) * r if kind == "layer_norm" else sf * r
+    xhat = (sf - mean.unsqueeze(-1)) * r if variant == "layer_norm" else sf * r
     if weight is None:
         dxhat = g
-    elif kind == "rms_gemma":
+    elif variant == "rms_norm_gemma":
         dxhat = g * (1.0 + weight.float())
     else:
         dxhat = g * weight.float()
     dx = None
     if mask[0]:
         proj = xhat * (dxhat * xhat).mean(-1, keepdim=True)
-        if kind == "layer_norm":
+        if variant == "layer_norm":
             proj = proj + dxhat.mean(-1, keepdim=True)
         dx = r * (dxhat - proj)
         if ds is not None:
@@ -221,7 +244,7 @@ def _aten_bwd(dy, ds, s, weight, mean, rstd, kind, has_bias, mask):
         dx = dx.to(s.dtype)
     dw = None
     if weight is not None and mask[1]:
-        dw = _rows(g * _rounded_xhat(kind, xhat, s.dtype, weight)).sum(0)
+        dw = _rows(g * _rounded_xhat(variant, xhat, s.dtype, weight)).sum(0)
     db = _rows(g).sum(0) if has_bias and mask[2] else None
     return dx, dw, db
 
@@ -236,7 +259,7 @@ def norm_fwd(
     weight: Optional[Tensor],
     bias: Optional[Tensor],
     eps: float,
-    kind: str,
+    variant: str,
     impl: str,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(Residual add +) norm over the last dim.
@@ -246,7 +269,7 @@ def norm_fwd(
         residual: optional tensor added to ``x`` before the norm (same shape).
         weight, bias: optional ``(N,)`` gain and shift (bias only for ``layer_norm``).
         eps: added to the variance / mean square.
-        kind: one of ``KINDS`` (the casting convention of the original module).
+        variant: one of ``VARIANTS`` (the casting convention of the original module).
         impl: ``auto`` | ``aten`` | ``triton`` | ``cpp`` (the C++ CPU kernels of
             ``norms/cpu``, float32 only; ``auto`` keeps aten on CPU here, the
             public functions pick ``cpp`` themselves in CPU inference) |
@@ -256,31 +279,33 @@ def norm_fwd(
     Returns:
         ``(y, summed, mean, rstd)``: ``summed`` is ``x + residual`` (an empty
         tensor without residual), ``mean``/``rstd`` fp32 of shape ``x.shape[:-1]``
-        (``mean`` empty for RMS kinds).
+        (``mean`` empty for RMS variants).
     """
-    _check(kind, impl)
-    if bias is not None and kind != "layer_norm":
-        raise ValueError(f"norm kind {kind!r} takes no bias (only 'layer_norm' does)")
-    if _use_cpp(x, residual, weight, bias, kind, impl):
-        y, s, mean, rstd = _cpp_fwd(x, residual, weight, bias, eps, kind)
+    variant = _variant_name(variant)
+    _check(variant, impl)
+    if bias is not None and variant != "layer_norm":
+        raise ValueError(f"norm variant {variant!r} takes no bias (only 'layer_norm' does)")
+    if _use_cpp(x, residual, weight, bias, variant, impl):
+        y, s, mean, rstd = _cpp_fwd(x, residual, weight, bias, eps, variant)
     elif _use_triton(x, impl):
         from .triton import kernels
 
-        y, s, mean, rstd = kernels.norm_fwd(x, residual, weight, bias, eps, kind)
+        y, s, mean, rstd = kernels.norm_fwd(x, residual, weight, bias, eps, variant)
     else:
-        y, s, mean, rstd = _aten_fwd(x, residual, weight, bias, eps, kind)
+        y, s, mean, rstd = _aten_fwd(x, residual, weight, bias, eps, variant)
     if residual is None:
         s = x.new_empty((0,))
     return y, s, mean, rstd
 
 
 @norm_fwd.register_fake
-def _norm_fwd_fake(x, residual, weight, bias, eps, kind, impl):
+def _norm_fwd_fake(x, residual, weight, bias, eps, variant, impl):
+    variant = _variant_name(variant)
     s_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
-    y = x.new_empty(x.shape, dtype=output_dtype(kind, s_dtype, None if weight is None else weight.dtype))
+    y = x.new_empty(x.shape, dtype=output_dtype(variant, s_dtype, None if weight is None else weight.dtype))
     s = x.new_empty((0,)) if residual is None else x.new_empty(x.shape, dtype=s_dtype)
     stats = x.shape[:-1]
-    mean = x.new_empty(stats if kind == "layer_norm" else (0,), dtype=torch.float32)
+    mean = x.new_empty(stats if variant == "layer_norm" else (0,), dtype=torch.float32)
     rstd = x.new_empty(stats, dtype=torch.float32)
     return y, s, mean, rstd
 
@@ -293,7 +318,7 @@ def norm_bwd(
     weight: Optional[Tensor],
     mean: Tensor,
     rstd: Tensor,
-    kind: str,
+    variant: str,
     has_bias: bool,
     impl: str,
     mask: List[bool],
@@ -305,7 +330,7 @@ def norm_bwd(
         ds: optional gradient that reached the sum ``x + residual`` directly.
         s: the tensor that was normalized (``x`` or ``x + residual``).
         weight, mean, rstd: as saved by the forward.
-        kind, impl: as in ``norm_fwd``.
+        variant, impl: as in ``norm_fwd``.
         has_bias: whether the forward had a bias.
         mask: which of (dx, dweight, dbias) are needed.
     Returns:
@@ -313,13 +338,14 @@ def norm_bwd(
         fp32 ``(N,)`` accumulated across rows. Gradients that are not needed
         come back as empty tensors.
     """
-    _check(kind, impl)
+    variant = _variant_name(variant)
+    _check(variant, impl)
     if _use_triton(s, impl):
         from .triton import kernels
 
-        dx, dw, db = kernels.norm_bwd(dy, ds, s, weight, mean, rstd, kind, has_bias, mask)
+        dx, dw, db = kernels.norm_bwd(dy, ds, s, weight, mean, rstd, variant, has_bias, mask)
     else:
-        dx, dw, db = _aten_bwd(dy, ds, s, weight, mean, rstd, kind, has_bias, mask)
+        dx, dw, db = _aten_bwd(dy, ds, s, weight, mean, rstd, variant, has_bias, mask)
     dx = s.new_empty((0,)) if dx is None else dx
     dw = s.new_empty((0,), dtype=torch.float32) if dw is None else dw.float()
     db = s.new_empty((0,), dtype=torch.float32) if db is None else db.float()
@@ -327,7 +353,8 @@ def norm_bwd(
 
 
 @norm_bwd.register_fake
-def _norm_bwd_fake(dy, ds, s, weight, mean, rstd, kind, has_bias, impl, mask):
+def _norm_bwd_fake(dy, ds, s, weight, mean, rstd, variant, has_bias, impl, mask):
+    variant = _variant_name(variant)
     n = s.shape[-1]
     f32 = torch.float32
     dx = s.new_empty(s.shape) if mask[0] else s.new_empty((0,))
@@ -337,11 +364,12 @@ def _norm_bwd_fake(dy, ds, s, weight, mean, rstd, kind, has_bias, impl, mask):
 
 
 def _setup_context(ctx, inputs, output):
-    x, residual, weight, bias, eps, kind, impl = inputs
+    x, residual, weight, bias, eps, variant, impl = inputs
+    variant = _variant_name(variant)
     y, s, mean, rstd = output
     normalized = x if residual is None else s
     ctx.save_for_backward(normalized, weight, mean, rstd)
-    ctx.kind, ctx.impl = kind, impl
+    ctx.variant, ctx.impl = variant, impl
     ctx.has_bias = bias is not None
     ctx.has_residual = residual is not None
     ctx.dtypes = (x.dtype, None if residual is None else residual.dtype)
@@ -357,7 +385,7 @@ def _backward(ctx, dy, ds, dmean, drstd):
         dy = torch.zeros_like(s)
     if not ctx.has_residual or ds is None or ds.numel() == 0:
         ds = None
-    dx, dw, db = norm_bwd(dy.contiguous(), ds, s, weight, mean, rstd, ctx.kind, ctx.has_bias, ctx.impl, mask)
+    dx, dw, db = norm_bwd(dy.contiguous(), ds, s, weight, mean, rstd, ctx.variant, ctx.has_bias, ctx.impl, mask)
     gx = gr = gw = gb = None
     if need_x:
         if ctx.needs_input_grad[0]:
@@ -387,12 +415,12 @@ class _TritonNorm(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, residual, weight, bias, eps, kind):
+    def forward(ctx, x, residual, weight, bias, eps, variant):
         from .triton import kernels
 
-        y, s, mean, rstd = kernels.norm_fwd(x, residual, weight, bias, eps, kind)
+        y, s, mean, rstd = kernels.norm_fwd(x, residual, weight, bias, eps, variant)
         ctx.save_for_backward(s, weight, mean, rstd)
-        ctx.kind, ctx.has_bias, ctx.has_residual = kind, bias is not None, residual is not None
+        ctx.variant, ctx.has_bias, ctx.has_residual = variant, bias is not None, residual is not None
         ctx.dtypes = (x.dtype, None if residual is None else residual.dtype,
                       None if weight is None else weight.dtype, None if bias is None else bias.dtype)
         ctx.set_materialize_grads(False)
@@ -409,7 +437,7 @@ class _TritonNorm(torch.autograd.Function):
         if dy is None:
             dy = torch.zeros_like(s)
         dx, dw, db = kernels.norm_bwd(dy.contiguous(), ds if ctx.has_residual else None, s, weight, mean, rstd,
-                                      ctx.kind, ctx.has_bias, mask)
+                                      ctx.variant, ctx.has_bias, mask)
         gx = dx.to(ctx.dtypes[0]) if need[0] else None
         gr = dx.to(ctx.dtypes[1]) if (ctx.has_residual and need[1]) else None
         gw = dw.to(ctx.dtypes[2]) if mask[1] else None
@@ -426,17 +454,34 @@ def _direct_triton(x: Tensor, interpreted_ok: bool = False) -> bool:
 
 
 def triton_norm_fwd(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
-                    eps: float, kind: str) -> Tuple[Tensor, Tensor]:
-    """``(y, summed)`` from the Triton kernels for any ``kind``; ``summed`` is ``x`` without residual.
+                    eps: float, variant: Optional[str] = None, *, kind: Optional[str] = None) -> Tuple[Tensor, Tensor]:
+    """``(y, summed)`` from the Triton kernels for any ``variant``; ``summed`` is ``x`` without residual.
 
     Eager CUDA goes through ``_TritonNorm`` (cheap to call), everything else
     (``torch.compile``, export, ``TRITON_INTERPRET=1`` on CPU) through the
     ``norm_fwd`` custom op with ``impl="triton"``.
+
+    Args:
+        x, residual, weight, bias, eps: as in ``norm_fwd``.
+        variant: one of ``VARIANTS``.
+        kind: deprecated name of ``variant``.
+    Returns:
+        ``(y, summed)``.
+    Raises:
+        TypeError: neither or both of ``variant`` and ``kind`` are given.
     """
+    if kind is not None:
+        if variant is not None:
+            raise TypeError("triton_norm_fwd got both 'variant' and its deprecated name 'kind'; pass 'variant'")
+        warnings.warn("triton_norm_fwd(kind=...) is deprecated: use variant=...", DeprecationWarning, stacklevel=2)
+        variant = kind
+    if variant is None:
+        raise TypeError("triton_norm_fwd needs 'variant' (one of " + ", ".join(VARIANTS) + ")")
+    variant = _variant_name(variant)
     if _direct_triton(x, interpreted_ok=True):
-        out = _TritonNorm.apply(x, residual, weight, bias, float(eps), kind)
+        out = _TritonNorm.apply(x, residual, weight, bias, float(eps), variant)
         return out if residual is not None else (out, x)
-    y, s, _, _ = norm_fwd(x, residual, weight, bias, float(eps), kind, "triton")
+    y, s, _, _ = norm_fwd(x, residual, weight, bias, float(eps), variant, "triton")
     return y, (s if residual is not None else x)
 
 
@@ -513,13 +558,13 @@ def rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> T
     """
     if _exporting(x):
         return _rms_llama_plain(x, weight, eps)
-    if _cpp_inference(x, None, weight, None, "rms_llama"):
-        return _cpp_fwd(x, None, weight, None, eps, "rms_llama")[0]
+    if _cpp_inference(x, None, weight, None, "rms_norm_llama"):
+        return _cpp_fwd(x, None, weight, None, eps, "rms_norm_llama")[0]
     if _direct_aten(x):
         return _rms_llama_native(x, weight, eps)
     if _direct_triton(x):
-        return _TritonNorm.apply(x, None, weight, None, float(eps), "rms_llama")
-    return norm_fwd(x, None, weight, None, float(eps), "rms_llama", "auto")[0]
+        return _TritonNorm.apply(x, None, weight, None, float(eps), "rms_norm_llama")
+    return norm_fwd(x, None, weight, None, float(eps), "rms_norm_llama", "auto")[0]
 
 
 def add_layer_norm(
@@ -555,15 +600,15 @@ def add_rms_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, e
     if _exporting(x):
         s = x + residual
         return _rms_llama_plain(s, weight, eps), s
-    if _cpp_inference(x, residual, weight, None, "rms_llama"):
-        y, s, _, _ = _cpp_fwd(x, residual, weight, None, eps, "rms_llama")
+    if _cpp_inference(x, residual, weight, None, "rms_norm_llama"):
+        y, s, _, _ = _cpp_fwd(x, residual, weight, None, eps, "rms_norm_llama")
         return y, s
     if _direct_aten(x):
         s = x + residual
         return _rms_llama_native(s, weight, eps), s
     if _direct_triton(x):
-        return _TritonNorm.apply(x, residual, weight, None, float(eps), "rms_llama")
-    y, s, _, _ = norm_fwd(x, residual, weight, None, float(eps), "rms_llama", "auto")
+        return _TritonNorm.apply(x, residual, weight, None, float(eps), "rms_norm_llama")
+    y, s, _, _ = norm_fwd(x, residual, weight, None, float(eps), "rms_norm_llama", "auto")
     return y, s
 
 

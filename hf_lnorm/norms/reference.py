@@ -29,13 +29,14 @@ Variants (``NormSpec.variant``):
 Example:
     >>> import torch
     >>> x = torch.randn(2, 3, 8)
-    >>> y = rms_norm(x, torch.ones(8), eps=1e-6, convention="llama")
+    >>> y = rms_norm(x, torch.ones(8), eps=1e-6, variant="rms_norm_llama")
     >>> y.shape
     torch.Size([2, 3, 8])
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -56,7 +57,8 @@ VARIANTS = (
     RMS_NORM_T5,
     RMS_NORM_TORCH,
 )
-RMS_CONVENTIONS = ("llama", "gemma", "t5", "torch")
+RMS_VARIANTS = (RMS_NORM_LLAMA, RMS_NORM_GEMMA, RMS_NORM_T5, RMS_NORM_TORCH)
+RMS_CONVENTIONS = ("llama", "gemma", "t5", "torch")  # deprecated short names of RMS_VARIANTS
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -89,6 +91,8 @@ class NormSpec:
 
     @property
     def rms_convention(self) -> Optional[str]:
+        """Deprecated: the RMS variant without its ``rms_norm_`` prefix (None for LayerNorm); use ``variant``."""
+        warnings.warn("NormSpec.rms_convention is deprecated: use NormSpec.variant", DeprecationWarning, stacklevel=2)
         return self.variant[len("rms_norm_"):] if self.is_rms else None
 
 
@@ -144,40 +148,57 @@ def rms_norm(
     x: torch.Tensor,
     weight: Optional[torch.Tensor] = None,
     eps: float = 1e-6,
-    convention: str = "llama",
+    variant: str = RMS_NORM_LLAMA,
     normalized_ndim: int = 1,
+    *,
+    convention: Optional[str] = None,
 ) -> torch.Tensor:
-    """RMSNorm in one of the casting conventions of ``RMS_CONVENTIONS``.
+    """RMSNorm in one of the casting variants of ``RMS_VARIANTS``.
 
     Args:
         x: input of any float dtype.
-        weight: optional gain; for ``gemma`` it is applied as ``(1 + weight)``.
+        weight: optional gain; for ``rms_norm_gemma`` it is applied as ``(1 + weight)``.
         eps: added to the mean square.
-        convention: ``llama`` | ``gemma`` | ``t5`` | ``torch`` (see module docstring).
+        variant: ``rms_norm_llama`` | ``rms_norm_gemma`` | ``rms_norm_t5`` | ``rms_norm_torch``
+            (see module docstring).
         normalized_ndim: number of trailing dims to normalize over.
+        convention: deprecated: ``llama`` | ``gemma`` | ``t5`` | ``torch``, the same as ``variant``
+            without its ``rms_norm_`` prefix; overrides ``variant``.
     Returns:
         The normalized tensor, in the dtype the original implementation returns.
+    Raises:
+        ValueError: an unknown variant or convention.
     """
-    if convention not in RMS_CONVENTIONS:
-        raise ValueError(f"unknown RMSNorm convention {convention!r}; accepted: {', '.join(RMS_CONVENTIONS)}")
+    if convention is not None:
+        warnings.warn("rms_norm(convention=...) is deprecated: use variant='rms_norm_<convention>'",
+                      DeprecationWarning, stacklevel=2)
+        if convention not in RMS_CONVENTIONS:
+            raise ValueError(f"unknown RMSNorm convention {convention!r}; accepted: {', '.join(RMS_CONVENTIONS)}")
+        variant = "rms_norm_" + convention
+    elif variant in RMS_CONVENTIONS:
+        warnings.warn(f"RMSNorm variant {variant!r} is deprecated: use 'rms_norm_{variant}'",
+                      DeprecationWarning, stacklevel=2)
+        variant = "rms_norm_" + variant
+    if variant not in RMS_VARIANTS:
+        raise ValueError(f"unknown RMSNorm variant {variant!r}; accepted: {', '.join(RMS_VARIANTS)}")
     dims = tuple(range(-normalized_ndim, 0))
     xf = x.float()
     inv = torch.rsqrt(xf.pow(2).mean(dim=dims, keepdim=True) + eps)
     normed = xf * inv  # fp32
-    if convention == "llama":
+    if variant == RMS_NORM_LLAMA:
         out = normed.to(x.dtype)
         return out if weight is None else weight * out
-    if convention == "gemma":
+    if variant == RMS_NORM_GEMMA:
         if weight is not None:
             normed = normed * (1.0 + weight.float())
         return normed.to(x.dtype)
-    if convention == "t5":
+    if variant == RMS_NORM_T5:
         if weight is None:
             return normed
         if weight.dtype in _HALF:
             normed = normed.to(weight.dtype)
         return weight * normed
-    # torch: F.rms_norm upcasts, multiplies by the weight in fp32, then casts
+    # rms_norm_torch: F.rms_norm upcasts, multiplies by the weight in fp32, then casts
     # the result back to the input dtype.
     if weight is not None:
         normed = normed * weight.float()
@@ -196,7 +217,7 @@ def reference_forward(
         return layer_norm(x, weight, bias, eps, spec.normalized_ndim)
     if spec.variant == LAYER_NORM_CHANNELS_FIRST:
         return layer_norm_channels_first(x, weight, bias, eps)
-    return rms_norm(x, weight, eps, spec.rms_convention, spec.normalized_ndim)
+    return rms_norm(x, weight, eps, spec.variant, spec.normalized_ndim)
 
 
 def normalized_shape_of(spec: NormSpec, x: torch.Tensor) -> Sequence[int]:

@@ -16,16 +16,15 @@ from hf_lnorm.norms import ops
 from hf_lnorm.norms.reference import rms_norm as ref_rms_norm
 
 
-def _torch_forward(kind, x, residual, weight, bias, eps):
+def _torch_forward(variant, x, residual, weight, bias, eps):
     s = x if residual is None else x + residual
-    if kind == "layer_norm":
+    if variant == "layer_norm":
         if x.dtype == torch.float64:
             return _ln64(s, weight, bias, eps), s
         return torch.nn.functional.layer_norm(s, (s.shape[-1],), weight, bias, eps), s
-    conv = kind[len("rms_"):]
     if x.dtype == torch.float64:
-        return _rms64(s, weight, eps, conv), s
-    return ref_rms_norm(s, weight, eps, conv), s
+        return _rms64(s, weight, eps, variant), s
+    return ref_rms_norm(s, weight, eps, variant), s
 
 
 def _ln64(s, w, b, eps):
@@ -36,11 +35,11 @@ def _ln64(s, w, b, eps):
     return y if b is None else y + b
 
 
-def _rms64(s, w, eps, conv):
+def _rms64(s, w, eps, variant):
     y = s * torch.rsqrt(s.pow(2).mean(-1, keepdim=True) + eps)
     if w is None:
         return y
-    return y * (1.0 + w) if conv == "gemma" else y * w
+    return y * (1.0 + w) if variant == "rms_norm_gemma" else y * w
 
 
 def _grads(out, summed, inputs, gy, gs):
@@ -50,7 +49,7 @@ def _grads(out, summed, inputs, gy, gs):
     return torch.autograd.grad(loss, inputs)
 
 
-def check_precision(kind, dtype, hidden, has_weight, has_bias, residual, impl, device="cpu", rows=3, eps=1e-5):
+def check_precision(variant, dtype, hidden, has_weight, has_bias, residual, impl, device="cpu", rows=3, eps=1e-5):
     """Assert ours (``ops.norm_fwd`` with ``impl``) is within 2x torch's error for output and grads.
 
     Returns:
@@ -76,17 +75,17 @@ def check_precision(kind, dtype, hidden, has_weight, has_bias, residual, impl, d
         return {k: v.to(dt).clone().requires_grad_() for k, v in base.items()}
 
     mine = leaves(dtype)
-    y, s, _, _ = ops.norm_fwd(mine["x"], mine.get("r"), mine.get("w"), mine.get("b"), eps, kind, impl)
+    y, s, _, _ = ops.norm_fwd(mine["x"], mine.get("r"), mine.get("w"), mine.get("b"), eps, variant, impl)
     ours = [y] + list(_grads(y, s if residual else None, list(mine.values()), gy, gs))
 
     theirs_in = leaves(dtype)
-    ty, ts = _torch_forward(kind, theirs_in["x"], theirs_in.get("r"), theirs_in.get("w"), theirs_in.get("b"), eps)
+    ty, ts = _torch_forward(variant, theirs_in["x"], theirs_in.get("r"), theirs_in.get("w"), theirs_in.get("b"), eps)
     assert y.dtype == ty.dtype, f"output dtype {y.dtype}, torch gives {ty.dtype}"
     assert y.shape == ty.shape
     theirs = [ty] + list(_grads(ty, ts if residual else None, list(theirs_in.values()), gy, gs))
 
     truth_in = leaves(truth_dtype)
-    uy, us = _torch_forward(kind, truth_in["x"], truth_in.get("r"), truth_in.get("w"), truth_in.get("b"), eps)
+    uy, us = _torch_forward(variant, truth_in["x"], truth_in.get("r"), truth_in.get("w"), truth_in.get("b"), eps)
     truth = [uy] + list(_grads(uy, us if residual else None, list(truth_in.values()), gy, gs))
 
     names = ["y"] + ["d" + k for k in base]
@@ -96,9 +95,9 @@ def check_precision(kind, dtype, hidden, has_weight, has_bias, residual, impl, d
     # (e.g. hidden=1, where the true gradient is ~eps); a couple of ulps of those terms
     # is the rounding floor below which "2x torch's error" means nothing.
     s64 = base["x"].double() + (base["r"].double() if residual else 0.0)
-    var = s64.var(-1, unbiased=False) if kind == "layer_norm" else s64.pow(2).mean(-1)
+    var = s64.var(-1, unbiased=False) if variant == "layer_norm" else s64.pow(2).mean(-1)
     rstd_max = float(torch.rsqrt(var + eps).max())
-    w_max = max(1.0, float(base["w"].abs().max()) + (1.0 if kind == "rms_gemma" else 0.0)) if has_weight else 1.0
+    w_max = max(1.0, float(base["w"].abs().max()) + (1.0 if variant == "rms_norm_gemma" else 0.0)) if has_weight else 1.0
     term = float(gy.abs().max()) * w_max * rstd_max
     for name, a, t, u in zip(names, ours, theirs, truth):
         a, t, u = a.detach(), t.detach(), u.detach().double()
@@ -108,7 +107,7 @@ def check_precision(kind, dtype, hidden, has_weight, has_bias, residual, impl, d
         floor = 2 * floor_eps * scale
         record[name] = (err_ours, err_torch)
         assert err_ours <= 2 * err_torch + floor, (
-            f"{kind} {dtype} hidden={hidden} w={has_weight} b={has_bias} res={residual} impl={impl}: "
+            f"{variant} {dtype} hidden={hidden} w={has_weight} b={has_bias} res={residual} impl={impl}: "
             f"{name} error {err_ours:.3e} > 2 x torch's {err_torch:.3e} + {floor:.1e}"
         )
     return record

@@ -34,15 +34,15 @@ def kernels():
     assert why is None, f"the CPU kernels did not build: {why}"
 
 
-@pytest.mark.parametrize("kind", ops.CPP_KINDS)
+@pytest.mark.parametrize("variant", ops.CPP_VARIANTS)
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
-def test_within_2x_of_torch_every_hidden_size_and_affine(kind, residual):
+def test_within_2x_of_torch_every_hidden_size_and_affine(variant, residual):
     for hidden in (1, 7, 16, 1023, 4097):
-        check_precision(kind, torch.float32, hidden, True, kind == "layer_norm", residual, "cpp")
-    check_precision(kind, torch.float32, 7, False, False, residual, "cpp")
-    if kind == "layer_norm":
-        check_precision(kind, torch.float32, 1023, True, False, residual, "cpp")
-        check_precision(kind, torch.float32, 1023, False, True, residual, "cpp")
+        check_precision(variant, torch.float32, hidden, True, variant == "layer_norm", residual, "cpp")
+    check_precision(variant, torch.float32, 7, False, False, residual, "cpp")
+    if variant == "layer_norm":
+        check_precision(variant, torch.float32, 1023, True, False, residual, "cpp")
+        check_precision(variant, torch.float32, 1023, False, True, residual, "cpp")
 
 
 def test_streaming_path_large_output_matches_torch():
@@ -171,8 +171,8 @@ def test_bad_inputs_are_named():
         cpu.add_norm(torch.randn(2, 4), None, None, None, 1e-5, in_place=True)
     with pytest.raises(ValueError, match="impl='cpp' runs float32"):
         ops.norm_fwd(torch.randn(2, 4).bfloat16(), None, None, None, 1e-5, "layer_norm", "cpp")
-    with pytest.raises(ValueError, match="impl='cpp' runs float32 .* kind 'rms_gemma'"):
-        ops.norm_fwd(torch.randn(2, 4), None, None, None, 1e-5, "rms_gemma", "cpp")
+    with pytest.raises(ValueError, match="impl='cpp' runs float32 .* variant 'rms_norm_gemma'"):
+        ops.norm_fwd(torch.randn(2, 4), None, None, None, 1e-5, "rms_norm_gemma", "cpp")
 
 
 def test_disabled_kernels_fall_back_and_forcing_them_is_a_clear_error(monkeypatch):

@@ -14,13 +14,13 @@ from hf_lnorm.norms import cpu, ops
 from ._precision import check_precision
 
 
-@pytest.mark.parametrize("kind", ops.KINDS)
+@pytest.mark.parametrize("variant", ops.VARIANTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
-def test_aten_impl_within_2x_of_torch(kind, dtype, residual):
+def test_aten_impl_within_2x_of_torch(variant, dtype, residual):
     for hidden in (1, 7, 1023):
-        check_precision(kind, dtype, hidden, True, kind == "layer_norm", residual, "aten")
-    check_precision(kind, dtype, 7, False, False, residual, "aten")
+        check_precision(variant, dtype, hidden, True, variant == "layer_norm", residual, "aten")
+    check_precision(variant, dtype, 7, False, False, residual, "aten")
 
 
 def test_public_functions_match_plain_torch():
@@ -65,6 +65,37 @@ def test_bad_arguments_are_named():
         ops.norm_fwd(x, None, None, None, 1e-5, "layer_norm", "cuda_magic")
 
 
+@pytest.mark.parametrize("old, new", sorted(ops._OLD_VARIANT_NAMES.items()))
+def test_deprecated_variant_names_warn_and_give_identical_results(old, new):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 8, generator=gen, requires_grad=True)
+    r = torch.randn(3, 8, generator=gen)
+    w = (torch.rand(8, generator=gen) + 0.5).requires_grad_()
+    want = ops.norm_fwd(x, r, w, None, 1e-6, new, "aten")
+    gx_want, gw_want = torch.autograd.grad(want[0].sum(), (x, w))
+    with pytest.warns(DeprecationWarning, match=f"variant '{old}' is deprecated: use '{new}'"):
+        got = ops.norm_fwd(x, r, w, None, 1e-6, old, "aten")
+        gx, gw = torch.autograd.grad(got[0].sum(), (x, w))
+    for a, b in zip(got + (gx, gw), want + (gx_want, gw_want)):
+        assert torch.equal(a, b)
+    with pytest.warns(DeprecationWarning, match="ops.KINDS is deprecated: use hf_lnorm.norms.ops.VARIANTS"):
+        assert ops.KINDS is ops.VARIANTS
+
+
+def test_triton_norm_fwd_deprecated_kind_keyword_passes_the_new_name(monkeypatch):
+    seen = []
+    monkeypatch.setattr(ops, "_direct_triton", lambda x, interpreted_ok=False: False)
+    monkeypatch.setattr(ops, "norm_fwd", lambda x, r, w, b, eps, variant, impl: seen.append(variant) or (x, x, x, x))
+    x = torch.randn(2, 4)
+    with pytest.warns(DeprecationWarning, match=r"kind=\.\.\.\) is deprecated"), \
+            pytest.warns(DeprecationWarning, match="'rms_t5' is deprecated: use 'rms_norm_t5'"):
+        ops.triton_norm_fwd(x, None, None, None, 1e-6, kind="rms_t5")
+    ops.triton_norm_fwd(x, None, None, None, 1e-6, "rms_norm_t5")
+    assert seen == ["rms_norm_t5", "rms_norm_t5"]
+    with pytest.raises(TypeError, match="both 'variant' and its deprecated name 'kind'"):
+        ops.triton_norm_fwd(x, None, None, None, 1e-6, "layer_norm", kind="layer_norm")
+
+
 def test_opcheck_fake_and_autograd_registration():
     x = torch.randn(3, 8, requires_grad=True)
     r = torch.randn(3, 8, requires_grad=True)
@@ -72,7 +103,7 @@ def test_opcheck_fake_and_autograd_registration():
     b = torch.randn(8, requires_grad=True)
     for args in (
         (x, r, w, b, 1e-5, "layer_norm", "aten"),
-        (x, None, w, None, 1e-6, "rms_llama", "aten"),
+        (x, None, w, None, 1e-6, "rms_norm_llama", "aten"),
     ):
         torch.library.opcheck(ops.norm_fwd, args)
 

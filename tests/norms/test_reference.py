@@ -68,23 +68,24 @@ def test_layer_norm_matches_nn_layernorm(shape, eps, dtype, affine, bias, seed):
 
 
 @pytest.mark.parametrize(
-    "cls,convention,eps_attr",
-    [(LlamaRMSNorm, "llama", "variance_epsilon"), (T5LayerNorm, "t5", "variance_epsilon"), (GemmaRMSNorm, "gemma", "eps")],
+    "cls,variant,eps_attr",
+    [(LlamaRMSNorm, R.RMS_NORM_LLAMA, "variance_epsilon"), (T5LayerNorm, R.RMS_NORM_T5, "variance_epsilon"),
+     (GemmaRMSNorm, R.RMS_NORM_GEMMA, "eps")],
 )
 @SETTINGS
 @given(shape=shapes, eps=eps_values, dtype=st.sampled_from(DTYPES), mixed=st.booleans(), seed=st.integers(0, 2**16))
-def test_rms_norm_matches_transformers(cls, convention, eps_attr, shape, eps, dtype, mixed, seed):
+def test_rms_norm_matches_transformers(cls, variant, eps_attr, shape, eps, dtype, mixed, seed):
     gen = torch.Generator().manual_seed(seed)
     mod = cls(shape[-1], eps=eps)
-    _randomize(mod, gen, gain_offset=0.0 if convention == "gemma" else 1.0)
+    _randomize(mod, gen, gain_offset=0.0 if variant == R.RMS_NORM_GEMMA else 1.0)
     if not mixed:  # mixed: fp32 parameters with a half input, as under autocast-free mixed precision
         mod = mod.to(dtype)
     assert getattr(mod, eps_attr) == eps
     x = (torch.randn(shape, generator=gen) * 3 + 1).to(dtype)
     with torch.no_grad():
         theirs = mod(x)
-        _close(R.rms_norm(x, mod.weight, eps, convention), theirs, dtype)
-        spec = R.NormSpec("rms_norm_" + convention, eps_attr=eps_attr)
+        _close(R.rms_norm(x, mod.weight, eps, variant), theirs, dtype)
+        spec = R.NormSpec(variant, eps_attr=eps_attr)
         _close(aten_norm(spec, x, mod.weight, None, eps), theirs, dtype)
 
 
@@ -98,7 +99,7 @@ def test_rms_norm_matches_nn_rmsnorm(shape, eps, dtype, affine, seed):
         theirs = mod(x)
         w = mod.weight if affine else None
         real_eps = eps if eps is not None else torch.finfo(torch.float32).eps
-        _close(R.rms_norm(x, w, real_eps, "torch"), theirs, dtype)
+        _close(R.rms_norm(x, w, real_eps, R.RMS_NORM_TORCH), theirs, dtype)
         spec = R.NormSpec(R.RMS_NORM_TORCH, has_weight=affine)
         _close(aten_norm(spec, x, w, None, eps), theirs, dtype)
 
@@ -168,5 +169,22 @@ def test_classify_rejects_a_wrong_eps():
 def test_unknown_variant_and_convention_are_rejected():
     with pytest.raises(ValueError, match="unknown norm variant 'batch'"):
         R.NormSpec("batch")
-    with pytest.raises(ValueError, match="accepted: llama, gemma, t5, torch"):
+    with pytest.raises(ValueError, match="unknown RMSNorm variant 'layer_norm'; accepted: rms_norm_llama, rms_norm_gemma"):
+        R.rms_norm(torch.randn(2, 4), None, 1e-6, variant="layer_norm")
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="accepted: llama, gemma, t5, torch"):
         R.rms_norm(torch.randn(2, 4), None, 1e-6, convention="mistral")
+
+
+@pytest.mark.parametrize("variant", R.RMS_VARIANTS)
+def test_deprecated_convention_names_warn_and_compute_the_same(variant):
+    short = variant[len("rms_norm_"):]
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 8, generator=gen).half(), torch.randn(8, generator=gen).half()
+    want = R.rms_norm(x, w, 1e-6, variant=variant)
+    with pytest.warns(DeprecationWarning, match="convention=.... is deprecated"):
+        by_keyword = R.rms_norm(x, w, 1e-6, convention=short)
+    with pytest.warns(DeprecationWarning, match=f"variant '{short}' is deprecated: use '{variant}'"):
+        by_position = R.rms_norm(x, w, 1e-6, short)
+    assert torch.equal(by_keyword, want) and torch.equal(by_position, want)
+    with pytest.warns(DeprecationWarning, match="rms_convention is deprecated"):
+        assert R.NormSpec(variant).rms_convention == short

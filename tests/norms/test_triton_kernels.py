@@ -94,16 +94,16 @@ def test_layer_norm_matches_torch(hidden, dtype, affine, residual, triton_here):
 def test_rms_norm_llama_matches_torch(hidden, dtype, has_weight, residual, triton_here):
     if not triton_here:
         return
-    check_precision("rms_llama", dtype, hidden, has_weight, False, residual, "triton", DEVICE)
+    check_precision("rms_norm_llama", dtype, hidden, has_weight, False, residual, "triton", DEVICE)
 
 
-@pytest.mark.parametrize("kind", ["rms_gemma", "rms_t5", "rms_torch"])
+@pytest.mark.parametrize("variant", ["rms_norm_gemma", "rms_norm_t5", "rms_norm_torch"])
 @pytest.mark.parametrize("hidden", [7, 1023])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_other_rms_conventions_match_torch(kind, hidden, dtype, triton_here):
+def test_other_rms_conventions_match_torch(variant, hidden, dtype, triton_here):
     if not triton_here:
         return
-    check_precision(kind, dtype, hidden, True, False, hidden == 7, "triton", DEVICE)
+    check_precision(variant, dtype, hidden, True, False, hidden == 7, "triton", DEVICE)
 
 
 def test_mixed_precision_params_keep_the_original_output_dtype(triton_here):
@@ -114,9 +114,9 @@ def test_mixed_precision_params_keep_the_original_output_dtype(triton_here):
     x = torch.randn(3, 8, device=DEVICE).bfloat16()
     w = torch.rand(8, device=DEVICE) + 0.5
     b = torch.randn(8, device=DEVICE)
-    for kind, bias, want in (("layer_norm", b, torch.bfloat16), ("rms_llama", None, torch.float32), ("rms_t5", None, torch.float32)):
-        y, _, _, _ = ops.norm_fwd(x, None, w, bias, 1e-6, kind, "triton")
-        ref, _, _, _ = ops.norm_fwd(x, None, w, bias, 1e-6, kind, "aten")
+    for variant, bias, want in (("layer_norm", b, torch.bfloat16), ("rms_norm_llama", None, torch.float32), ("rms_norm_t5", None, torch.float32)):
+        y, _, _, _ = ops.norm_fwd(x, None, w, bias, 1e-6, variant, "triton")
+        ref, _, _, _ = ops.norm_fwd(x, None, w, bias, 1e-6, variant, "aten")
         assert y.dtype == want == ref.dtype
         torch.testing.assert_close(y, ref, atol=1e-2, rtol=1e-2)
 
@@ -139,7 +139,7 @@ def test_empty_batch(triton_here):
         return
     x = torch.randn(0, 8, device=DEVICE, requires_grad=True)
     w = torch.rand(8, device=DEVICE, requires_grad=True)
-    y = ops.norm_fwd(x, None, w, None, 1e-5, "rms_llama", "triton")[0]
+    y = ops.norm_fwd(x, None, w, None, 1e-5, "rms_norm_llama", "triton")[0]
     y.sum().backward()
     assert y.shape == (0, 8) and torch.equal(w.grad, torch.zeros(8, device=DEVICE))
 
@@ -194,9 +194,9 @@ def test_patch_with_forced_triton_backend(triton_here):
     torch.testing.assert_close(block(h, r), want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["layer_norm", "rms_llama", "rms_gemma"])
+@pytest.mark.parametrize("variant", ["layer_norm", "rms_norm_llama", "rms_norm_gemma"])
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
-def test_eager_autograd_path_equals_the_custom_op(kind, residual, triton_here):
+def test_eager_autograd_path_equals_the_custom_op(variant, residual, triton_here):
     """``triton_norm_fwd`` (eager: a plain autograd.Function) and the custom op run the same kernels."""
     if not triton_here:
         return
@@ -204,12 +204,12 @@ def test_eager_autograd_path_equals_the_custom_op(kind, residual, triton_here):
     x = torch.randn(6, 33, device=DEVICE, requires_grad=True)
     r = torch.randn(6, 33, device=DEVICE, requires_grad=True) if residual else None
     w = (torch.rand(33, device=DEVICE) + 0.5).requires_grad_()
-    b = torch.randn(33, device=DEVICE, requires_grad=True) if kind == "layer_norm" else None
+    b = torch.randn(33, device=DEVICE, requires_grad=True) if variant == "layer_norm" else None
     inputs = [t for t in (x, r, w, b) if t is not None]
     gy, gs = torch.randn(6, 33, device=DEVICE), torch.randn(6, 33, device=DEVICE)
 
-    y, s = ops.triton_norm_fwd(x, r, w, b, 1e-5, kind)
-    y_op, s_op, _, _ = ops.norm_fwd(x, r, w, b, 1e-5, kind, "triton")
+    y, s = ops.triton_norm_fwd(x, r, w, b, 1e-5, variant)
+    y_op, s_op, _, _ = ops.norm_fwd(x, r, w, b, 1e-5, variant, "triton")
     assert torch.equal(y, y_op)
     if residual:
         assert torch.equal(s, s_op)

@@ -134,14 +134,14 @@ def _norm_bwd_kernel(
 # --------------------------------------------------------------------------- host side
 
 
-def _flags(kind: str, weight: Optional[torch.Tensor]) -> Tuple[bool, bool, int]:
-    """(IS_RMS, GEMMA, ROUND) for a norm kind."""
-    is_rms = kind != "layer_norm"
-    gemma = kind == "rms_gemma"
+def _flags(variant: str, weight: Optional[torch.Tensor]) -> Tuple[bool, bool, int]:
+    """(IS_RMS, GEMMA, ROUND) for a norm variant."""
+    is_rms = variant != "layer_norm"
+    gemma = variant == "rms_norm_gemma"
     rnd = 0
-    if kind == "rms_llama":
+    if variant == "rms_norm_llama":
         rnd = 1
-    elif kind == "rms_t5" and weight is not None and weight.dtype in _HALF:
+    elif variant == "rms_norm_t5" and weight is not None and weight.dtype in _HALF:
         rnd = 2
     return is_rms, gemma, rnd
 
@@ -164,7 +164,7 @@ def norm_fwd(
     weight: Optional[torch.Tensor],
     bias: Optional[torch.Tensor],
     eps: float,
-    kind: str,
+    variant: str,
     num_warps: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward of ``(residual +) norm`` over the last dim.
@@ -172,23 +172,23 @@ def norm_fwd(
     Args:
         x: ``(..., N)`` input; residual: optional tensor of the same shape.
         weight, bias: optional ``(N,)`` parameters; eps: the epsilon.
-        kind: ``layer_norm`` | ``rms_llama`` | ``rms_gemma`` | ``rms_t5`` | ``rms_torch``.
+        variant: ``layer_norm`` | ``rms_norm_llama`` | ``rms_norm_gemma`` | ``rms_norm_t5`` | ``rms_norm_torch``.
         num_warps: override the warps per row (tuning; default from the row width).
     Returns:
         ``(y, summed, mean, rstd)``; ``summed`` is ``x`` itself without residual,
-        ``mean`` is empty for RMS kinds; stats are fp32 shaped ``x.shape[:-1]``.
+        ``mean`` is empty for RMS variants; stats are fp32 shaped ``x.shape[:-1]``.
     """
     n = x.shape[-1]
     block, warps = _block(n, num_warps)
     x2 = _rows2d(x)
     m = x2.shape[0]
-    is_rms, gemma, rnd = _flags(kind, weight)
+    is_rms, gemma, rnd = _flags(variant, weight)
     if residual is not None:
         r2 = _rows2d(residual)
         s2 = torch.empty(x2.shape, dtype=torch.promote_types(x.dtype, residual.dtype), device=x.device)
     else:
         r2, s2 = x2, x2
-    y2 = torch.empty(x2.shape, dtype=output_dtype(kind, s2.dtype, None if weight is None else weight.dtype), device=x.device)
+    y2 = torch.empty(x2.shape, dtype=output_dtype(variant, s2.dtype, None if weight is None else weight.dtype), device=x.device)
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     mean = rstd if is_rms else torch.empty(m, dtype=torch.float32, device=x.device)
     if m > 0:
@@ -220,7 +220,7 @@ def norm_bwd(
     weight: Optional[torch.Tensor],
     mean: torch.Tensor,
     rstd: torch.Tensor,
-    kind: str,
+    variant: str,
     has_bias: bool,
     mask: List[bool],
     num_warps: Optional[int] = None,
@@ -231,7 +231,7 @@ def norm_bwd(
     Args:
         dy: gradient of the output; ds: optional gradient that reached the sum directly.
         s: the normalized tensor; weight, mean, rstd: from the forward.
-        kind, has_bias: as in the forward; mask: which of (dx, dw, db) are needed.
+        variant, has_bias: as in the forward; mask: which of (dx, dw, db) are needed.
         num_warps, programs_per_sm: tuning overrides (default from the row width / 4 per SM).
     Returns:
         ``(dx, dw, db)``: dx in ``s.dtype`` (including ``ds``), dw/db fp32 ``(N,)``;
@@ -241,7 +241,7 @@ def norm_bwd(
     block, warps = _block(n, num_warps)
     s2, dy2 = _rows2d(s), _rows2d(dy)
     m = s2.shape[0]
-    is_rms, gemma, rnd = _flags(kind, weight)
+    is_rms, gemma, rnd = _flags(variant, weight)
     want_dx, want_dw, want_db = mask[0], mask[1] and weight is not None, mask[2] and has_bias
     ds2 = _rows2d(ds) if (ds is not None and want_dx) else dy2
     dx2 = torch.empty(s2.shape, dtype=s.dtype, device=s.device) if want_dx else s2
