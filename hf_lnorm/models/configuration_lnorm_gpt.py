@@ -9,6 +9,9 @@ from typing import Optional
 
 from transformers import PretrainedConfig
 
+# transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
+from .attention_lnorm import LNormAttention  # noqa: F401
+from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
 from .layers import set_stack_fields
 
 

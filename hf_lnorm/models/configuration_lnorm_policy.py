@@ -10,6 +10,9 @@ from typing import Optional, Sequence
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
+# transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
+from .attention_lnorm import LNormAttention  # noqa: F401
+from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
 from .layers import NORM_TYPES, check_choice
 
 ACTION_SPACES = ("discrete", "continuous")

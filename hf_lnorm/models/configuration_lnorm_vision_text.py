@@ -16,6 +16,9 @@ from typing import Optional, Union
 from transformers import PretrainedConfig
 
 from .configuration_lnorm_vit import LNormViTConfig
+# transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
+from .attention_lnorm import LNormAttention  # noqa: F401
+from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
 from .layers import set_stack_fields
 
 # The vision encoder when no vision_config is given: a small LNormViT for 32x32 RGB images.

@@ -40,6 +40,9 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from .configuration_lnorm_policy import LNormPolicyConfig
+# transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
+from .attention_lnorm import LNormAttention  # noqa: F401
+from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
 from .layers import LNormRMSNorm, build_norm
 from .remote_code import RemoteCodeMixin
 

@@ -32,6 +32,9 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2
 
 from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig  # noqa: F401  (a direct import: transformers copies only the direct relative imports of remote code)
 from .configuration_lnorm_speech import LNormSpeechConfig
+# transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
+from .attention_lnorm import LNormAttention  # noqa: F401
+from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
 from .layers import build_stack, exporting, init_weights, output_flags
 from .modeling_utils_lnorm import encode_bidirectional
 from .modeling_lnorm_seq2seq import LNormSeq2SeqDecoder, Seq2SeqHeadMixin, Seq2SeqModelMixin

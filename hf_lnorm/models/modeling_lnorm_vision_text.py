@@ -37,6 +37,9 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 from .configuration_lnorm_vision_text import LNormVisionTextConfig, LNormVisionTextTextConfig
+# transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
+from .attention_lnorm import LNormAttention  # noqa: F401
+from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
 from .layers import build_norm, build_stack, init_weights, output_flags, run_stack, sequence_classification_loss
 from .modeling_utils_lnorm import model_output
 from .modeling_lnorm_vit import LNormViTModel, init_vit_weights

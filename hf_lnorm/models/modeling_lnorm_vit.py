@@ -34,6 +34,9 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from .configuration_lnorm_vit import LNormViTConfig
+# transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
+from .attention_lnorm import LNormAttention  # noqa: F401
+from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
 from .layers import build_stack, init_weights, output_flags, run_stack, sequence_classification_loss
 from .modeling_utils_lnorm import model_output
 from .remote_code import RemoteCodeMixin

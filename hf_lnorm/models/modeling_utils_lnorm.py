@@ -11,6 +11,9 @@ from typing import Optional
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
+# transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
+from .attention_lnorm import LNormAttention  # noqa: F401
+from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
 from .layers import build_attention_mask, padded_for_export, run_stack
 
 

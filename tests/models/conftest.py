@@ -148,13 +148,14 @@ def assert_norm_paths_agree(monkeypatch, model, forward, where: str, atol: float
     unavailable (``FUSED_NORMS_AVAILABLE=False``: the plain-torch code remote code runs without hf_lnorm,
     which must not call the kernel); every output equals the plain-torch one within ``atol``.
     """
-    from hf_lnorm.models import layers
+    from hf_lnorm.models import norm_layers_lnorm
 
     from ..backend_check import CPP_EVENT, check_default_backend, norm_calls
 
-    assert layers.FUSED_NORMS_AVAILABLE, "hf_lnorm.norms.ops is importable here, so the families must use it"
+    assert norm_layers_lnorm.FUSED_NORMS_AVAILABLE, "hf_lnorm.norms.ops is importable here, so the families must use it"
     outputs = check_default_backend(forward, n_covered=len(family_norms(model)), where=where)
-    monkeypatch.setattr(layers, "FUSED_NORMS_AVAILABLE", False)
+    # patched where `use_fused_norms` reads it
+    monkeypatch.setattr(norm_layers_lnorm, "FUSED_NORMS_AVAILABLE", False)
     with torch.no_grad():
         plain, calls = norm_calls(forward)
     assert calls.get(CPP_EVENT, 0) == 0, f"{where}: the plain-torch path called the C++ kernel: {dict(calls)}"

@@ -100,7 +100,10 @@ def test_import_works_without_pillow():
 def test_code_files_are_the_modules_and_their_relative_imports(tmp_path):
     gpt = LNormGPTForCausalLM(tiny_gpt_config())
     names = sorted(os.path.basename(p) for p in gpt.code_files())
-    assert names == ["configuration_lnorm_gpt.py", "layers.py", "modeling_lnorm_gpt.py", "modeling_utils_lnorm.py", "remote_code.py"]
+    assert names == [
+        "attention_lnorm.py", "configuration_lnorm_gpt.py", "layers.py", "modeling_lnorm_gpt.py",
+        "modeling_utils_lnorm.py", "norm_layers_lnorm.py", "remote_code.py",
+    ]
     assert all(os.path.isabs(p) and os.path.isfile(p) for p in gpt.code_files())
 
 

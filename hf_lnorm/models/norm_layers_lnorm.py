@@ -1,0 +1,115 @@
+"""Norm layers of the hf_lnorm model families, with an optional fused path.
+
+``LNormLayerNorm`` (an ``nn.LayerNorm``) and ``LNormRMSNorm`` (a Llama-convention
+RMSNorm) keep plain parameters (``weight``, ``bias``), so ``hf_lnorm.patch``
+recognises and patches them like any other norm; ``Passthrough`` is
+``norm_type="none"``. A block asks a norm for ``add_forward(x, residual)``
+(residual add + norm in one op); when the norm's ``forward`` has been replaced
+on the instance (by ``hf_lnorm.patch``, an accelerate hook, ...), that forward
+is used instead, so patching always takes effect.
+
+hf_lnorm's fused norm kernels are an optional import: when ``hf_lnorm.norms.ops``
+is importable the norms use it in eager runs and under ``torch.compile``,
+otherwise they use plain torch, which gives the same numbers. The choice is made
+per call (``use_fused_norms``): while a graph is recorded (``torch.fx``,
+``torch.jit`` tracing or scripting, ``torch.export``, ONNX export) the norms
+record the plain-torch ops, so the graph holds standard ops only.
+
+This file is shipped next to saved weights as remote code, so it imports only
+torch and (optionally) hf_lnorm's kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:
+    from torch._subclasses.fake_tensor import is_fake as _is_fake
+except ImportError:  # pragma: no cover
+    def _is_fake(x) -> bool:
+        return False
+
+try:  # optional: hf_lnorm's fused kernels; the plain-torch path below computes the same numbers
+    from hf_lnorm.norms.ops import add_layer_norm as _fused_add_layer_norm
+    from hf_lnorm.norms.ops import add_rms_norm as _fused_add_rms_norm
+    from hf_lnorm.norms.ops import layer_norm as _fused_layer_norm
+    from hf_lnorm.norms.ops import rms_norm as _fused_rms_norm
+
+    FUSED_NORMS_AVAILABLE = True
+except ImportError:
+    FUSED_NORMS_AVAILABLE = False
+
+
+def use_fused_norms(x) -> bool:
+    """Whether a norm runs hf_lnorm's fused ops on ``x`` in this call: they are importable and this thread
+    is not recording a graph (fx Proxy input, ``torch.jit`` tracing or scripting, which torch.onnx's
+    TorchScript exporter uses, or ``torch.export``, which its dynamo exporter uses)."""
+    if not FUSED_NORMS_AVAILABLE or isinstance(x, torch.fx.Proxy) or torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
+    if is_exporting is not None and is_exporting():
+        # the flag is process-wide; this thread exports when it traces x (dynamo, or fake tensors)
+        return not (torch.compiler.is_dynamo_compiling() or _is_fake(x))
+    return True
+
+
+class LNormLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last dimension, with an optional fused residual-add path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_fused_norms(x):
+            return _fused_layer_norm(x, self.weight, self.bias, self.eps)
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(norm(x + residual), x + residual)``."""
+        if "forward" not in self.__dict__ and use_fused_norms(x):
+            return _fused_add_layer_norm(x, residual, self.weight, self.bias, self.eps)
+        summed = x + residual
+        return self(summed), summed
+
+
+class LNormRMSNorm(nn.Module):
+    """RMSNorm over the last dimension with a learned gain, Llama casting convention.
+
+    Statistics in fp32, the normalized value cast back to the input dtype, then multiplied by
+    ``weight`` (the convention of ``hf_lnorm.norms.ops.rms_norm``, so both paths agree in every dtype).
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5):
+        super().__init__()
+        self.normalized_shape = (hidden_size,)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_fused_norms(x):
+            return _fused_rms_norm(x, self.weight, self.eps)
+        xf = x.float()
+        normed = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        return self.weight * normed
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(norm(x + residual), x + residual)``."""
+        if "forward" not in self.__dict__ and use_fused_norms(x):
+            return _fused_add_rms_norm(x, residual, self.weight, self.eps)
+        summed = x + residual
+        return self(summed), summed
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class Passthrough(nn.Module):
+    """``norm_type="none"``: no normalization, the same interface as the norms."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        summed = x + residual
+        return summed, summed
