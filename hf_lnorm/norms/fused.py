@@ -66,6 +66,7 @@ from .reference import (
     RMS_NORM_TORCH,
     NormSpec,
 )
+from . import ops  # imported once here: tracing() runs on every norm call
 from .reference import rms_norm as reference_rms_norm
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -91,7 +92,6 @@ def tracing(x) -> bool:
     export in one thread leaves the path of a model running in another alone. ``torch.compile`` is not
     tracing here: it runs the eager paths, which are compile-safe.
     """
-    from . import ops
 
     return (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
             or (_is_exporting() and ops.compiling(x)))
@@ -172,7 +172,6 @@ def triton_norm(
     Multi-dim normalized shapes are flattened to one dim and channels-first
     inputs are moved to channels-last around the kernel.
     """
-    from . import ops
 
     if x.device.type != "cuda" and not ops.triton_interpret():
         return aten_norm(spec, x, weight, bias, eps)
@@ -203,7 +202,6 @@ def cpp_norm(
     Covers LayerNorm and the RMS variants whose float32 math is ``normed * w``
     (Llama, T5, ``nn.RMSNorm``); the result equals ``aten``'s within fp32 rounding.
     """
-    from . import ops
 
     op_variant = _OP_VARIANT[spec.variant]
     if (spec.variant != LAYER_NORM_CHANNELS_FIRST and spec.normalized_ndim == 1 and eps is not None
@@ -246,7 +244,6 @@ def traced_norm(
         if eps is None:
             eps = torch.finfo(x.dtype).eps
         return reference_rms_norm(x, weight, eps, spec.variant, n)
-    from . import ops
 
     op_variant = _OP_VARIANT[spec.variant]
     if (backend == "cpp" and not torch.onnx.is_in_onnx_export() and op_variant in ops.CPP_VARIANTS
@@ -262,7 +259,6 @@ def _unavailable_reason(name: str) -> Optional[str]:
 
         return cpu.unavailable_reason()
     if name == "triton":
-        from . import ops
 
         if not ops.triton_available():
             return "Triton is not installed (pip install triton)"
