@@ -1,9 +1,18 @@
 """hf_lnorm: LayerNorm done right across the Hugging Face stack.
 
-Public API:
-    patch, unpatch, patch_report   swap the norm layers of any model (fused | quantized)
-    hf_lnorm.models                LayerNorm-centred model families, registered with the Auto classes
-    hf_lnorm.export                Optimum / ONNX Runtime / TensorRT export helpers
+The public API:
+
+* ``patch``, ``unpatch``, ``patch_report`` (and ``calibrate``, ``smooth`` for the
+  quantized mode): swap the norm layers of any model (``fused`` | ``quantized``);
+* ``hf_lnorm.models``: LayerNorm-centred model families, registered with the Auto
+  classes when ``hf_lnorm`` is imported;
+* ``hf_lnorm.export``: Optimum / ONNX Runtime / TensorRT export helpers.
+
+Examples:
+    >>> import torch, hf_lnorm
+    >>> model = hf_lnorm.patch(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)))
+    >>> print(hf_lnorm.patch_report(model).summary())
+    hf_lnorm.patch: 1 norm(s) patched (fused), 0 skipped, 0 excluded
 """
 
 from .patching import MODES, NormRecord, PatchMode, PatchReport, classify, is_patched, iter_patched, patch, patch_report, register_mode, unpatch

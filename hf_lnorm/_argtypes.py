@@ -4,7 +4,7 @@ Each type raises ``argparse.ArgumentTypeError`` with the value and what is
 accepted; argparse adds the flag's name and exits with status 2, e.g.
 ``hf-lnorm patch: error: argument --seq-len: expected an integer >= 1, got '0'``.
 
-Example:
+Examples:
     >>> import argparse
     >>> p = argparse.ArgumentParser()
     >>> _ = p.add_argument("--repeats", type=positive_int, default=5)

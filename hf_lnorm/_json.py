@@ -73,6 +73,7 @@ def staged_file(path: Union[str, "os.PathLike[str]"], suffix: str = ".partial") 
     Args:
         path: the final file.
         suffix: end of the temporary name (``".png"`` for writers that pick the format from the extension).
+
     Yields:
         The temporary file name (``.<name>.<random><suffix>`` beside ``path``) to write to.
     """

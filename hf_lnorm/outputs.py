@@ -5,7 +5,7 @@ Everything is written into a temporary sibling folder first (``.<name>.partial-<
 flushed to disk and renamed onto the target at the end, so an interrupted, failed or killed run
 never leaves a half-written folder under the final name and leaves an earlier output intact.
 
-Every folder written this way carries a marker file, :data:`MARKER` (which command wrote it, the
+Every folder written this way carries a marker file, ``MARKER`` (which command wrote it, the
 hf_lnorm version, when). ``overwrite`` replaces only a folder that carries the marker (or an empty
 one); the source model's folder, the current directory, any folder holding either of them, a file,
 and a folder of someone else's files are refused before any work starts. Staging folders left by
@@ -37,13 +37,44 @@ _TOOL = "hf-lnorm"
 
 
 class OutputExistsError(FileExistsError):
-    """The output folder exists and ``overwrite`` was not given."""
+    """The output folder exists and ``overwrite`` was not given.
+
+    Raised only for a folder that may be replaced (an earlier hf_lnorm output or
+    an empty folder); pass ``overwrite=True`` (``--overwrite`` on the command
+    line) to replace it. The CLI reports it as a usage error (exit status 2).
+
+    Examples:
+        >>> import os, tempfile
+        >>> from hf_lnorm.outputs import OutputExistsError, check_output_dir
+        >>> empty = tempfile.mkdtemp()
+        >>> try:
+        ...     check_output_dir(empty, overwrite=False)
+        ... except OutputExistsError as exc:
+        ...     print(type(exc).__name__)
+        OutputExistsError
+        >>> check_output_dir(empty, overwrite=True).is_dir()
+        True
+        >>> os.rmdir(empty)
+    """
 
 
 class UnsafeOutputError(OutputExistsError, ValueError):
-    """The output path may not be replaced, even with ``overwrite``: it is the source model's folder, holds
-    the source or the current directory, is a file, or is a folder hf_lnorm did not write (bad input, so
-    also a ``ValueError``)."""
+    """The output path may not be replaced, even with ``overwrite``.
+
+    The path is the source model's folder, holds the source or the current
+    directory, is a file, or is a non-empty folder hf_lnorm did not write (it has
+    no ``MARKER``). This is bad input, so the class is also a ``ValueError``;
+    the CLI reports it as a usage error (exit status 2).
+
+    Examples:
+        >>> import os
+        >>> from hf_lnorm.outputs import UnsafeOutputError, check_output_dir
+        >>> try:
+        ...     check_output_dir(os.getcwd(), overwrite=True)
+        ... except UnsafeOutputError as exc:
+        ...     print(str(exc).split(";")[0].endswith("is the current directory"))
+        True
+    """
 
 
 def _real(path: PathLike) -> Path:
@@ -56,7 +87,29 @@ def _within(outer: Path, inner: Path) -> bool:
 
 
 def is_hf_lnorm_output(folder: PathLike) -> bool:
-    """Whether ``folder`` carries hf_lnorm's output marker (a regular file :data:`MARKER` naming hf-lnorm)."""
+    """Whether ``folder`` carries hf_lnorm's output marker.
+
+    The marker is a regular file named ``MARKER`` (``.hf-lnorm-output.json``)
+    holding a JSON object whose ``"tool"`` is ``"hf-lnorm"``; a symbolic link, an
+    unreadable file or other JSON does not count.
+
+    Args:
+        folder: the folder to look at (it need not exist).
+
+    Returns:
+        True when the marker is there and names hf-lnorm.
+
+    Examples:
+        >>> import shutil, tempfile
+        >>> from hf_lnorm.outputs import is_hf_lnorm_output, write_marker
+        >>> folder = tempfile.mkdtemp()
+        >>> is_hf_lnorm_output(folder)
+        False
+        >>> write_marker(folder, "my-script")
+        >>> is_hf_lnorm_output(folder)
+        True
+        >>> shutil.rmtree(folder)
+    """
     marker = Path(folder) / MARKER
     if marker.is_symlink() or not marker.is_file():
         return False
@@ -68,11 +121,28 @@ def is_hf_lnorm_output(folder: PathLike) -> bool:
 
 
 def write_marker(folder: PathLike, writer: str) -> None:
-    """Write :data:`MARKER` into ``folder``: ``{"tool", "writer", "hf_lnorm_version", "created"}``.
+    """Write ``MARKER`` into ``folder``: ``{"tool", "writer", "hf_lnorm_version", "created"}``.
+
+    The marker is what lets a later run replace the folder with ``overwrite``.
+    ``staged_output_dir`` writes it for you; call this only for a folder you
+    stage yourself. The file is written atomically.
 
     Args:
-        folder: an output folder hf_lnorm is writing.
+        folder: an output folder hf_lnorm is writing (it must exist).
         writer: what writes it, e.g. ``"hf-lnorm export"``.
+
+    Raises:
+        OSError: the marker cannot be written.
+
+    Examples:
+        >>> import json, os, shutil, tempfile
+        >>> from hf_lnorm.outputs import MARKER, write_marker
+        >>> folder = tempfile.mkdtemp()
+        >>> write_marker(folder, "my-script")
+        >>> with open(os.path.join(folder, MARKER)) as f:
+        ...     sorted(json.load(f))
+        ['created', 'hf_lnorm_version', 'tool', 'writer']
+        >>> shutil.rmtree(folder)
     """
     from ._version import __version__
 
@@ -115,8 +185,21 @@ def remove_stale_staging(target: PathLike, started: Optional[float] = None) -> L
     Args:
         target: the output folder (resolved).
         started: only folders last modified before this time (``time.time()``; default: now).
+
     Returns:
-        The staging folders removed.
+        The staging folders removed (empty when there were none, or when the
+            parent folder cannot be listed).
+
+    Examples:
+        >>> import os, shutil, tempfile
+        >>> from hf_lnorm.outputs import remove_stale_staging
+        >>> parent = tempfile.mkdtemp()
+        >>> os.mkdir(os.path.join(parent, ".out.partial-999999999-abc"))  # left by a process that is gone
+        >>> [p.name for p in remove_stale_staging(os.path.join(parent, "out"))]
+        ['.out.partial-999999999-abc']
+        >>> os.listdir(parent)
+        []
+        >>> shutil.rmtree(parent)
     """
     target = Path(target)
     started = time.time() if started is None else started
@@ -150,20 +233,36 @@ def check_output_dir(target: PathLike, overwrite: bool, protect: Iterable[Option
 
     Refused whatever ``overwrite`` says: the current directory or a folder that holds it, a path in
     ``protect`` (the source model's folder, input files) or a folder that holds one, an existing file,
-    and an existing non-empty folder without hf_lnorm's :data:`MARKER`. Paths are compared after
+    and an existing non-empty folder without hf_lnorm's ``MARKER``. Paths are compared after
     resolving ``~``, ``.``, ``..`` and symbolic links. Staging folders of earlier killed runs into the same target are cleaned up
-    (:func:`remove_stale_staging`) once the path is known to be allowed.
+    (``remove_stale_staging``) once the path is known to be allowed.
 
     Args:
         target: the folder the run will create or replace.
         overwrite: whether an existing hf_lnorm output (or an empty folder) may be replaced.
         protect: the run's inputs, which it must neither replace nor remove: the source model's folder,
             input files (``None`` entries and missing paths are ignored).
+
     Returns:
         The resolved target (symbolic links followed), where the run will write.
+
     Raises:
         UnsafeOutputError: one of the refusals above.
         OutputExistsError: ``target`` is an hf_lnorm output or an empty folder and ``overwrite`` is False.
+
+    Examples:
+        >>> import os, shutil, tempfile
+        >>> from hf_lnorm.outputs import UnsafeOutputError, check_output_dir
+        >>> parent = tempfile.mkdtemp()
+        >>> source = os.path.join(parent, "model"); os.mkdir(source)
+        >>> check_output_dir(os.path.join(parent, "model-onnx"), overwrite=False, protect=[source]).name
+        'model-onnx'
+        >>> try:
+        ...     check_output_dir(source, overwrite=True, protect=[source])
+        ... except UnsafeOutputError as exc:
+        ...     print("refused:", str(exc).split(";")[0].split(" is ")[1])
+        refused: the source model's folder
+        >>> shutil.rmtree(parent)
     """
     shown = os.fspath(target)
     real = _real(target)
@@ -209,8 +308,8 @@ def staged_output_dir(target: PathLike, overwrite: bool = False, protect: Iterab
     """Yield a fresh staging folder next to ``target``; rename it onto ``target`` on success.
 
     The staging folder (``.<name>.partial-<pid>-<random>``) gets the umask's folder mode and
-    :data:`MARKER` before the block runs. On success the target is checked again
-    (:func:`check_output_dir`), everything is flushed to disk, an existing ``target`` is moved
+    ``MARKER`` before the block runs. On success the target is checked again
+    (``check_output_dir``), everything is flushed to disk, an existing ``target`` is moved
     aside, the staging folder is renamed onto ``target`` and the old one removed. On any exception
     (``KeyboardInterrupt`` included) the staging folder is removed and ``target`` is left exactly
     as it was; a killed run leaves only its staging folder, which the next run removes.
@@ -220,14 +319,32 @@ def staged_output_dir(target: PathLike, overwrite: bool = False, protect: Iterab
         overwrite: replace an existing hf_lnorm output (only once the new one is complete).
         protect: folders the output must not replace or contain (the source model's).
         writer: recorded in the marker, e.g. ``"hf-lnorm export"``.
+
     Yields:
         The staging folder to write into.
-    Raises:
-        UnsafeOutputError, OutputExistsError: as :func:`check_output_dir`.
 
-    Example:
-        >>> with staged_output_dir("out") as tmp:      # doctest: +SKIP
-        ...     (tmp / "model.onnx").write_bytes(data)
+    Raises:
+        UnsafeOutputError: the target may not be replaced (see ``check_output_dir``), checked
+            before the block runs and again before the rename.
+        OutputExistsError: the target exists and ``overwrite`` is False.
+
+    Examples:
+        >>> import os, shutil, tempfile
+        >>> from hf_lnorm.outputs import staged_output_dir
+        >>> parent = tempfile.mkdtemp()
+        >>> target = os.path.join(parent, "out")
+        >>> with staged_output_dir(target, writer="my-script") as tmp:
+        ...     _ = (tmp / "result.txt").write_text("42")
+        >>> sorted(os.listdir(target))
+        ['.hf-lnorm-output.json', 'result.txt']
+        >>> with staged_output_dir(target, overwrite=True) as tmp:
+        ...     raise RuntimeError("the run fails half-way")
+        Traceback (most recent call last):
+        ...
+        RuntimeError: the run fails half-way
+        >>> sorted(os.listdir(target))  # the earlier output is untouched
+        ['.hf-lnorm-output.json', 'result.txt']
+        >>> shutil.rmtree(parent)
     """
     protect = list(protect)
     real = check_output_dir(target, overwrite, protect)

@@ -15,7 +15,7 @@ Patching is per instance: the module's own ``forward`` attribute is set to a
 bound method (its class is untouched), its parameters are not touched, so the
 state_dict is byte-identical and ``unpatch`` restores the module exactly.
 
-Example:
+Examples:
     >>> import torch, hf_lnorm
     >>> block = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
     >>> block = hf_lnorm.patch(block)
@@ -73,12 +73,47 @@ class PatchMode:
     per-instance ``__dict__`` entries the mode sets on modules other than the
     norms (fused residual blocks, int8 Linears): ``patch`` snapshots them and
     restores them if the call fails.
+
+    The class attribute ``name`` is the string users pass as ``patch(model,
+    mode=...)``. The built-in modes are ``"fused"`` (this module) and
+    ``"quantized"`` (``hf_lnorm.quantization.QuantizedMode``).
+
+    Examples:
+        >>> import torch
+        >>> import hf_lnorm
+        >>> from hf_lnorm.patching import PatchMode, register_mode
+        >>> class ReferenceMode(PatchMode):
+        ...     name = "reference-example"
+        ...     def forward(self, module, x):
+        ...         state = module._hf_lnorm_state
+        ...         bias = module.bias if state.spec.has_bias else None
+        ...         return hf_lnorm.norms.reference_forward(state.spec, x, module.weight, bias, module.eps)
+        >>> register_mode(ReferenceMode())
+        >>> norm = hf_lnorm.patch(torch.nn.LayerNorm(8), mode="reference-example")
+        >>> hf_lnorm.patch_report(norm)[0].mode
+        'reference-example'
+        >>> x = torch.randn(2, 8)
+        >>> torch.allclose(norm(x), hf_lnorm.unpatch(norm)(x), atol=1e-6)
+        True
     """
 
     name = "base"
     instance_attrs: Tuple[str, ...] = ()
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Compute the patched norm ``module`` on ``x``; runs in place of the module's own forward.
+
+        Args:
+            module: the patched norm; ``module._hf_lnorm_state`` holds its ``spec``
+                (a ``NormSpec``), ``backend`` and ``mode``.
+            x: the norm's input.
+
+        Returns:
+            The norm's output, with the shape and dtype the original module returns.
+
+        Raises:
+            NotImplementedError: in the base class; every mode implements it.
+        """
         raise NotImplementedError
 
     def validate_options(self, **options) -> None:
@@ -92,10 +127,21 @@ class PatchMode:
             raise TypeError(f"unknown option(s) for mode {self.name!r}: {', '.join(sorted(options))}; accepted: none")
 
     def after_patch(self, model: nn.Module, patched: List[Tuple[str, nn.Module]], report: "PatchReport", **options) -> None:
-        """Called once per ``patch`` call, after the norms are swapped."""
+        """Called once per ``patch`` call, after the norms are swapped.
+
+        Args:
+            model: the model passed to ``patch``.
+            patched: ``(name, module)`` of each norm this call patched.
+            report: the call's report; a mode may add details to ``NormRecord.extra``.
+            **options (Any): the mode options of the ``patch`` call.
+        """
 
     def before_unpatch(self, model: nn.Module) -> None:
-        """Called once per ``unpatch`` call, before the norms are restored."""
+        """Called once per ``unpatch`` call, before the norms are restored.
+
+        Args:
+            model: the model passed to ``unpatch``; undo any model-level change here.
+        """
 
 
 class FusedMode(PatchMode):
@@ -166,7 +212,21 @@ MODES: Dict[str, PatchMode] = {}
 
 
 def register_mode(mode: PatchMode) -> None:
-    """Make ``patch(model, mode=mode.name)`` available."""
+    """Make ``patch(model, mode=mode.name)`` available.
+
+    A mode registered under an existing name replaces it for later ``patch``
+    calls. Registration is process-wide; patching stays per instance.
+
+    Args:
+        mode: an instance of a ``PatchMode`` subclass; its ``name`` is the key.
+
+    Examples:
+        >>> from hf_lnorm.patching import MODES
+        >>> sorted(MODES)[:2]
+        ['fused', 'quantized']
+
+        See ``PatchMode`` for a complete custom mode.
+    """
     MODES[mode.name] = mode
 
 
@@ -223,7 +283,20 @@ def _patched_forward(self, hidden_states):
 
 
 def is_patched(module: nn.Module) -> bool:
-    """Whether ``module`` itself (not its children) is a patched norm."""
+    """Whether ``module`` itself (not its children) is a patched norm.
+
+    Args:
+        module: any module.
+
+    Returns:
+        True when ``patch`` swapped this module's forward.
+
+    Examples:
+        >>> import torch, hf_lnorm
+        >>> model = hf_lnorm.patch(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)))
+        >>> hf_lnorm.is_patched(model[1]), hf_lnorm.is_patched(model)
+        (True, False)
+    """
     return STATE_ATTR in module.__dict__
 
 
@@ -321,6 +394,19 @@ def patch(
 ) -> nn.Module:
     """Swap the norm layers of ``model`` for fused or quantized versions, in place.
 
+    Every module that looks like a norm is probed against the variants of
+    ``hf_lnorm.norms.reference`` and patched only when one reproduces it;
+    the others are left alone and listed in ``patch_report(model)`` with the
+    reason. Patching is per instance: classes, parameters and the state_dict are
+    untouched, and patching an already patched model with the same mode and
+    backend changes nothing.
+
+    Every argument is checked before the model is touched, and a call that fails
+    part-way (a probe, the quantized mode's tracing, residual fusion) restores
+    the model exactly as it was, earlier patches and report included, before
+    re-raising. A pattern in ``include``/``exclude`` that matches no norm, and a
+    model without norms, give a ``UserWarning``.
+
     Args:
         model: any ``nn.Module`` (a ``PreTrainedModel``, a PEFT model, a bare block).
         mode: ``"fused"`` (numerically equivalent) or another registered mode
@@ -331,23 +417,29 @@ def patch(
         exclude: module-name pattern(s) never patched.
         backend: force a kernel backend (``"aten"``, ``"triton"``...); default picks
             the fastest available one.
-        **mode_options: passed to the mode: ``fuse_residual`` for ``fused``;
+        **mode_options (Any): passed to the mode: ``fuse_residual`` for ``fused``;
             ``example_inputs``, ``kernel``, ``all_linears`` for ``quantized``.
+
     Returns:
         The same ``model`` object, patched.
+
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, a bad ``include``/``exclude``,
             or an unknown or mistyped mode option.
-        ValueError: unknown ``mode`` or ``backend``, or a bad mode option value.
+        ValueError: unknown ``mode`` or ``backend``, a forced backend that cannot run
+            here, or a bad mode option value.
 
-    Every argument is checked before the model is touched, and a call that fails
-    part-way (a probe, the quantized mode's tracing, residual fusion) restores
-    the model exactly as it was, earlier patches and report included, before
-    re-raising.
-
-    Example:
-        >>> model = hf_lnorm.patch(model)            # doctest: +SKIP
-        >>> print(hf_lnorm.patch_report(model).summary())  # doctest: +SKIP
+    Examples:
+        >>> import torch, hf_lnorm
+        >>> model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.LayerNorm(16), torch.nn.LayerNorm(16))
+        >>> x = torch.randn(3, 16)
+        >>> expected = model(x)
+        >>> model = hf_lnorm.patch(model, exclude="2")
+        >>> print(hf_lnorm.patch_report(model).summary())
+        hf_lnorm.patch: 1 norm(s) patched (fused), 0 skipped, 1 excluded
+        >>> torch.allclose(model(x), expected, atol=1e-5)
+        True
+        >>> model = hf_lnorm.unpatch(model)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"hf_lnorm.patch expects a torch.nn.Module, got {type(model).__module__}.{type(model).__name__}")
@@ -424,8 +516,25 @@ def _patch(model, mode, mode_obj, includes, excludes, backend, mode_options) -> 
 def unpatch(model: nn.Module) -> nn.Module:
     """Restore every patched norm of ``model`` exactly; a no-op on an unpatched model.
 
+    Each mode first undoes its model-level changes (fused residual blocks, int8
+    Linear layers), then every norm gets its original forward back and the
+    report is dropped. Nothing else about the model changes.
+
+    Args:
+        model: a model passed to ``patch`` earlier (or any ``nn.Module``).
+
     Returns:
         The same ``model`` object.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Examples:
+        >>> import torch, hf_lnorm
+        >>> model = hf_lnorm.patch(torch.nn.Sequential(torch.nn.LayerNorm(8)))
+        >>> model = hf_lnorm.unpatch(model)
+        >>> list(hf_lnorm.iter_patched(model)), len(hf_lnorm.patch_report(model))
+        ([], 0)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"hf_lnorm.unpatch expects a torch.nn.Module, got {type(model).__module__}.{type(model).__name__}")
@@ -441,10 +550,38 @@ def unpatch(model: nn.Module) -> nn.Module:
 
 
 def patch_report(model: nn.Module) -> PatchReport:
-    """What the last ``patch`` call on ``model`` patched, skipped and excluded (empty if none)."""
+    """What the last ``patch`` call on ``model`` patched, skipped and excluded.
+
+    Args:
+        model: the model passed to ``patch``.
+
+    Returns:
+        The report of the last ``patch`` call on ``model``: one ``NormRecord`` per
+            norm-like module. Empty when ``model`` was never patched or was unpatched.
+
+    Examples:
+        >>> import torch, hf_lnorm
+        >>> model = hf_lnorm.patch(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)))
+        >>> record = hf_lnorm.patch_report(model)[0]
+        >>> record.name, record.cls, record.variant, record.status
+        ('1', 'torch.nn.modules.normalization.LayerNorm', 'layer_norm', 'patched')
+    """
     return model.__dict__.get(REPORT_ATTR, PatchReport())
 
 
 def iter_patched(model: nn.Module) -> Iterable[Tuple[str, nn.Module]]:
-    """(name, module) for every patched norm in ``model``."""
+    """``(name, module)`` for every patched norm in ``model``.
+
+    Args:
+        model: any module.
+
+    Returns:
+        A generator over ``model.named_modules()`` that keeps the patched norms.
+
+    Examples:
+        >>> import torch, hf_lnorm
+        >>> model = hf_lnorm.patch(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)))
+        >>> [name for name, _ in hf_lnorm.iter_patched(model)]
+        ['1']
+    """
     return ((n, m) for n, m in model.named_modules() if is_patched(m))

@@ -214,12 +214,36 @@ def _probe_rank(module: nn.Module, spec: NormSpec, struct, rank: int) -> Tuple[b
 def classify(module: nn.Module, _cache: Optional[dict] = None) -> Tuple[Optional[NormSpec], str, Optional[float], Optional[float]]:
     """Classify a norm-like module into a reference variant.
 
+    The module's structure (gain, bias, eps attribute, normalized shape,
+    channels-first layout) selects the candidate variants; each candidate then
+    runs beside the module's own forward on random inputs (fp32, bf16, bf16
+    input with fp32 parameters, and a tiny-variance input that exposes the eps),
+    with random parameters substituted for the module's. The module itself is
+    not changed.
+
+    Args:
+        module: a norm-like module (``nn.LayerNorm``, ``nn.RMSNorm``, a ``*Norm``
+            class of a Hugging Face model, ...).
+        _cache: a dict reused across calls within one ``patch`` call, so that
+            modules of the same class and structure try the variant found last
+            first; leave it None.
+
     Returns:
         ``(spec, reason, fp32_err, half_err)``; ``spec`` is None when the module
-        cannot be proven equivalent to any variant, with ``reason`` saying why.
-        When the variant matches for same-dtype inputs but not for a half input
-        with fp32 parameters, ``reason`` is ``"mixed-dtype"``: the patched module
-        then runs its original forward for such inputs.
+            cannot be proven equivalent to any variant, with ``reason`` saying why.
+            When the variant matches for same-dtype inputs but not for a half input
+            with fp32 parameters, ``reason`` is ``"mixed-dtype"``: the patched module
+            then runs its original forward for such inputs. ``fp32_err`` and
+            ``half_err`` are the probe's largest absolute differences.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm import classify
+        >>> spec, reason, fp32_err, half_err = classify(torch.nn.LayerNorm(16))
+        >>> spec.variant, reason, fp32_err < 1e-5
+        ('layer_norm', '', True)
+        >>> classify(torch.nn.BatchNorm1d(16))[:2]
+        (None, 'BatchNorm1d normalizes over channels, groups or the batch, not the last dimension')
     """
     struct = _structure(module)
     if isinstance(struct, str):

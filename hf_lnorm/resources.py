@@ -2,18 +2,18 @@
 
 Everything a default needs (the QA evaluation and calibration questions, the
 LoRA adapter of the bundled QA model, small text samples) is package data under
-``hf_lnorm/data`` and is read through :mod:`importlib.resources`, so it works the
+``hf_lnorm/data`` and is read through ``importlib.resources``, so it works the
 same from a wheel, an sdist or a checkout. Nothing here is ever written to.
 
 Anything hf_lnorm writes for later reuse (the merged QA model, compiled CPU
-kernels) goes under :func:`cache_dir`:
+kernels) goes under ``cache_dir``:
 
 1. ``$HF_LNORM_CACHE`` when set;
 2. else ``$HF_HOME/hf_lnorm`` when ``HF_HOME`` is set (the Hugging Face convention);
 3. else ``$XDG_CACHE_HOME/huggingface/hf_lnorm``;
 4. else ``~/.cache/huggingface/hf_lnorm``.
 
-Example:
+Examples:
     >>> from hf_lnorm.resources import data_file
     >>> data_file("qa", "dev.json").name
     'dev.json'
@@ -31,12 +31,25 @@ __all__ = ["QA_ADAPTER", "QA_CALIBRATION_FILE", "QA_EVAL_FILE", "cache_dir", "da
 def data_file(*parts: str) -> Path:
     """Path of a file or folder shipped under ``hf_lnorm/data``.
 
+    The data is located with ``importlib.resources``, so the same call works
+    from a wheel, an sdist or a checkout. Use the ``QA_*`` tuples of this module
+    for the files hf_lnorm's own commands read.
+
     Args:
         *parts: path components below ``hf_lnorm/data`` (``"qa", "dev.json"``).
+
     Returns:
         A filesystem path (installed wheels and checkouts are plain folders).
+
     Raises:
-        FileNotFoundError: the package was installed without its data files.
+        FileNotFoundError: the path does not exist, for example because the package
+            was installed without its data files; the message gives the reinstall command.
+
+    Examples:
+        >>> from hf_lnorm.resources import QA_EVAL_FILE, data_file
+        >>> path = data_file(*QA_EVAL_FILE)
+        >>> path.parent.name, path.name, path.is_file()
+        ('qa', 'dev.json', True)
     """
     node = resources.files("hf_lnorm").joinpath("data", *parts)
     path = Path(str(node))
@@ -48,7 +61,27 @@ def data_file(*parts: str) -> Path:
 
 
 def cache_dir(*parts: str) -> Path:
-    """The folder hf_lnorm caches into (see the module docstring), joined with ``parts``; not created here."""
+    """The folder hf_lnorm caches into, joined with ``parts``.
+
+    The root is ``$HF_LNORM_CACHE`` when set, else ``$HF_HOME/hf_lnorm``, else
+    ``$XDG_CACHE_HOME/huggingface/hf_lnorm``, else
+    ``~/.cache/huggingface/hf_lnorm``. The environment is read on every call.
+    The folder is not created here: the writer creates what it needs.
+
+    Args:
+        *parts: path components below the cache root (``"merged"``, ``"kernels"``).
+
+    Returns:
+        The path (``~`` expanded); it may not exist yet.
+
+    Examples:
+        >>> import os
+        >>> from unittest import mock
+        >>> from hf_lnorm.resources import cache_dir
+        >>> with mock.patch.dict(os.environ, {"HF_LNORM_CACHE": "/tmp/my-cache"}):
+        ...     print(cache_dir("kernels").as_posix())
+        /tmp/my-cache/kernels
+    """
     root = os.environ.get("HF_LNORM_CACHE")
     if root:
         base = Path(root)

@@ -125,7 +125,7 @@ def main() -> int:
     import transformers
 
     from hf_lnorm._json import write_json
-    from hf_lnorm._machine import machine_info
+    from hf_lnorm._machine import machine_info, provenance
 
     names = list(SETTINGS)
     micro = {n: [] for n in names}
@@ -174,7 +174,7 @@ def main() -> int:
                                                 text=True).stdout.strip()),
                "torch": torch.__version__, "transformers": transformers.__version__, "machine": machine_info(),
                "threads": args.threads, "passes": args.passes, "settings_mib": SETTINGS, "summary": summary,
-               "raw": {"micro": micro, "e2e": e2e}}
+               "raw": {"micro": micro, "e2e": e2e}, "provenance": provenance()}
     write_json(args.out, payload)
     for shape, arms in summary["e2e"].items():
         for arm, v in arms.items():

@@ -31,6 +31,7 @@ import transformers
 from torch import nn
 
 import hf_lnorm
+from hf_lnorm._machine import provenance
 from hf_lnorm.patching import _NOT_LAST_DIM
 
 NAME = re.compile(r"Norm(\d*d?|Gated)?$")
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.json)), suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump({"transformers": transformers.__version__, "torch": torch.__version__, "counts": dict(counts),
-                   "variants": dict(variants), "rows": rows}, f, indent=1)
+                   "variants": dict(variants), "rows": rows, "provenance": provenance()}, f, indent=1)
     os.chmod(tmp, 0o644)
     os.replace(tmp, args.json)
     print(f"wrote {args.json}")

@@ -55,6 +55,7 @@ import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from hf_lnorm._json import write_json  # noqa: E402
+from hf_lnorm._machine import provenance  # noqa: E402
 from hf_lnorm.export.ort import quantize_dynamic_int8, quantize_per_token_int8  # noqa: E402
 
 
@@ -251,7 +252,8 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {"onnxruntime": ort.__version__, "threads": args.threads, "repeats": args.repeats,
                                "machine": platform.processor() or platform.machine(), "rows": rows,
-                               "command": "python scripts/ort_cpu_ops.py " + " ".join(argv if argv is not None else sys.argv[1:])})
+                               "command": "python scripts/ort_cpu_ops.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                               "provenance": provenance()})
     return 0
 
 

@@ -124,6 +124,7 @@ def main(argv=None):
     sys.path.insert(0, REPO)
     import hf_lnorm
     from hf_lnorm._json import write_json
+    from hf_lnorm._machine import provenance
     from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir
     from transformers import GPT2LMHeadModel
 
@@ -178,7 +179,8 @@ def main(argv=None):
     consumers = {r.name: r.extra.get("consumers") for r in report.patched}
     if args.json:
         write_json(args.json, {"rows": rows, "heldout_chars": len(heldout_ids) - 1, "context": args.context,
-                               "steps": args.steps, "text": os.path.relpath(args.text, REPO), "consumers": consumers})
+                               "steps": args.steps, "text": os.path.relpath(args.text, REPO), "consumers": consumers,
+                               "provenance": provenance()})
     return 0
 
 

@@ -31,6 +31,7 @@ import transformers  # noqa: E402
 
 import hf_lnorm  # noqa: E402,F401  (registers the families)
 from hf_lnorm._json import write_json  # noqa: E402
+from hf_lnorm._machine import provenance  # noqa: E402
 from hf_lnorm.export import export  # noqa: E402
 from hf_lnorm.export.ort import check_fusions  # noqa: E402
 from hf_lnorm.export.seq2seq import TEXT  # noqa: E402
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {"model": args.model, "sentences": len(sources), "max_new_tokens": args.max_new_tokens,
                                "transformers": transformers.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "fusions": fusions, "rows": rows})
+                               "fusions": fusions, "rows": rows, "provenance": provenance()})
     return 0
 
 

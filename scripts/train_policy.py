@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from hf_lnorm._json import write_json  # noqa: E402
+from hf_lnorm._machine import provenance  # noqa: E402
 from hf_lnorm.models import LNormPolicyConfig, LNormPolicyModel  # noqa: E402
 from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir  # noqa: E402
 
@@ -442,7 +443,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 rows.append(row)
                 print(f"[{norm} seed {seed}] mean return {row['mean_return']:.1f} ± {row['std_return']:.1f} after "
                       f"{row['timesteps']} steps ({row['wall_seconds']:.0f} s)", flush=True)
-        write_json(results_path, {"command": command, "runs": rows})
+        write_json(results_path, {"command": command, "runs": rows, "provenance": provenance()})
         print(f"wrote {results_path}")
         return 0
 
@@ -457,6 +458,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     save_model(run["model"], output_dir, recipe.get("training_data"), args.overwrite, [args.recipe])
     result = summary(recipe, run, time.perf_counter() - start, command)
     result["output_dir"] = output_dir
+    result["provenance"] = provenance()
     write_json(results_path, result)
     print(
         f"{result['env_id']}: mean return {result['mean_return']:.1f} ± {result['std_return']:.1f} over "

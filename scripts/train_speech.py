@@ -54,6 +54,7 @@ from hf_lnorm.models import (  # noqa: E402
     LNormSpeechProcessor,
     build_word_tokenizer,
 )
+from hf_lnorm._machine import provenance  # noqa: E402
 from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir  # noqa: E402
 from hf_lnorm.recipes.speech_metrics import wer_details  # noqa: E402
 
@@ -362,6 +363,7 @@ def main(argv=None):
         results["eval_seconds"] = round(time.time() - t_eval, 1)
         results["wall_seconds"] = round(time.time() - started, 1)
         results["threads"] = torch.get_num_threads()
+        results["provenance"] = provenance()
 
         staged = str(staged_dir)
         model.save_pretrained(
@@ -374,7 +376,7 @@ def main(argv=None):
         processor.save_pretrained(staged)
         with open(os.path.join(staged, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
-    print(json.dumps({k: v for k, v in results.items() if k not in ("validation", "test_held_out_voice", "pocketsphinx", "vocabulary")}))
+    print(json.dumps({k: v for k, v in results.items() if k not in ("validation", "test_held_out_voice", "pocketsphinx", "vocabulary", "provenance")}))
     print(f"wrote {output} ({time.time() - started:.0f} s)")
     return results
 

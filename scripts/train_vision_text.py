@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from hf_lnorm._json import write_json  # noqa: E402
+from hf_lnorm._machine import provenance  # noqa: E402
 from hf_lnorm.models import (  # noqa: E402
     LNormViTImageProcessor,
     LNormVisionTextConfig,
@@ -234,6 +235,7 @@ def main(argv=None) -> dict:
             final_train_loss=next((log["loss"] for log in reversed(trainer.state.log_history) if "loss" in log), None),
             confusions=Counter(f"{answers[l]}->{answers[p]}" for p, l in zip(predictions, labels) if p != l).most_common(10),
             config=os.path.relpath(os.path.abspath(args.config), ROOT), transformers_version=__import__("transformers").__version__,
+            provenance=provenance(),
         )
         model.save_pretrained(work, training_data=f"easy-VQA train split (PyPI easy-vqa): {len(datasets['train']):,} questions.")
         processor.save_pretrained(work)
@@ -242,7 +244,7 @@ def main(argv=None) -> dict:
             json.dump(results, handle, indent=2)
     if args.results_json:
         write_json(args.results_json, results)
-    print(json.dumps({k: v for k, v in results.items() if k != "confusions"}, indent=2))
+    print(json.dumps({k: v for k, v in results.items() if k not in ("confusions", "provenance")}, indent=2))
     print(f"saved model, processor and results.json to {output_dir}")
     return results
 

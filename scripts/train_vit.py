@@ -39,6 +39,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from hf_lnorm.models import LNormViTConfig, LNormViTForImageClassification, LNormViTImageProcessor  # noqa: E402
+from hf_lnorm._machine import provenance  # noqa: E402
 from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir  # noqa: E402
 
 
@@ -184,6 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "torch": torch.__version__,
             "model": {k: config.to_dict()[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "norm_type", "norm_position")},
             "parameters": sum(p.numel() for p in model.parameters()),
+            "provenance": provenance(),
         }
         for name, payload in (("train_results.json", results),
                               ("split.json", {"test_size": data.get("test_size", 0.2), "split_seed": data.get("split_seed", 0),

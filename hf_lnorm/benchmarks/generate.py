@@ -16,13 +16,13 @@ Numbers depend on the machine and its load; compare rows of one run only.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from typing import Dict, List
 
 from .._argtypes import positive_int
 from .._json import write_json
+from .._machine import machine_info, provenance
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,10 +154,11 @@ def run_benchmark(args) -> Dict:
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": machine_info()["cpu"],
             "device": args.device,
         },
         "rows": rows,
+        "provenance": provenance(),
     }
 
 

@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 
 from .._argtypes import non_negative_float, non_negative_int, positive_int
 from .._json import write_json
+from .._machine import machine_info, provenance
 from ..norms import ops
 from ._norms_report import _plot, _table, _targets  # noqa: F401  (re-exported)
 
@@ -428,7 +428,7 @@ def run(args) -> int:
                     runners.clear()
     payload = {
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else machine_info()["cpu"],
         "copy_gbps": round(copy_gbps, 2),
         "timing": args.timing if device == "cuda" else "eager",
         "threads": torch.get_num_threads(),
@@ -441,6 +441,7 @@ def run(args) -> int:
     if args.e2e:
         payload["e2e"] = e2e_minilm(args.e2e_model, args.e2e_batch, args.e2e_seq, args.e2e_repeats, device)
     payload["targets"] = _targets(results, device, copy_gbps)
+    payload["provenance"] = provenance()
 
     print(f"device: {payload['device_name']} ({device}, timing {payload['timing']}), threads {payload['threads']}, copy bandwidth {copy_gbps:.1f} GB/s, "
           f"load average {load} -> {payload['load_avg_end']}")

@@ -42,7 +42,7 @@ from torch import nn
 
 from .._argtypes import non_negative_int, positive_int, unit_interval
 from .._json import write_json
-from .._machine import machine_info
+from .._machine import machine_info, provenance
 from ..export.qa import DEFAULT_QA_FILE
 from ..resources import data_file
 
@@ -305,5 +305,6 @@ def run(args) -> int:
         print(f"{r['variant']:<24} {r['median_ms']:>10.1f} {speed:>8} {r['weight_bytes'] / 1e6:>10.1f}  {r['metric']}={r['value']}{note}")
     if args.json:
         write_json(args.json, {"rows": rows, "batch": args.batch, "seq": args.seq, "threads": torch.get_num_threads(),
-                               "repeats": args.repeats, "questions": len(examples), "machine": _machine()})
+                               "repeats": args.repeats, "questions": len(examples), "machine": _machine(),
+                               "provenance": provenance()})
     return 0

@@ -5,7 +5,7 @@ The kernels are built once per CPU, compiler and torch version into
 moves the root). Prints the folder and how long it took, or why the kernels
 cannot be built here (exit status 1; hf_lnorm then uses aten on CPU).
 
-Example:
+Examples:
     hf-lnorm build-kernels
 """
 

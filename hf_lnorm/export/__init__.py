@@ -6,12 +6,13 @@ optimum-onnx is installed (transformers 4.57), ``torch.onnx.export`` (dynamo)
 otherwise. The implementation lives in ``hf_lnorm.export.onnx``; this package
 keeps the public names.
 
-Example:
-    >>> import hf_lnorm
-    >>> from hf_lnorm.export import export
-    >>> result = export("path/to/bert", "bert-onnx", task="question-answering")  # doctest: +SKIP
-    >>> result.method, result.max_abs_err                                          # doctest: +SKIP
-    ('optimum', 2.1e-06)
+Examples:
+    ```python
+    from hf_lnorm.export import export
+
+    result = export("path/to/bert", "bert-onnx", task="question-answering")
+    print(result.method, result.onnx_files, result.max_abs_err)
+    ```
 """
 
 from .onnx import (

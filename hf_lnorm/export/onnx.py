@@ -89,7 +89,10 @@ _CLASS_SUFFIX_TASKS = (
 class ExportResult:
     """What ``export`` wrote and how it checked it.
 
-    Attributes:
+    ``hf-lnorm export`` prints these fields; ``ExportResult`` objects are
+    returned by ``export``, not built by hand.
+
+    Args:
         output_dir: the final output directory.
         onnx_files: ONNX files written, relative to ``output_dir``.
         method: ``"optimum"`` or ``"torch.onnx-dynamo"``.
@@ -99,6 +102,16 @@ class ExportResult:
         op_types: per file, a ``Counter`` of ``"domain::OpType"`` (``""`` domain shown bare).
         max_abs_err: largest |ONNX Runtime - PyTorch| over all outputs on fresh inputs (fp32).
         notes: human-readable lines (path taken, opset adjustments, TensorRT status).
+
+    Examples:
+        ```python
+        from hf_lnorm.export import export
+
+        result = export("path/to/bert-qa", "bert-qa-onnx", task="question-answering")
+        print(result.method, result.opset, result.onnx_files)  # e.g. optimum 18 ['model.onnx']
+        print(result.op_types["model.onnx"]["LayerNormalization"])  # one node per norm
+        print(f"max |ORT - PyTorch| = {result.max_abs_err:.1e}")
+        ```
     """
 
     output_dir: Path
@@ -116,7 +129,18 @@ class ExportResult:
 
 
 def optimum_available() -> bool:
-    """Whether Optimum's ONNX exporter can run here (optimum-onnx installed, transformers < 4.58)."""
+    """Whether Optimum's ONNX exporter can run here (optimum-onnx installed, transformers < 4.58).
+
+    The package is located without importing it.
+
+    Returns:
+        True when ``optimum.exporters.onnx`` can be found.
+
+    Examples:
+        >>> from hf_lnorm.export import default_method, optimum_available
+        >>> default_method() == ("optimum" if optimum_available() else "torch.onnx-dynamo")
+        True
+    """
     if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.exporters") is None:
         return False
     try:
@@ -126,7 +150,17 @@ def optimum_available() -> bool:
 
 
 def default_method() -> str:
-    """``"optimum"`` where Optimum's exporter is installed, else ``"torch.onnx-dynamo"``."""
+    """The export method ``export`` uses when none is given.
+
+    Returns:
+        ``"optimum"`` where Optimum's exporter is installed (``optimum_available``),
+            else ``"torch.onnx-dynamo"``.
+
+    Examples:
+        >>> from hf_lnorm.export import default_method
+        >>> default_method() in ("optimum", "torch.onnx-dynamo")
+        True
+    """
     return METHOD_OPTIMUM if optimum_available() else METHOD_DYNAMO
 
 
@@ -136,8 +170,24 @@ def default_method() -> str:
 def infer_task(model_or_class) -> str:
     """Export task of a model from its class name (``BertForQuestionAnswering`` -> ``question-answering``).
 
+    The first matching class-name suffix wins (``ForQuestionAnswering``,
+    ``ForSequenceClassification``, ``ForCausalLM``, ``LMHeadModel``, ...); a
+    bare ``...Model`` is ``feature-extraction``.
+
+    Args:
+        model_or_class (torch.nn.Module | type | str): a model, a model class, or a class name
+            (as in ``config.architectures``).
+
+    Returns:
+        A key of ``TASKS``.
+
     Raises:
         UnsupportedArchitectureError: no known task for that class.
+
+    Examples:
+        >>> from hf_lnorm.export import infer_task
+        >>> infer_task("BertForQuestionAnswering"), infer_task("GPT2LMHeadModel"), infer_task("BertModel")
+        ('question-answering', 'text-generation', 'feature-extraction')
     """
     cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
     name = cls.__name__ if isinstance(model_or_class, (type, torch.nn.Module)) else str(model_or_class)
@@ -152,14 +202,30 @@ def infer_task(model_or_class) -> str:
 def load_model(name: str, task: Optional[str] = None, trust_remote_code: bool = False):
     """Load a model for export from a directory or hub id.
 
+    The folder or hub id is resolved first (``hf_lnorm.loading.resolve_model``
+    with ``check_hub=True``), so a wrong reference fails with one line. The
+    model is not patched here (``export`` does that).
+
     Args:
         name: local directory or hub id.
-        task: one of ``TASKS``; default: inferred from ``config.architectures``.
+        task: one of ``TASKS``; default: inferred from ``config.architectures``
+            (``feature-extraction`` when the config names none).
         trust_remote_code: passed to ``from_pretrained``.
+
     Returns:
-        ``(model, task)``, the model in eval mode, fp32.
+        (tuple[transformers.PreTrainedModel, str]): ``(model, task)``, the model in eval mode, fp32.
+
     Raises:
-        ModelNotFoundError, UnsupportedArchitectureError, ValueError (unknown task).
+        ModelNotFoundError: the folder or hub id cannot be resolved.
+        UnsupportedArchitectureError: the task's Auto class cannot load the architecture.
+        ValueError: unknown task.
+
+    Examples:
+        ```python
+        from hf_lnorm.export import load_model
+
+        model, task = load_model("path/to/bert-qa")  # task inferred: "question-answering"
+        ```
     """
     import transformers
     from transformers import AutoConfig
@@ -192,13 +258,26 @@ def _to_numpy(inputs: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
 def verify_onnx(model, onnx_path: Union[str, Path], task: str, inputs: Optional[Dict[str, torch.Tensor]] = None) -> float:
     """Max |ONNX Runtime - PyTorch| over all named outputs on fresh inputs (another batch/sequence size).
 
+    Runs the graph in ONNX Runtime on CPU and the model in PyTorch on the same
+    inputs, and compares the task's outputs (``TASKS[task][1]``). Past key
+    values the graph expects are fed as empty caches.
+
     Args:
-        model: the PyTorch model that was exported (patched or not).
+        model (torch.nn.Module): the PyTorch model that was exported (patched or not).
         onnx_path: a single-graph ONNX file (no past key values).
         task: the export task (selects the outputs).
         inputs: optional inputs; default: ``dummy_inputs(model, task, batch=3, seq=11, seed=1)``.
+
     Returns:
         The largest absolute difference.
+
+    Examples:
+        ```python
+        from hf_lnorm.export import export, verify_onnx
+
+        result = export(model, "model-onnx", task="question-answering", verify=False)
+        err = verify_onnx(model, result.output_dir / "model.onnx", "question-answering")
+        ```
     """
     import onnxruntime as ort
 
@@ -247,7 +326,16 @@ def _save_side_files(model, source: Optional[str], out_dir: Path) -> None:
 
 
 def family_onnx_configs(model, task: str):
-    """``(custom_onnx_configs, fn_get_submodels)`` for hf_lnorm's own families, ``(None, None)`` otherwise."""
+    """What Optimum's exporter needs for hf_lnorm's own families.
+
+    Args:
+        model (torch.nn.Module): the model to export.
+        task: the export task.
+
+    Returns:
+        (tuple): ``(custom_onnx_configs, fn_get_submodels)`` for hf_lnorm's own families,
+            ``(None, None)`` for other models or where Optimum is not installed.
+    """
     try:
         from .onnx_configs import custom_configs_for
     except ImportError:  # pragma: no cover - needs optimum
@@ -279,6 +367,14 @@ def export(
 ) -> ExportResult:
     """Export a model to ONNX, atomically (a temp dir renamed onto ``output`` at the end).
 
+    Uses Optimum's exporter where optimum-onnx is installed (transformers 4.57)
+    and ``torch.onnx.export`` (dynamo) otherwise. Patched norms are written as
+    standard ``LayerNormalization`` nodes (the RMS variants as elementary ops),
+    so the graph has no custom ops. The output folder also gets ``config.json``
+    and, for a model loaded from a folder or hub id, its tokenizer or image
+    processor. Encoder-decoder families are written as several graphs
+    (encoder, decoder, decoder with past).
+
     Args:
         model: a ``PreTrainedModel`` (exported as it is, patched or not), a local
             directory or a hub id (loaded, then patched with ``hf_lnorm.patch``
@@ -287,22 +383,44 @@ def export(
         task: one of ``TASKS``; default: inferred from the model class.
         opset: ONNX opset, >= 17 (the dynamo path needs >= 18 and raises it).
         target: ``"onnx"`` or ``"tensorrt"`` (standard ops only, checked; an engine
-            is built where TensorRT and a CUDA GPU are present).
+            is built where the ``tensorrt`` package and a CUDA GPU are present,
+            otherwise the notes give the ``trtexec`` command; the engine-building
+            path is not covered by the test suite).
         overwrite: replace an existing ``output``.
         method: ``"optimum"`` or ``"torch.onnx-dynamo"``; default: Optimum when installed.
         patch: patch a model loaded from a path/hub id before export.
         verify: compare ONNX Runtime with PyTorch on fresh inputs (single-graph exports, and every graph of
             the encoder-decoder families: export/seq2seq.py).
         trust_remote_code: for loading from a path/hub id.
+
     Returns:
         An ``ExportResult``.
+
     Raises:
         ModelNotFoundError: missing path / unknown hub id.
         OutputExistsError: ``output`` is an earlier hf_lnorm output and ``overwrite`` is False.
         UnsafeOutputError: (a subclass) ``output`` may never be replaced: it is the model's folder, holds it
             or the current directory, is a file, or is a folder of files hf_lnorm did not write.
         UnsupportedArchitectureError: the architecture or task cannot be exported.
-        ValueError: bad ``task``, ``opset``, ``target`` or ``method``.
+        ValueError: bad ``task``, ``opset``, ``target`` or ``method``; ``method="optimum"``
+            without optimum-onnx; with ``target="tensorrt"``, a graph with non-standard ops.
+        TypeError: ``model`` is neither a path, a hub id nor an ``nn.Module``.
+        RuntimeError: the exporter wrote no ONNX file.
+
+    Examples:
+        ```python
+        import hf_lnorm
+        from hf_lnorm.export import export
+        from transformers import AutoModelForQuestionAnswering
+
+        # from a folder or hub id: loaded, patched, exported, verified
+        result = export("path/to/bert-qa", "bert-qa-onnx", task="question-answering")
+
+        # or a model you already hold (exported as it is, patched or not)
+        model = hf_lnorm.patch(AutoModelForQuestionAnswering.from_pretrained("path/to/bert-qa"))
+        result = export(model, "bert-qa-onnx", overwrite=True)
+        print(result.notes)
+        ```
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; accepted targets: {', '.join(TARGETS)}")

@@ -91,7 +91,35 @@ def input_spec(model, task: str) -> Dict[str, Dict[int, str]]:
 
 
 def dummy_inputs(model, task: str, batch: int = 2, seq: int = 13, seed: int = 0, pad: bool = True) -> Dict[str, torch.Tensor]:
-    """Random but valid inputs for ``model`` and ``task`` (right padding on the last row)."""
+    """Random but valid inputs for ``model`` and ``task`` (right padding on the last row).
+
+    Token ids avoid the lowest ids (special tokens); the last row's attention
+    mask has its final three positions padded, so padding is exercised. Image,
+    policy and vision-text models get pixel values and observations at their
+    config sizes.
+
+    Args:
+        model (torch.nn.Module): the model (its ``config`` sets vocabulary, image size, ...).
+        task: a key of ``TASKS`` (selects the inputs).
+        batch: batch size.
+        seq: sequence length (capped at the model's position table).
+        seed: seed of the generator, so the inputs are reproducible.
+        pad: pad the last row (with ``batch > 1`` and ``seq > 4``).
+
+    Returns:
+        ``{input name: tensor}`` for ``model(**inputs)``.
+
+    Examples:
+        >>> from transformers import BertConfig, BertForQuestionAnswering
+        >>> from hf_lnorm.export import dummy_inputs
+        >>> config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                     num_attention_heads=4, intermediate_size=64)
+        >>> inputs = dummy_inputs(BertForQuestionAnswering(config), "question-answering", batch=2, seq=8)
+        >>> sorted(inputs), tuple(inputs["input_ids"].shape)
+        (['attention_mask', 'input_ids', 'token_type_ids'], (2, 8))
+        >>> inputs["attention_mask"][-1].tolist()
+        [1, 1, 1, 1, 1, 0, 0, 0]
+    """
     gen = torch.Generator().manual_seed(seed)
     cfg = model.config
     if _vision_text(model, task):  # an image and a (right-padded) question per example

@@ -37,7 +37,7 @@ import torch
 
 from .._argtypes import int_at_least, non_negative_int, positive_int, positive_int_list, unit_interval
 from .._json import staged_file, write_json
-from .._machine import machine_info
+from .._machine import machine_info, provenance
 
 logger = logging.getLogger("hf_lnorm")
 
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace an earlier hf-lnorm output there (never a folder hf-lnorm did not write)")
     parser.add_argument("--batch-sizes", type=positive_int_list, default=[1, 8], help="benchmark batch sizes (default: 1,8)")
     parser.add_argument("--seq-lens", type=positive_int_list, default=[128, 384], help="benchmark sequence lengths (default: 128,384)")
-    parser.add_argument("--qa-file", default=None, help="SQuAD-format JSON to evaluate on (default: data/qa/dev.json, held-out plays)")
+    parser.add_argument("--qa-file", default=None, help="SQuAD-format JSON to evaluate on (default: the shipped held-out dev questions, hf_lnorm.resources.QA_EVAL_FILE)")
     parser.add_argument("--eval-examples", type=positive_int, default=200, help="questions to evaluate (default: 200)")
     parser.add_argument("--calibration-examples", type=positive_int, default=32, help="inputs for static int8 calibration (default: 32)")
     parser.add_argument("--calibration-file", default=None,
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per benchmark cell; the median is reported (default: 5)")
     parser.add_argument("--smooth-alpha", type=unit_interval, default=None,
                         help="SmoothQuant strength for ort-int8-smooth, in [0, 1] (default: the best of "
-                             f"{', '.join(map(str, SMOOTH_ALPHAS))} by span agreement on the calibration questions)")
+                             f"{', '.join(map(str, SMOOTH_ALPHAS))} by mean |logit error| of int8 on the calibration questions)")
     parser.add_argument("--opset", type=int_at_least(17), default=18,
                         help="ONNX opset, >= 17 (LayerNormalization) (default: 18)")
     parser.add_argument("--threads", type=non_negative_int, default=0,
@@ -562,6 +562,7 @@ def run_job(args) -> Dict:
             "warnings": warnings_out,
             "plot": None,
             "rows": [asdict(r) for r in rows],
+            "provenance": provenance(),
         }
         write_json(out / "report.json", report_dict)  # first: a failing plot must not cost the run
         if not args.no_plot and _installed("matplotlib"):

@@ -6,10 +6,12 @@ plays held out from training, generated from public-domain Shakespeare by
 ``scripts/make_qa_data.py``; every answer is an exact span of its context). Any
 SQuAD-format JSON file works.
 
-Example:
-    >>> examples = load_squad("data/qa/sample_dev.json", limit=8)   # doctest: +SKIP
-    >>> enc = encode(tokenizer, examples, seq_len=128)                # doctest: +SKIP
-    >>> spans = best_spans(start_logits, end_logits, enc)             # doctest: +SKIP
+Examples:
+    ```python
+    examples = load_squad(default_qa_file(), limit=8)
+    enc = encode(tokenizer, examples, seq_len=128)
+    spans = best_spans(start_logits, end_logits, enc)
+    ```
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ def load_squad(path: Union[str, Path], limit: Optional[int] = None) -> List[QAEx
     Args:
         path: the JSON file.
         limit: keep the first ``limit`` questions.
+
     Returns:
         ``QAExample`` list, file order.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file is not SQuAD-shaped.

@@ -174,8 +174,9 @@ def optimize_seq2seq(onnx_dir: Union[str, Path], output_dir: Union[str, Path], c
     Args:
         onnx_dir: the export (``encoder_model.onnx``, ``decoder_model.onnx``, optionally ``decoder_with_past_model.onnx``).
         output_dir: where the fused graphs go, under the same names (with the export's other files).
-        config: the model's config (heads, hidden size, ``model_type``).
+        config (transformers.PretrainedConfig): the model's config (heads, hidden size, ``model_type``).
         disable: fusions to switch off (see ``optimize_onnx``).
+
     Returns:
         Per graph file, the fused-op counts (``hf_lnorm.export.ort.FUSED_OPS``).
     """

@@ -82,6 +82,7 @@ def trtexec_command(onnx_path: str, shapes: Dict[str, Union[Shape, Profile]], en
         onnx_path: the ONNX file.
         shapes: per input, the optimal (representative) shape, or its (min, opt, max) profile.
         engine_path: where the engine is saved.
+
     Returns:
         A shell command string.
     """
@@ -153,9 +154,11 @@ def prepare_tensorrt(
             ``None``: each graph's profile is read from its inputs (``graph_profiles``), as for the
             encoder-decoder graphs, which take different inputs.
         max_seq: the longest sequence of the read profiles.
+
     Returns:
         Lines for the user: the check result, then the engine paths, or one line saying why
-        none was built and a ``trtexec`` command per graph.
+            none was built and a ``trtexec`` command per graph.
+
     Raises:
         ValueError: a graph has non-standard ops or an opset below 17 (names them).
     """

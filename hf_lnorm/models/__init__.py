@@ -15,7 +15,7 @@ Families (one flat folder, so each family's files can be shipped as remote code)
   (``AutoModelForVisualQuestionAnswering``), ``LNormVisionTextProcessor`` (``AutoProcessor``; image processor
   ``LNormViTImageProcessor`` + a word-level tokenizer from ``train_question_tokenizer``).
 
-Example:
+Examples:
     >>> import hf_lnorm  # registers the families
     >>> from transformers import AutoConfig, AutoModelForCausalLM
     >>> config = AutoConfig.for_model("lnorm-gpt", vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
@@ -88,7 +88,23 @@ _PREPROCESSOR_REGISTRATIONS = [
 
 
 def register_auto_classes() -> None:
-    """Register every family config and head with the Auto classes (idempotent; runs on import)."""
+    """Register every family config and head with the Auto classes (idempotent; runs on import).
+
+    Configs go to ``AutoConfig`` under their ``lnorm-*`` model types, the heads to
+    their Auto model classes, the processors to ``AutoImageProcessor``,
+    ``AutoFeatureExtractor`` and ``AutoProcessor``. A registration that already
+    exists is left as it is; an image processor whose backend (Pillow) is missing
+    is skipped, the models still register.
+
+    Examples:
+        >>> from transformers import AutoConfig, AutoModelForSeq2SeqLM
+        >>> from hf_lnorm.models import register_auto_classes
+        >>> register_auto_classes()  # already done by ``import hf_lnorm``; calling again changes nothing
+        >>> config = AutoConfig.for_model("lnorm-seq2seq", vocab_size=50, hidden_size=32, num_hidden_layers=1,
+        ...                               num_attention_heads=4)
+        >>> type(AutoModelForSeq2SeqLM.from_config(config)).__name__
+        'LNormSeq2SeqForConditionalGeneration'
+    """
     for config_class, auto_class, model_class in _REGISTRATIONS:
         try:
             AutoConfig.register(config_class.model_type, config_class)

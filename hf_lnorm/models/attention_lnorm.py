@@ -70,7 +70,7 @@ def build_attention_mask(
 
     Returns:
         ``(mask, is_causal)``: a boolean ``(batch, 1, query_len, key_len)`` mask (True = attend) or ``None``,
-        and whether SDPA should apply its own causal mask instead.
+            and whether SDPA should apply its own causal mask instead.
     """
     key_len = past_len + query_len
     if padding_mask is not None and padding_mask.dim() == 4:  # already expanded by the caller
@@ -108,7 +108,7 @@ def position_ids_from(
         batch: batch size.
         query_len: number of new positions.
         past_len: number of cached positions.
-        device: device of the result.
+        device (torch.device | str): device of the result.
         padded: ``has_padding(padding_mask)`` if the caller already knows it.
 
     Returns:
@@ -241,7 +241,8 @@ def prepare_cache(
 
     Args:
         stack: the module running the blocks (reads ``config.use_cache``, ``training``, ``gradient_checkpointing``).
-        past_key_values, cache: the cache under either name (see ``pick_cache``).
+        past_key_values: the cache under its transformers 4.x name (see ``pick_cache``).
+        cache: the cache under its transformers 5.x name.
         use_cache: whether to keep a cache; ``None`` means ``config.use_cache`` outside training. Never while
             training with gradient checkpointing.
         encoder_decoder: the stack is a seq2seq decoder: the cache is an ``EncoderDecoderCache`` (a plain

@@ -1,4 +1,4 @@
-"""Configuration of LNormGPT, the course's GPT: a decoder-only transformer with switchable normalization.
+"""Configuration of LNormGPT: a decoder-only transformer with switchable normalization.
 
 Shipped next to saved weights as remote code: imports only transformers and siblings.
 """
@@ -18,6 +18,13 @@ from .layers import set_stack_fields
 class LNormGPTConfig(PretrainedConfig):
     """Configuration of ``LNormGPTModel`` and its heads.
 
+    A GPT-2-shaped decoder (learned absolute positions, GELU MLP, causal
+    self-attention with a KV cache) whose norms are one flag away:
+    ``norm_type`` picks LayerNorm, RMSNorm or none, ``norm_position`` puts them
+    before (pre-LN) or after (post-LN) each residual branch. With ``image_size``
+    set it is an ImageGPT model over color-cluster tokens (see
+    ``ImageGPTColorProcessor``). ``model_type`` is ``"lnorm-gpt"``.
+
     Args:
         vocab_size: number of token ids (for ImageGPT mode: number of color clusters, plus one start token).
         max_position_embeddings: context length (learned absolute positions).
@@ -36,7 +43,29 @@ class LNormGPTConfig(PretrainedConfig):
         tie_word_embeddings: share the token embedding with the LM head.
         use_cache: return a KV cache by default.
         image_size: ImageGPT mode: side of the square images (tokens = ``image_size**2``), else ``None``.
-        num_labels, pad_token_id, bos_token_id, eos_token_id, ...: standard ``PretrainedConfig`` arguments.
+        bos_token_id: id of the start token (ImageGPT mode: the start-of-image token), or None.
+        eos_token_id: id of the end token, or None.
+        pad_token_id: id of the padding token (sequence classification finds the
+            last real token with it), or None.
+        **kwargs (Any): other ``PretrainedConfig`` arguments (``num_labels``, ``id2label``, ...).
+
+    Raises:
+        ValueError: ``hidden_size`` not divisible by ``num_attention_heads``, an unknown
+            ``norm_type`` or ``norm_position``, or ``max_position_embeddings`` below 1.
+
+    Examples:
+        >>> from hf_lnorm.models import LNormGPTConfig, LNormGPTForCausalLM
+        >>> config = LNormGPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        ...                         norm_type="rmsnorm", norm_position="post")
+        >>> config.model_type, config.intermediate_size
+        ('lnorm-gpt', 128)
+        >>> model = LNormGPTForCausalLM(config)
+        >>> type(model.transformer.layers[0].attn_norm).__name__
+        'LNormRMSNorm'
+        >>> LNormGPTConfig(hidden_size=30, num_attention_heads=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: hidden_size=30 is not divisible by num_attention_heads=4; ...
     """
 
     model_type = "lnorm-gpt"

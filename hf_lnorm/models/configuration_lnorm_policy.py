@@ -1,4 +1,4 @@
-"""Configuration of LNormPolicy, the course's PolicyNetwork + ValueNetwork as one actor-critic model.
+"""Configuration of LNormPolicy: a policy network and a value network as one actor-critic model.
 
 Shipped next to saved weights as remote code: imports only transformers and siblings.
 """
@@ -35,8 +35,9 @@ def _check_hidden_sizes(name: str, sizes) -> list:
 class LNormPolicyConfig(PretrainedConfig):
     """Configuration of ``LNormPolicyModel``: an actor MLP and a critic MLP over a flat observation.
 
-    Each hidden layer is ``activation(norm(linear(x)))``, the course's ``relu(ln(fc(x)))``, with the
-    norm chosen by ``norm_type`` (``"none"`` is the ablation without normalization).
+    Each hidden layer is ``activation(norm(linear(x)))`` (with ``activation="relu"`` and
+    LayerNorm: ``relu(ln(fc(x)))``), with the norm chosen by ``norm_type`` (``"none"`` is the
+    ablation without normalization). ``model_type`` is ``"lnorm-policy"``.
 
     Args:
         observation_size: length of the (flat, float) observation vector, e.g. 4 for CartPole.
@@ -48,13 +49,28 @@ class LNormPolicyConfig(PretrainedConfig):
         hidden_sizes: widths of the actor's hidden layers (64, 64 is the usual PPO size for control tasks).
         critic_hidden_sizes: widths of the critic's hidden layers; ``None`` = same as ``hidden_sizes``.
         activation: hidden activation, a key of ``transformers.activations.ACT2FN`` (``tanh`` is the usual
-            choice for PPO; the course uses ``relu``).
+            choice for PPO; ``relu`` is the other common one).
         norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
         layer_norm_eps: eps of the norms.
         initial_log_std: starting value of ``log_std`` (continuous actions only).
         actor_output_gain: gain of the orthogonal init of the action head; small (0.01) so the initial
             policy is close to uniform / zero-mean and exploration starts unbiased.
         critic_output_gain: gain of the orthogonal init of the value head.
+        **kwargs (Any): other ``PretrainedConfig`` arguments.
+
+    Raises:
+        ValueError: a size that is not a positive integer, empty or non-integer hidden sizes,
+            an unknown ``action_space``, ``norm_type`` or ``activation``.
+
+    Examples:
+        >>> from hf_lnorm.models import LNormPolicyConfig
+        >>> config = LNormPolicyConfig(observation_size=8, action_size=2, action_space="continuous", hidden_sizes=[32, 32])
+        >>> config.critic_hidden_sizes
+        [32, 32]
+        >>> LNormPolicyConfig(action_space="multi-discrete")
+        Traceback (most recent call last):
+        ...
+        ValueError: action_space='multi-discrete' is not supported; accepted values: 'discrete', 'continuous'
     """
 
     model_type = "lnorm-policy"

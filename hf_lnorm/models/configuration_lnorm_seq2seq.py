@@ -1,4 +1,4 @@
-"""Configuration of LNormSeq2Seq, the course's TranslationModel: an encoder-decoder transformer.
+"""Configuration of LNormSeq2Seq: an encoder-decoder transformer for translation.
 
 Shipped next to saved weights as remote code: imports only transformers and siblings.
 """
@@ -44,6 +44,11 @@ class EncoderDecoderConfigMixin:
 class LNormSeq2SeqConfig(EncoderDecoderConfigMixin, PretrainedConfig):
     """Configuration of ``LNormSeq2SeqModel`` and ``LNormSeq2SeqForConditionalGeneration``.
 
+    An encoder-decoder transformer (learned absolute positions, GELU MLPs,
+    cross-attention) whose norms are set by ``norm_type`` and
+    ``norm_position``, as in the other families. ``model_type`` is
+    ``"lnorm-seq2seq"``.
+
     Args:
         vocab_size: source vocabulary size (the joint vocabulary when ``share_embeddings``).
         decoder_vocab_size: target vocabulary size; defaults to ``vocab_size`` and must equal it when
@@ -53,17 +58,35 @@ class LNormSeq2SeqConfig(EncoderDecoderConfigMixin, PretrainedConfig):
         num_hidden_layers: encoder layers.
         num_decoder_layers: decoder layers; defaults to ``num_hidden_layers``.
         num_attention_heads: heads per attention layer; must divide ``hidden_size``.
-        mlp_ratio / intermediate_size: MLP width (``intermediate_size`` wins when given).
-        hidden_act: MLP activation.
-        dropout, attention_dropout: dropout on residual branches / attention weights.
+        mlp_ratio: MLP width as a multiple of ``hidden_size``.
+        intermediate_size: MLP width; overrides ``mlp_ratio`` when given.
+        hidden_act: MLP activation (a key of ``transformers.activations.ACT2FN``).
+        dropout: dropout on embeddings and residual branches.
+        attention_dropout: dropout on attention weights.
         norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
         norm_position: ``pre`` (default: stable without warm-up) | ``post`` (the original Transformer).
         layer_norm_eps: eps of the norms.
         share_embeddings: one token embedding for encoder and decoder (a joint source/target vocabulary).
         tie_word_embeddings: the output projection reuses the decoder's token embedding.
         initializer_range: std of the normal init.
-        pad_token_id, bos_token_id, eos_token_id, decoder_start_token_id: special ids
-            (``decoder_start_token_id`` defaults to ``bos_token_id``).
+        use_cache: return a KV cache by default (``generate()``).
+        pad_token_id: id of the padding token (also what ``-100`` labels become in decoder inputs).
+        bos_token_id: id of the start token.
+        eos_token_id: id of the end token.
+        decoder_start_token_id: the first decoder input; defaults to ``bos_token_id``.
+        is_encoder_decoder: keep True (transformers reads it).
+        **kwargs (Any): other ``PretrainedConfig`` arguments.
+
+    Raises:
+        ValueError: ``share_embeddings`` with two different vocabulary sizes, ``hidden_size``
+            not divisible by ``num_attention_heads``, or an unknown ``norm_type`` / ``norm_position``.
+
+    Examples:
+        >>> from hf_lnorm.models import LNormSeq2SeqConfig
+        >>> config = LNormSeq2SeqConfig(vocab_size=120, decoder_vocab_size=80, share_embeddings=False,
+        ...                             hidden_size=32, num_hidden_layers=2, num_decoder_layers=1, num_attention_heads=4)
+        >>> config.decoder_start_token_id == config.bos_token_id, config.get_text_config(decoder=True).vocab_size
+        (True, 80)
     """
 
     model_type = "lnorm-seq2seq"
@@ -118,6 +141,13 @@ class LNormSeq2SeqConfig(EncoderDecoderConfigMixin, PretrainedConfig):
         generate() sizes its KV cache from ``get_text_config(decoder=True).num_hidden_layers`` and its beam
         search from ``get_text_config().vocab_size``; with separate vocabularies or a deeper decoder those
         must be the decoder's values.
+
+        Args:
+            decoder (bool | None): ask for the decoder side.
+            encoder (bool | None): ask for the encoder side (its own sizes are returned unchanged).
+
+        Returns:
+            (PretrainedConfig): this config, or a copy with ``vocab_size`` / ``num_hidden_layers`` set to the decoder's.
         """
         config = super().get_text_config(decoder=decoder, encoder=encoder)
         if encoder and not decoder:

@@ -1,4 +1,4 @@
-"""Configuration of LNormSpeech, the course's SpeechTransformer: log-mel features -> conv subsampling -> encoder-decoder.
+"""Configuration of LNormSpeech, a speech-to-text transformer: log-mel features -> conv subsampling -> encoder-decoder.
 
 Shipped next to saved weights as remote code: imports only transformers and siblings.
 """
@@ -22,7 +22,8 @@ class LNormSpeechConfig(EncoderDecoderConfigMixin, PretrainedConfig):
     The encoder reads ``input_features`` of shape ``(batch, frames, num_mel_bins)`` (log-mel frames, time
     first, as ``LNormSpeechFeatureExtractor`` returns them), subsamples time by 4 with two stride-2
     ``Conv1d`` layers, adds learned positions and runs ``num_hidden_layers`` transformer blocks. The decoder
-    (``num_decoder_layers`` blocks with cross-attention) predicts text tokens.
+    (``num_decoder_layers`` blocks with cross-attention) predicts text tokens. ``model_type`` is
+    ``"lnorm-speech"``.
 
     Args:
         vocab_size: text vocabulary size (decoder input and output).
@@ -35,19 +36,38 @@ class LNormSpeechConfig(EncoderDecoderConfigMixin, PretrainedConfig):
         num_hidden_layers: encoder layers.
         num_decoder_layers: decoder layers; defaults to ``num_hidden_layers``.
         num_attention_heads: heads per attention layer; must divide ``hidden_size``.
-        mlp_ratio / intermediate_size: MLP width (``intermediate_size`` wins when given).
+        mlp_ratio: MLP width as a multiple of ``hidden_size``.
+        intermediate_size: MLP width; overrides ``mlp_ratio`` when given.
         hidden_act: activation of the MLPs and of the subsampling convolutions.
-        dropout, attention_dropout: dropout on residual branches / attention weights.
+        dropout: dropout on embeddings and residual branches.
+        attention_dropout: dropout on attention weights.
         norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
         norm_position: ``pre`` (default) | ``post``.
         layer_norm_eps: eps of the norms.
         tie_word_embeddings: the output projection reuses the decoder's token embedding.
         ctc_weight: weight of an auxiliary CTC loss on the encoder output (joint CTC/attention training, which
-            makes the encoder learn the alignment much sooner); 0 (default) builds no CTC head. The loss is
+            helps the encoder learn the alignment); 0 (default) builds no CTC head. The loss is
             ``(1 - ctc_weight) * cross_entropy + ctc_weight * ctc``; generation uses the decoder only.
         initializer_range: std of the normal init.
-        pad_token_id, bos_token_id, eos_token_id, decoder_start_token_id: special ids
-            (``decoder_start_token_id`` defaults to ``bos_token_id``).
+        use_cache: return a KV cache by default (``generate()``).
+        pad_token_id: id of the padding token (also the CTC blank).
+        bos_token_id: id of the start token.
+        eos_token_id: id of the end token.
+        decoder_start_token_id: the first decoder input; defaults to ``bos_token_id``.
+        is_encoder_decoder: keep True (transformers reads it).
+        **kwargs (Any): other ``PretrainedConfig`` arguments.
+
+    Raises:
+        ValueError: an even or non-positive ``conv_kernel_size``, ``ctc_weight`` outside [0, 1), a
+            non-positive size, ``hidden_size`` not divisible by ``num_attention_heads``, or an unknown
+            ``norm_type`` / ``norm_position``.
+
+    Examples:
+        >>> from hf_lnorm.models import LNormSpeechConfig
+        >>> config = LNormSpeechConfig(vocab_size=32, num_mel_bins=40, hidden_size=64, num_hidden_layers=2,
+        ...                            num_decoder_layers=1, num_attention_heads=4, ctc_weight=0.3)
+        >>> config.model_type, config.decoder_vocab_size, config.get_text_config(decoder=True).num_hidden_layers
+        ('lnorm-speech', 32, 1)
     """
 
     model_type = "lnorm-speech"
@@ -113,6 +133,13 @@ class LNormSpeechConfig(EncoderDecoderConfigMixin, PretrainedConfig):
         """As ``PretrainedConfig.get_text_config``; the decoder side reports ``num_decoder_layers`` as its depth.
 
         generate() sizes its KV cache from ``get_text_config(decoder=True).num_hidden_layers``.
+
+        Args:
+            decoder (bool | None): ask for the decoder side.
+            encoder (bool | None): ask for the encoder side.
+
+        Returns:
+            (PretrainedConfig): this config, or a copy whose ``num_hidden_layers`` is the decoder's depth.
         """
         config = super().get_text_config(decoder=decoder, encoder=encoder)
         num_decoder_layers = getattr(self, "num_decoder_layers", config.num_hidden_layers)

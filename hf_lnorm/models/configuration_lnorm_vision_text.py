@@ -1,4 +1,4 @@
-"""Configuration of LNormVisionText, the course's VisionLanguageModel: two encoders, modality LayerNorms, fusion.
+"""Configuration of LNormVisionText, a vision-language classifier: two encoders, modality LayerNorms, fusion.
 
 ``LNormVisionTextConfig`` (``model_type="lnorm-vision-text"``) holds a vision
 sub-config (an ``LNormViTConfig``: the image encoder is an ``LNormViTModel``) and
@@ -34,13 +34,35 @@ def _check_positive(name: str, value) -> None:
 class LNormVisionTextTextConfig(PretrainedConfig):
     """The text encoder: token + learned position embeddings, bidirectional transformer blocks.
 
+    The ``text_config`` of an ``LNormVisionTextConfig``; pass it as a dict or an
+    instance. ``model_type`` is ``"lnorm-vision-text-text"``.
+
     Args:
         vocab_size: tokenizer vocabulary size.
         max_position_embeddings: longest question in tokens.
+        hidden_size: width of the text encoder.
+        num_hidden_layers: text encoder layers (at least 1).
+        num_attention_heads: heads per attention layer; must divide ``hidden_size``.
+        mlp_ratio: MLP width as a multiple of ``hidden_size``.
+        intermediate_size: MLP width; overrides ``mlp_ratio`` when given.
+        hidden_act: MLP activation (a key of ``transformers.activations.ACT2FN``).
+        dropout: dropout on embeddings and residual branches.
+        attention_dropout: dropout on attention weights.
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
+        norm_position: ``pre`` | ``post``.
+        layer_norm_eps: eps of the norms.
+        initializer_range: std of the normal init.
         pad_token_id: id of the padding token (its embedding row is not special; padding is masked).
-        hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio / intermediate_size, hidden_act,
-        dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range:
-            the transformer stack, as in the other hf_lnorm families.
+        **kwargs (Any): other ``PretrainedConfig`` arguments.
+
+    Raises:
+        ValueError: a size that is not a positive integer, ``hidden_size`` not divisible by
+            ``num_attention_heads``, or an unknown ``norm_type`` / ``norm_position``.
+
+    Examples:
+        >>> from hf_lnorm.models import LNormVisionTextTextConfig
+        >>> LNormVisionTextTextConfig(vocab_size=200, hidden_size=32, num_attention_heads=4).intermediate_size
+        64
     """
 
     model_type = "lnorm-vision-text-text"
@@ -98,19 +120,41 @@ class LNormVisionTextConfig(PretrainedConfig):
     ``[fusion CLS] + image tokens + text tokens`` (text padding masked) and the classifier reads the
     fusion CLS token.
 
+    ``model_type`` is ``"lnorm-vision-text"``. ``image_size``,
+    ``num_channels``, ``vocab_size`` and ``max_position_embeddings`` are read-only
+    views of the sub-configs' fields.
+
     Args:
-        vision_config: dict or ``LNormViTConfig`` of the image encoder; default: ``DEFAULT_VISION_CONFIG``.
+        vision_config: dict or ``LNormViTConfig`` of the image encoder; default: ``DEFAULT_VISION_CONFIG``
+            (32 x 32 RGB images, patches of 4, width 64, 2 layers).
         text_config: dict or ``LNormVisionTextTextConfig``.
         hidden_size: common width of the fusion transformer.
-        num_hidden_layers: fusion layers.
-        num_attention_heads, mlp_ratio / intermediate_size, hidden_act, dropout, attention_dropout,
-        layer_norm_eps, initializer_range: the fusion stack.
+        num_hidden_layers: fusion layers (at least 1).
+        num_attention_heads: heads per fusion attention layer; must divide ``hidden_size``.
+        mlp_ratio: fusion MLP width as a multiple of ``hidden_size``.
+        intermediate_size: fusion MLP width; overrides ``mlp_ratio`` when given.
+        hidden_act: fusion MLP activation.
+        dropout: dropout on residual branches of the fusion stack.
+        attention_dropout: dropout on the fusion attention weights.
         norm_type: norm of the modality projections and the fusion stack (``layernorm`` | ``rmsnorm`` |
             ``none``); a sub-config that does not set its own ``norm_type`` takes this one, so one flag
             switches every norm.
         norm_position: ``pre`` | ``post`` for the fusion stack (and for sub-configs that do not set theirs).
+        layer_norm_eps: eps of the fusion norms.
+        initializer_range: std of the normal init.
         classifier_dropout: dropout before the classifier.
-        num_labels / id2label / label2id: the answer classes.
+        **kwargs (Any): other ``PretrainedConfig`` arguments; ``num_labels`` / ``id2label`` / ``label2id``
+            are the answer classes.
+
+    Raises:
+        ValueError: a bad fusion-stack size or norm setting (as the other families), or a bad sub-config field.
+        TypeError: a sub-config that is neither a dict nor the expected config class.
+
+    Examples:
+        >>> from hf_lnorm.models import LNormVisionTextConfig
+        >>> config = LNormVisionTextConfig(text_config={"vocab_size": 100}, norm_type="rmsnorm", num_labels=5)
+        >>> config.vision_config.norm_type, config.text_config.norm_type, config.vocab_size, config.image_size
+        ('rmsnorm', 'rmsnorm', 100, 32)
     """
 
     model_type = "lnorm-vision-text"
@@ -146,8 +190,14 @@ class LNormVisionTextConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
     def to_diff_dict(self):
-        """As ``PretrainedConfig.to_diff_dict``, but each sub-config keeps its ``norm_type`` / ``norm_position``
-        even when they equal the class defaults, so that loading does not let the top-level flags override them."""
+        """As ``PretrainedConfig.to_diff_dict``, but each sub-config keeps its ``norm_type`` / ``norm_position``.
+
+        They are kept even when they equal the class defaults, so that loading does not let the top-level
+        flags override them.
+
+        Returns:
+            (dict): the serializable differences from the default config.
+        """
         diff = super().to_diff_dict()
         for key in self.sub_configs:
             sub = getattr(self, key, None)
@@ -158,16 +208,20 @@ class LNormVisionTextConfig(PretrainedConfig):
     # Properties the export machinery and generic tooling read from the top-level config.
     @property
     def image_size(self) -> int:
+        """``vision_config.image_size``."""
         return self.vision_config.image_size
 
     @property
     def num_channels(self) -> int:
+        """``vision_config.num_channels``."""
         return self.vision_config.num_channels
 
     @property
     def vocab_size(self) -> int:
+        """``text_config.vocab_size``."""
         return self.text_config.vocab_size
 
     @property
     def max_position_embeddings(self) -> int:
+        """``text_config.max_position_embeddings``."""
         return self.text_config.max_position_embeddings

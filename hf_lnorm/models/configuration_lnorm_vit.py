@@ -1,4 +1,4 @@
-"""Configuration of LNormViT, the course's Vision Transformer with switchable normalization.
+"""Configuration of LNormViT: a Vision Transformer with switchable normalization.
 
 Shipped next to saved weights as remote code: imports only transformers and siblings.
 """
@@ -23,7 +23,7 @@ class LNormViTConfig(PretrainedConfig):
     The image is cut into ``(image_size / patch_size) ** 2`` square patches by a strided
     convolution; a learned class token is prepended and learned position embeddings added; the
     sequence runs through transformer blocks (``norm_position="pre"``: Pre-LN, as in ViT) and a
-    final norm. The defaults are ViT-Tiny/16 at 224 pixels.
+    final norm. The defaults are ViT-Tiny/16 at 224 pixels. ``model_type`` is ``"lnorm-vit"``.
 
     Args:
         image_size: side of the (square) input images, in pixels.
@@ -42,7 +42,24 @@ class LNormViTConfig(PretrainedConfig):
         layer_norm_eps: eps of the norms.
         initializer_range: std of the (truncated) normal init of weights, class token and positions.
         pooling: what ``pooler_output`` is: ``cls`` (the class token) or ``mean`` (mean of the patch tokens).
-        num_labels, id2label, label2id, problem_type, ...: standard ``PretrainedConfig`` arguments.
+        **kwargs (Any): other ``PretrainedConfig`` arguments (``num_labels``, ``id2label``, ``label2id``,
+            ``problem_type``, ...).
+
+    Raises:
+        ValueError: ``patch_size`` does not divide ``image_size``, a size that is not a positive int,
+            ``hidden_size`` not divisible by ``num_attention_heads``, or an unknown ``norm_type``,
+            ``norm_position`` or ``pooling``.
+
+    Examples:
+        >>> from hf_lnorm.models import LNormViTConfig
+        >>> config = LNormViTConfig(image_size=32, patch_size=4, num_channels=1, hidden_size=64,
+        ...                         num_hidden_layers=2, num_attention_heads=4, pooling="mean")
+        >>> config.num_patches
+        64
+        >>> LNormViTConfig(image_size=30, patch_size=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: image_size=30 is not divisible by patch_size=4; choose a patch_size that divides the image side
     """
 
     model_type = "lnorm-vit"

@@ -66,8 +66,11 @@ def check_choice(name: str, value, accepted: Sequence) -> None:
 
     Args:
         name: the option's name, used in the message.
-        value: the value given.
+        value (object): the value given.
         accepted: the values that are allowed.
+
+    Raises:
+        ValueError: ``value`` is not in ``accepted``.
     """
     if value not in accepted:
         raise ValueError(f"{name}={value!r} is not supported; accepted values: {', '.join(repr(a) for a in accepted)}")
@@ -205,14 +208,15 @@ class LNormBlock(GradientCheckpointingLayer):
 
         Args:
             hidden_states: ``(B, T, hidden)``.
-            attention_mask, is_causal: self-attention mask (see ``build_attention_mask``).
+            attention_mask: self-attention mask (see ``build_attention_mask``).
+            is_causal: let SDPA apply its own causal mask.
             cache: a ``Cache`` (decoder-only) or an ``EncoderDecoderCache`` (seq2seq decoder), or ``None``.
             encoder_hidden_states: ``(B, S, hidden)`` for cross-attention.
             encoder_attention_mask: boolean ``(B, 1, 1, S)`` mask over the encoder output.
             output_attentions: also return attention weights.
 
         Returns:
-            ``(hidden_states, self_attention_weights, cross_attention_weights)``.
+            (tuple): ``(hidden_states, self_attention_weights, cross_attention_weights)``.
         """
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         x = hidden_states
@@ -241,10 +245,16 @@ class LNormBlock(GradientCheckpointingLayer):
 def build_stack(config, num_layers: int, causal: bool, cross_attention: bool = False):
     """The blocks of one transformer stack and its final norm.
 
+    Args:
+        config (transformers.PretrainedConfig): a family config (the fields ``set_stack_fields`` sets).
+        num_layers: number of blocks.
+        causal: causal self-attention (decoders).
+        cross_attention: add cross-attention to an encoder output (seq2seq decoders).
+
     Returns:
-        ``(layers, final_norm)``: an ``nn.ModuleList`` of ``LNormBlock`` and the
-        norm applied after the last block (pre-LN only; post-LN blocks already
-        end in a norm, so it is a ``Passthrough`` there).
+        (tuple[nn.ModuleList, nn.Module]): ``(layers, final_norm)``: an ``nn.ModuleList`` of ``LNormBlock`` and the
+            norm applied after the last block (pre-LN only; post-LN blocks already
+            end in a norm, so it is a ``Passthrough`` there).
     """
     layers = nn.ModuleList(
         [
@@ -290,16 +300,20 @@ def run_stack(
     (autograd's "backward through the graph a second time").
 
     Args:
-        layers, final_norm: what ``build_stack`` returned.
+        layers: the blocks ``build_stack`` returned.
+        final_norm: the final norm ``build_stack`` returned.
         hidden: ``(B, T, hidden)`` input of the first block.
         output_attentions: collect each block's attention weights.
         output_hidden_states: collect the input of every block and the final (normed) output.
-        attention_mask, is_causal, cache, encoder_hidden_states, encoder_attention_mask: passed to every
-            ``LNormBlock`` (see its ``forward``).
+        attention_mask: passed to every ``LNormBlock`` (see its ``forward``).
+        is_causal: passed to every block.
+        cache: passed to every block.
+        encoder_hidden_states: passed to every block.
+        encoder_attention_mask: passed to every block.
 
     Returns:
-        ``(hidden, all_hidden, all_attn, all_cross)``: the output and, when asked for, tuples of hidden states,
-        self-attention weights and cross-attention weights (``None`` entries without cross-attention); else ``None``.
+        (tuple): ``(hidden, all_hidden, all_attn, all_cross)``: the output and, when asked for, tuples of hidden states,
+            self-attention weights and cross-attention weights (``None`` entries without cross-attention); else ``None``.
     """
     all_hidden = () if output_hidden_states else None
     all_attn = () if output_attentions else None
@@ -378,7 +392,8 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batc
     Args:
         logits: ``(B, T, V)``.
         labels: ``(B, T)``.
-        num_items_in_batch: when given (Trainer with gradient accumulation), the sum is divided by it.
+        num_items_in_batch (int | torch.Tensor | None): when given (Trainer with gradient accumulation),
+            the sum is divided by it.
 
     Returns:
         Scalar loss.

@@ -1,4 +1,4 @@
-"""LNormGPT: the course's GPT as a Hugging Face model, with switchable normalization.
+"""LNormGPT: a GPT-style decoder as a Hugging Face model, with switchable normalization.
 
 A GPT-2-shaped decoder (learned absolute positions, SDPA attention, KV cache)
 whose norms are chosen by ``config.norm_type`` (layernorm | rmsnorm | none) and
@@ -17,7 +17,8 @@ cache under either version.
 Shipped next to saved weights as remote code: imports only torch, transformers
 and sibling files.
 
-Example:
+Examples:
+    >>> import torch
     >>> from hf_lnorm.models import LNormGPTConfig, LNormGPTForCausalLM
     >>> model = LNormGPTForCausalLM(LNormGPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4))
     >>> model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=5, do_sample=False).shape
@@ -56,7 +57,24 @@ from .remote_code import RemoteCodeMixin
 
 
 class LNormGPTPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
-    """Weight init, Auto-class wiring and remote-code saving shared by the LNormGPT heads."""
+    """Weight init, Auto-class wiring and remote-code saving shared by the LNormGPT heads.
+
+    Linear and embedding weights are drawn from a normal with std
+    ``config.initializer_range`` (residual output projections scaled down with
+    depth), norm gains start at 1 and biases at 0. ``save_pretrained`` writes
+    the modeling code and a complete ``auto_map`` next to the weights, so the
+    folder loads with ``trust_remote_code=True`` where hf_lnorm is not installed.
+
+    Examples:
+        ```python
+        from transformers import AutoModelForCausalLM
+        from hf_lnorm.models import LNormGPTConfig, LNormGPTForCausalLM
+
+        LNormGPTForCausalLM(LNormGPTConfig()).save_pretrained("my-gpt")
+        # elsewhere, without hf_lnorm installed:
+        model = AutoModelForCausalLM.from_pretrained("my-gpt", trust_remote_code=True)
+        ```
+    """
 
     config_class = LNormGPTConfig
     base_model_prefix = "transformer"
@@ -98,7 +116,20 @@ class LNormGPTPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
 
 
 class LNormGPTModel(LNormGPTPreTrainedModel):
-    """The LNormGPT backbone: token + position embeddings, blocks, final norm (pre-LN only)."""
+    """The LNormGPT backbone: token + position embeddings, blocks, final norm (pre-LN only).
+
+    Args:
+        config: the model configuration.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormGPTConfig, LNormGPTModel
+        >>> model = LNormGPTModel(LNormGPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+        ...                                      num_attention_heads=4))
+        >>> out = model(torch.tensor([[5, 6, 7, 8]]), attention_mask=torch.ones(1, 4, dtype=torch.long))
+        >>> out.last_hidden_state.shape
+        torch.Size([1, 4, 32])
+    """
 
     def __init__(self, config: LNormGPTConfig):
         super().__init__(config)
@@ -135,14 +166,22 @@ class LNormGPTModel(LNormGPTPreTrainedModel):
             input_ids: ``(B, T)`` token ids (or give ``inputs_embeds``).
             attention_mask: ``(B, past + T)`` with 1 for real tokens, 0 for padding.
             position_ids: ``(B, T)``; derived from the mask and cache length when ``None``.
-            past_key_values / cache: a ``transformers.DynamicCache`` (either name; 4.x and 5.x spellings).
+            past_key_values (transformers.Cache | None): the KV cache (transformers 4.x name).
             inputs_embeds: ``(B, T, hidden)`` instead of ``input_ids``.
             use_cache: return the (updated) cache; defaults to ``config.use_cache`` outside training.
-            output_attentions, output_hidden_states, return_dict: as in transformers.
+            output_attentions: also return each block's attention weights.
+            output_hidden_states: also return the hidden states (embeddings + one per block).
+            return_dict: return a ``ModelOutput`` (default ``config.return_dict``) rather than a tuple.
+            cache (transformers.Cache | None): the KV cache (transformers 5.x name); give one of the two names.
+            **kwargs (Any): accepted for compatibility with ``generate()`` and Trainer; unused.
 
         Returns:
             ``BaseModelOutputWithPast``: ``last_hidden_state (B, T, hidden)``, the cache, optional hidden states
-            (embeddings + one per block) and attentions ``(B, heads, T, past + T)``.
+                (embeddings + one per block) and attentions ``(B, heads, T, past + T)``.
+
+        Raises:
+            ValueError: both or neither of ``input_ids`` and ``inputs_embeds``, or positions beyond
+                ``config.max_position_embeddings``.
         """
         config = self.config
         output_attentions, output_hidden_states, return_dict = output_flags(config, output_attentions, output_hidden_states, return_dict)
@@ -204,7 +243,25 @@ class GPTHeadMixin:
 
 
 class LNormGPTForCausalLM(GPTHeadMixin, LNormGPTPreTrainedModel, GenerationMixin):
-    """LNormGPT with a language-modelling head (tied to the token embedding by default)."""
+    """LNormGPT with a language-modelling head (tied to the token embedding by default).
+
+    Supports ``generate()`` with a KV cache and Trainer's loss scaling for
+    gradient accumulation. With ``config.image_size`` set it is an ImageGPT
+    model (see ``ImageGPTColorProcessor`` and ``complete_images``).
+
+    Args:
+        config: the model configuration.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormGPTConfig, LNormGPTForCausalLM
+        >>> model = LNormGPTForCausalLM(LNormGPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+        ...                                            num_attention_heads=4))
+        >>> ids = torch.tensor([[5, 6, 7, 8]])
+        >>> out = model(ids, labels=ids)
+        >>> out.logits.shape, out.loss.shape
+        (torch.Size([1, 4, 100]), torch.Size([]))
+    """
 
     _tied_weights_keys = {"lm_head.weight": "transformer.embed_tokens.weight"}
 
@@ -238,11 +295,22 @@ class LNormGPTForCausalLM(GPTHeadMixin, LNormGPTPreTrainedModel, GenerationMixin
     ) -> Union[Tuple, CausalLMOutputWithPast]:
         """Next-token logits (and the shifted cross-entropy loss when ``labels`` are given).
 
+        The arguments not listed here are those of ``LNormGPTModel.forward``.
+
         Args:
+            input_ids: ``(B, T)`` token ids (or give ``inputs_embeds``).
+            attention_mask: ``(B, past + T)`` with 1 for real tokens, 0 for padding.
+            position_ids: ``(B, T)``; derived from the mask and cache length when ``None``.
+            past_key_values (transformers.Cache | None): the KV cache (transformers 4.x name).
+            inputs_embeds: ``(B, T, hidden)`` instead of ``input_ids``.
             labels: ``(B, T)`` target ids, usually ``input_ids``; ``-100`` is ignored. The shift is done here.
+            use_cache: return the (updated) cache.
+            output_attentions: also return attention weights.
+            output_hidden_states: also return hidden states.
+            return_dict: return a ``ModelOutput`` rather than a tuple.
             logits_to_keep: if > 0, compute logits for the last ``logits_to_keep`` positions only (generation).
-            num_items_in_batch (in ``kwargs``): Trainer's token count for gradient accumulation.
-            Other arguments: see ``LNormGPTModel.forward``.
+            cache (transformers.Cache | None): the KV cache (transformers 5.x name).
+            **kwargs (Any): ``num_items_in_batch``, Trainer's token count for gradient accumulation; others unused.
 
         Returns:
             ``CausalLMOutputWithPast`` with ``logits (B, T, vocab_size)``, ``loss`` and the cache.
@@ -260,7 +328,22 @@ class LNormGPTForCausalLM(GPTHeadMixin, LNormGPTPreTrainedModel, GenerationMixin
 
 
 class LNormGPTForSequenceClassification(GPTHeadMixin, LNormGPTPreTrainedModel):
-    """LNormGPT with a linear head on the last real token (GPT-2 style sequence classification)."""
+    """LNormGPT with a linear head on the last real token (GPT-2 style sequence classification).
+
+    Args:
+        config: the model configuration (``num_labels``, ``problem_type`` and
+            ``pad_token_id`` matter here).
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormGPTConfig, LNormGPTForSequenceClassification
+        >>> config = LNormGPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        ...                         num_labels=3, pad_token_id=0)
+        >>> model = LNormGPTForSequenceClassification(config)
+        >>> out = model(torch.tensor([[5, 6, 7, 0], [5, 6, 0, 0]]), labels=torch.tensor([2, 0]))
+        >>> out.logits.shape, out.loss.shape
+        (torch.Size([2, 3]), torch.Size([]))
+    """
 
     def __init__(self, config: LNormGPTConfig):
         super().__init__(config)
@@ -289,10 +372,22 @@ class LNormGPTForSequenceClassification(GPTHeadMixin, LNormGPTPreTrainedModel):
         The last real token is the last position with ``attention_mask == 1``; without a mask, the last
         token that is not ``config.pad_token_id`` (right padding); without either, the last position.
 
+        The arguments not listed here are those of ``LNormGPTModel.forward``.
+
         Args:
+            input_ids: ``(B, T)`` token ids (or give ``inputs_embeds``).
+            attention_mask: ``(B, T)`` with 1 for real tokens, 0 for padding.
+            position_ids: ``(B, T)`` positions; derived from the mask when ``None``.
+            past_key_values (transformers.Cache | None): a KV cache (transformers 4.x name).
+            inputs_embeds: ``(B, T, hidden)`` instead of ``input_ids``.
             labels: ``(B,)`` class ids (``num_labels > 1``), floats for regression (``num_labels == 1``),
                 or ``(B, num_labels)`` multi-hot floats (``problem_type="multi_label_classification"``).
-            Other arguments: see ``LNormGPTModel.forward``.
+            use_cache: return the cache.
+            output_attentions: also return attention weights.
+            output_hidden_states: also return hidden states.
+            return_dict: return a ``ModelOutput`` rather than a tuple.
+            cache (transformers.Cache | None): a KV cache (transformers 5.x name).
+            **kwargs (Any): accepted for Trainer compatibility; unused.
 
         Returns:
             ``SequenceClassifierOutputWithPast`` with ``logits (B, num_labels)``.

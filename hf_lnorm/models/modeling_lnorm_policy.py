@@ -1,4 +1,4 @@
-"""LNormPolicy: the course's PolicyNetwork and ValueNetwork as one Hugging Face actor-critic model.
+"""LNormPolicy: a policy network and a value network as one Hugging Face actor-critic model.
 
 ``LNormPolicyModel`` holds two MLPs over a flat observation: the actor (ending
 in the action head: categorical logits, or the mean of a diagonal Gaussian
@@ -19,7 +19,8 @@ is registered with ``AutoModel`` (and ``AutoConfig``).
 Shipped next to saved weights as remote code: imports only torch, transformers
 and sibling files.
 
-Example:
+Examples:
+    >>> import torch
     >>> from hf_lnorm.models import LNormPolicyConfig, LNormPolicyModel
     >>> policy = LNormPolicyModel(LNormPolicyConfig(observation_size=4, action_size=2))
     >>> step = policy.act(torch.zeros(8, 4))
@@ -53,12 +54,23 @@ from .layers import _init  # transformers 5.x init functions that skip loaded te
 class LNormPolicyOutput(ModelOutput):
     """Output of ``LNormPolicyModel.forward``.
 
-    Attributes:
+    A ``transformers.utils.ModelOutput``: read fields by name or index; fields
+    that were not computed are None and left out of the tuple form.
+
+    Args:
         loss: behaviour-cloning loss ``-log_prob(labels).mean()`` when ``labels`` are given.
         logits: ``(..., action_size)``: categorical logits (discrete) or the Gaussian mean (continuous).
         value: ``(...)``: the critic's state value.
         log_prob: ``(...)``: log-probability of the given ``actions`` (when given).
         entropy: ``(...)``: entropy of the action distribution (when ``actions`` or ``labels`` are given).
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormPolicyConfig, LNormPolicyModel
+        >>> policy = LNormPolicyModel(LNormPolicyConfig(observation_size=4, action_size=3))
+        >>> out = policy(torch.zeros(5, 4), actions=torch.tensor([0, 1, 2, 0, 1]))
+        >>> out.logits.shape, out.value.shape, out.log_prob.shape, out.loss is None
+        (torch.Size([5, 3]), torch.Size([5]), torch.Size([5]), True)
     """
 
     loss: Optional[torch.FloatTensor] = None
@@ -69,7 +81,20 @@ class LNormPolicyOutput(ModelOutput):
 
 
 class PolicyStep(NamedTuple):
-    """What ``LNormPolicyModel.act`` returns: chosen actions, their log-probability, the state value."""
+    """What ``LNormPolicyModel.act`` returns: chosen actions, their log-probability, the state value.
+
+    A named tuple of three tensors: ``actions`` (``(batch,)`` long ids, or
+    ``(batch, action_size)`` floats for continuous actions), ``log_prob``
+    ``(batch,)`` and ``value`` ``(batch,)``.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormPolicyConfig, LNormPolicyModel
+        >>> policy = LNormPolicyModel(LNormPolicyConfig(observation_size=4, action_size=2))
+        >>> actions, log_prob, value = policy.act(torch.zeros(3, 4), deterministic=True)
+        >>> actions.dtype, log_prob.shape
+        (torch.int64, torch.Size([3]))
+    """
 
     actions: torch.Tensor
     log_prob: torch.Tensor
@@ -93,7 +118,21 @@ class LNormPolicyMLP(nn.Module):
 
 
 class LNormPolicyPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
-    """Weight init, Auto-class wiring and remote-code saving of LNormPolicy."""
+    """Weight init, Auto-class wiring and remote-code saving of LNormPolicy.
+
+    Orthogonal init (gain sqrt(2) for hidden layers, ``actor_output_gain`` and
+    ``critic_output_gain`` for the heads), zero biases, norm gains at 1.
+    ``save_pretrained`` writes the modeling code next to the weights, so the
+    folder loads with ``AutoModel.from_pretrained(folder, trust_remote_code=True)``
+    where hf_lnorm is not installed.
+
+    Examples:
+        ```python
+        from transformers import AutoModel
+
+        policy = AutoModel.from_pretrained("my-policy", trust_remote_code=True)
+        ```
+    """
 
     config_class = LNormPolicyConfig
     base_model_prefix = "policy"
@@ -121,7 +160,7 @@ class LNormPolicyPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         "critic_hidden_sizes",
         "activation",
     )
-    card_norm_layout = "each hidden layer of the actor and the critic is `activation(norm(linear(x)))` (the course's PolicyNetwork)"
+    card_norm_layout = "each hidden layer of the actor and the critic is `activation(norm(linear(x)))`"
 
     def _init_weights(self, module: nn.Module) -> None:
         """Orthogonal init (gain sqrt(2) for hidden layers, small for the action head), zero biases, norms at 1 / 0."""
@@ -141,7 +180,25 @@ class LNormPolicyPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
 
 
 class LNormPolicyModel(LNormPolicyPreTrainedModel):
-    """Actor-critic policy: ``forward(observations)`` -> action-distribution ``logits`` and ``value``."""
+    """Actor-critic policy: ``forward(observations)`` -> action-distribution ``logits`` and ``value``.
+
+    The actor and the critic are separate MLPs over the observation; the actor
+    ends in the action head, the critic in a scalar value head. Continuous
+    action spaces add a learned, state-independent ``log_std``.
+
+    Args:
+        config: the model configuration.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormPolicyConfig, LNormPolicyModel
+        >>> policy = LNormPolicyModel(LNormPolicyConfig(observation_size=4, action_size=2))
+        >>> observations = torch.randn(8, 4)
+        >>> step = policy.act(observations, generator=torch.Generator().manual_seed(0))
+        >>> log_prob, entropy, value = policy.evaluate_actions(observations, step.actions)
+        >>> torch.allclose(log_prob, step.log_prob), value.shape
+        (True, torch.Size([8]))
+    """
 
     def __init__(self, config: LNormPolicyConfig):
         super().__init__(config)
@@ -204,7 +261,14 @@ class LNormPolicyModel(LNormPolicyPreTrainedModel):
     # ------------------------------------------------------------------ distribution
 
     def distribution(self, logits: torch.Tensor) -> torch.distributions.Distribution:
-        """The action distribution for the actor's output: ``Categorical(logits)`` or a diagonal ``Normal(mean, exp(log_std))``."""
+        """The action distribution for the actor's output: ``Categorical(logits)`` or a diagonal ``Normal(mean, exp(log_std))``.
+
+        Args:
+            logits: the actor's output (``LNormPolicyOutput.logits``).
+
+        Returns:
+            The distribution, computed in float32.
+        """
         if self.config.action_space == "discrete":
             return torch.distributions.Categorical(logits=logits.float())
         std = self.log_std.float().exp().expand_as(logits)
@@ -227,6 +291,7 @@ class LNormPolicyModel(LNormPolicyPreTrainedModel):
             labels: expert actions (same format as ``actions``) for behaviour cloning; adds
                 ``loss = -log_prob(labels).mean()``.
             return_dict: return a ``LNormPolicyOutput`` (default) or a tuple of its non-``None`` fields.
+            **kwargs (Any): accepted for Trainer compatibility; unused.
 
         Returns:
             ``LNormPolicyOutput`` with ``logits (batch, action_size)`` and ``value (batch,)``.
@@ -234,6 +299,7 @@ class LNormPolicyModel(LNormPolicyPreTrainedModel):
         Raises:
             ValueError: observations whose last dimension is not ``observation_size``; actions that do not
                 fit the action space.
+            TypeError: observations that are not a real-valued tensor or array.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         observations = self._observations(observations)
@@ -253,7 +319,18 @@ class LNormPolicyModel(LNormPolicyPreTrainedModel):
         return LNormPolicyOutput(loss=loss, logits=logits, value=value, log_prob=log_prob, entropy=entropy)
 
     def evaluate_actions(self, observations, actions) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(log_prob, entropy, value)`` of stored ``actions`` under the current policy, with gradients (PPO / A2C update)."""
+        """``(log_prob, entropy, value)`` of stored ``actions`` under the current policy, with gradients (PPO / A2C update).
+
+        Args:
+            observations (torch.Tensor): ``(batch, observation_size)``.
+            actions (torch.Tensor): the actions taken, as ``act`` returned them.
+
+        Returns:
+            ``(log_prob, entropy, value)``, each ``(batch,)``.
+
+        Raises:
+            ValueError: observations or actions that do not fit the policy (see ``forward``).
+        """
         out = self.forward(observations, actions=actions, return_dict=True)
         return out.log_prob, out.entropy, out.value
 
@@ -262,14 +339,14 @@ class LNormPolicyModel(LNormPolicyPreTrainedModel):
         """Choose actions for a batch of observations (no gradients; for rollouts and evaluation).
 
         Args:
-            observations: ``(batch, observation_size)`` tensor or array; a single ``(observation_size,)``
-                observation gives unbatched results.
+            observations (torch.Tensor | numpy.ndarray): ``(batch, observation_size)``; a single
+                ``(observation_size,)`` observation gives unbatched results.
             deterministic: take the most likely action (argmax / the Gaussian mean) instead of sampling.
             generator: a ``torch.Generator`` for reproducible sampling.
 
         Returns:
             ``PolicyStep(actions, log_prob, value)``: actions ``(batch,)`` long (discrete) or
-            ``(batch, action_size)`` float (continuous), their log-probability and the state value, each ``(batch,)``.
+                ``(batch, action_size)`` float (continuous), their log-probability and the state value, each ``(batch,)``.
         """
         out = self.forward(observations, return_dict=True)
         logits = out.logits

@@ -1,4 +1,4 @@
-"""LNormSeq2Seq: the course's TranslationModel as a Hugging Face encoder-decoder.
+"""LNormSeq2Seq: a translation transformer as a Hugging Face encoder-decoder.
 
 Encoder (bidirectional self-attention) and decoder (causal self-attention +
 cross-attention) built from the shared blocks in ``layers.py``; Pre-LN by
@@ -74,7 +74,20 @@ class _SharedModule:
 
 
 class LNormSeq2SeqPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
-    """Weight init, Auto-class wiring and remote-code saving shared by the LNormSeq2Seq models."""
+    """Weight init, Auto-class wiring and remote-code saving shared by the LNormSeq2Seq models.
+
+    GPT-2 style init (residual projections scaled by the total depth of encoder
+    and decoder), norm gains at 1. ``save_pretrained`` writes the modeling code
+    and a complete ``auto_map`` next to the weights, so the folder loads with
+    ``trust_remote_code=True`` where hf_lnorm is not installed.
+
+    Examples:
+        ```python
+        from transformers import AutoModelForSeq2SeqLM
+
+        model = AutoModelForSeq2SeqLM.from_pretrained("my-translator", trust_remote_code=True)
+        ```
+    """
 
     config_class = LNormSeq2SeqConfig
     base_model_prefix = "model"
@@ -254,9 +267,8 @@ class Seq2SeqModelMixin:
     ) -> Union[Tuple, Seq2SeqModelOutput]:
         """The body of ``forward``: encode (unless ``encoder_outputs`` is given), decode, assemble the output.
 
-        Args:
-            encoder_inputs: the encoder's inputs by name (``input_ids`` / ``inputs_embeds``, or ``input_features``).
-            Other arguments: those of ``forward``.
+        ``encoder_inputs`` holds the encoder's inputs by name (``input_ids`` / ``inputs_embeds``, or
+        ``input_features``); the other arguments are those of ``forward``.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if encoder_outputs is None:
@@ -305,7 +317,20 @@ class Seq2SeqModelMixin:
 
 
 class LNormSeq2SeqModel(Seq2SeqModelMixin, LNormSeq2SeqPreTrainedModel):
-    """The bare encoder-decoder (no output projection)."""
+    """The bare encoder-decoder (no output projection).
+
+    Args:
+        config: the model configuration.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormSeq2SeqConfig, LNormSeq2SeqModel
+        >>> model = LNormSeq2SeqModel(LNormSeq2SeqConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+        ...                                              num_attention_heads=4))
+        >>> out = model(torch.tensor([[5, 6, 7]]), decoder_input_ids=torch.tensor([[1, 8]]))
+        >>> out.last_hidden_state.shape, out.encoder_last_hidden_state.shape
+        (torch.Size([1, 2, 32]), torch.Size([1, 3, 32]))
+    """
 
     def __init__(self, config: LNormSeq2SeqConfig):
         super().__init__(config)
@@ -349,15 +374,25 @@ class LNormSeq2SeqModel(Seq2SeqModelMixin, LNormSeq2SeqPreTrainedModel):
         """Encode the source (unless ``encoder_outputs`` is given) and decode the target.
 
         Args:
-            input_ids: ``(B, S)`` source ids; ``attention_mask`` ``(B, S)`` marks real tokens.
-            decoder_input_ids: ``(B, T)`` target inputs; ``decoder_attention_mask`` ``(B, past + T)``.
-            encoder_outputs: precomputed encoder output (``generate()`` passes it).
-            past_key_values / cache: an ``EncoderDecoderCache`` (either name).
-            Other arguments: as in transformers.
+            input_ids: ``(B, S)`` source ids (or give ``inputs_embeds``).
+            attention_mask: ``(B, S)``, 1 for real source tokens, 0 for padding.
+            decoder_input_ids: ``(B, T)`` target inputs (or give ``decoder_inputs_embeds``).
+            decoder_attention_mask: ``(B, past + T)``, 1 for real target tokens.
+            encoder_outputs (transformers.modeling_outputs.BaseModelOutput | tuple | None): precomputed
+                encoder output (``generate()`` passes it); the encoder is skipped.
+            past_key_values (transformers.EncoderDecoderCache | None): the KV cache (transformers 4.x name).
+            inputs_embeds: ``(B, S, hidden)`` instead of ``input_ids``.
+            decoder_inputs_embeds: ``(B, T, hidden)`` instead of ``decoder_input_ids``.
+            use_cache: return the (updated) cache.
+            output_attentions: also return attention weights.
+            output_hidden_states: also return hidden states.
+            return_dict: return a ``ModelOutput`` rather than a tuple.
+            cache (transformers.EncoderDecoderCache | None): the KV cache (transformers 5.x name).
+            **kwargs (Any): accepted for ``generate()`` and Trainer compatibility; unused.
 
         Returns:
             ``Seq2SeqModelOutput``: ``last_hidden_state (B, T, hidden)`` of the decoder, the cache, the
-            encoder's last hidden state and optional hidden states / attentions.
+                encoder's last hidden state and optional hidden states / attentions.
         """
         return self._encode_decode(
             {"input_ids": input_ids, "inputs_embeds": inputs_embeds}, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
@@ -401,9 +436,10 @@ class Seq2SeqHeadMixin:
 
         Args:
             encoder_inputs: the encoder's inputs by name (``input_ids`` / ``inputs_embeds``, or ``input_features``).
-            labels, return_dict: as in ``forward``.
-            num_items_in_batch: Trainer's token count for gradient accumulation, or ``None``.
-            **model_inputs: the other inputs of ``self.model`` (``attention_mask``, ``decoder_input_ids``, ...).
+            labels (torch.Tensor | None): as in ``forward``.
+            return_dict (bool | None): as in ``forward``.
+            num_items_in_batch (int | torch.Tensor | None): Trainer's token count for gradient accumulation.
+            **model_inputs (Any): the other inputs of ``self.model`` (``attention_mask``, ``decoder_input_ids``, ...).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None and model_inputs["decoder_input_ids"] is None and model_inputs["decoder_inputs_embeds"] is None:
@@ -439,6 +475,21 @@ class LNormSeq2SeqForConditionalGeneration(Seq2SeqHeadMixin, LNormSeq2SeqPreTrai
     """LNormSeq2Seq with the output projection over the target vocabulary; for translation and ``generate()``.
 
     With ``tie_word_embeddings`` the projection *is* the decoder embedding (no separate ``lm_head`` parameter).
+    Works with ``AutoModelForSeq2SeqLM``, ``Seq2SeqTrainer`` and ``DataCollatorForSeq2Seq``.
+
+    Args:
+        config: the model configuration.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormSeq2SeqConfig, LNormSeq2SeqForConditionalGeneration
+        >>> config = LNormSeq2SeqConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+        >>> model = LNormSeq2SeqForConditionalGeneration(config).eval()
+        >>> out = model(torch.tensor([[5, 6, 7]]), labels=torch.tensor([[8, 9, 2]]))
+        >>> out.logits.shape, out.loss.shape
+        (torch.Size([1, 3, 100]), torch.Size([]))
+        >>> model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4, min_new_tokens=4, num_beams=2).shape
+        torch.Size([1, 5])
     """
 
     def __init__(self, config: LNormSeq2SeqConfig):
@@ -467,11 +518,25 @@ class LNormSeq2SeqForConditionalGeneration(Seq2SeqHeadMixin, LNormSeq2SeqPreTrai
     ) -> Union[Tuple, Seq2SeqLMOutput]:
         """Target-token logits; the cross-entropy loss when ``labels`` are given.
 
+        The arguments not listed here are those of ``LNormSeq2SeqModel.forward``.
+
         Args:
+            input_ids: ``(B, S)`` source ids.
+            attention_mask: ``(B, S)``, 1 for real source tokens.
+            decoder_input_ids: ``(B, T)`` target inputs; built from ``labels`` when both are None.
+            decoder_attention_mask: ``(B, past + T)``, 1 for real target tokens.
+            encoder_outputs (transformers.modeling_outputs.BaseModelOutput | tuple | None): precomputed encoder output.
+            past_key_values (transformers.EncoderDecoderCache | None): the KV cache (transformers 4.x name).
+            inputs_embeds: ``(B, S, hidden)`` instead of ``input_ids``.
+            decoder_inputs_embeds: ``(B, T, hidden)`` instead of ``decoder_input_ids``.
             labels: ``(B, T)`` target ids (``-100`` ignored). When ``decoder_input_ids`` is ``None`` they are
                 built from the labels by ``shift_tokens_right``; position t of the logits predicts ``labels[t]``.
-            num_items_in_batch (in ``kwargs``): Trainer's token count for gradient accumulation.
-            Other arguments: see ``LNormSeq2SeqModel.forward``.
+            use_cache: return the (updated) cache.
+            output_attentions: also return attention weights.
+            output_hidden_states: also return hidden states.
+            return_dict: return a ``ModelOutput`` rather than a tuple.
+            cache (transformers.EncoderDecoderCache | None): the KV cache (transformers 5.x name).
+            **kwargs (Any): ``num_items_in_batch``, Trainer's token count for gradient accumulation; others unused.
 
         Returns:
             ``Seq2SeqLMOutput`` with ``logits (B, T, decoder_vocab_size)``.

@@ -1,4 +1,4 @@
-"""LNormSpeech: the course's SpeechTransformer as a Hugging Face speech-to-text encoder-decoder.
+"""LNormSpeech: a speech transformer as a Hugging Face speech-to-text encoder-decoder.
 
 ``input_features`` ``(B, T, num_mel_bins)`` (log-mel frames from ``LNormSpeechFeatureExtractor``)
 -> two stride-2 ``Conv1d`` layers (time subsampled by 4) -> learned positions
@@ -89,7 +89,19 @@ class LNormSpeechSubsampler(nn.Module):
 
 
 class LNormSpeechPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
-    """Weight init, Auto-class wiring and remote-code saving shared by the LNormSpeech models."""
+    """Weight init, Auto-class wiring and remote-code saving shared by the LNormSpeech models.
+
+    ``save_pretrained`` writes the modeling code next to the weights, so the
+    folder loads with ``trust_remote_code=True`` where hf_lnorm is not installed.
+
+    Examples:
+        ```python
+        from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained("my-asr", trust_remote_code=True)
+        model = AutoModelForSpeechSeq2Seq.from_pretrained("my-asr", trust_remote_code=True)
+        ```
+    """
 
     config_class = LNormSpeechConfig
     base_model_prefix = "model"
@@ -193,7 +205,20 @@ class LNormSpeechEncoder(nn.Module):
 
 
 class LNormSpeechModel(Seq2SeqModelMixin, LNormSpeechPreTrainedModel):
-    """The bare speech encoder-decoder (no output projection)."""
+    """The bare speech encoder-decoder (no output projection).
+
+    Args:
+        config: the model configuration.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormSpeechConfig, LNormSpeechModel
+        >>> config = LNormSpeechConfig(vocab_size=32, num_mel_bins=16, conv_channels=32, hidden_size=32,
+        ...                            num_hidden_layers=1, num_attention_heads=4)
+        >>> out = LNormSpeechModel(config)(torch.randn(2, 40, 16), decoder_input_ids=torch.tensor([[1, 5], [1, 6]]))
+        >>> out.encoder_last_hidden_state.shape, out.last_hidden_state.shape  # 40 frames -> 10 positions
+        (torch.Size([2, 10, 32]), torch.Size([2, 2, 32]))
+    """
 
     def __init__(self, config: LNormSpeechConfig):
         super().__init__(config)
@@ -233,14 +258,28 @@ class LNormSpeechModel(Seq2SeqModelMixin, LNormSpeechPreTrainedModel):
         """Encode the features (unless ``encoder_outputs`` is given) and decode the text.
 
         Args:
-            input_features: ``(B, T, num_mel_bins)`` log-mel frames; ``attention_mask`` ``(B, T)`` marks real frames
-                (right padding), also when ``encoder_outputs`` is given (it masks the cross-attention).
-            decoder_input_ids: ``(B, L)`` text inputs; ``decoder_attention_mask`` ``(B, past + L)``.
-            encoder_outputs: precomputed encoder output (``generate()`` passes it).
-            past_key_values / cache: an ``EncoderDecoderCache`` (either name).
+            input_features: ``(B, T, num_mel_bins)`` log-mel frames.
+            attention_mask: ``(B, T)``, 1 for real frames (right padding); also needed when
+                ``encoder_outputs`` is given (it masks the cross-attention).
+            decoder_input_ids: ``(B, L)`` text inputs.
+            decoder_attention_mask: ``(B, past + L)``, 1 for real text tokens.
+            encoder_outputs (transformers.modeling_outputs.BaseModelOutput | tuple | None): precomputed
+                encoder output (``generate()`` passes it).
+            past_key_values (transformers.EncoderDecoderCache | None): the KV cache (transformers 4.x name).
+            decoder_inputs_embeds: ``(B, L, hidden)`` instead of ``decoder_input_ids``.
+            use_cache: return the (updated) cache.
+            output_attentions: also return attention weights.
+            output_hidden_states: also return hidden states.
+            return_dict: return a ``ModelOutput`` rather than a tuple.
+            cache (transformers.EncoderDecoderCache | None): the KV cache (transformers 5.x name).
+            **kwargs (Any): accepted for ``generate()`` and Trainer compatibility; unused.
 
         Returns:
             ``Seq2SeqModelOutput`` (decoder ``last_hidden_state (B, L, hidden)``, cache, encoder output).
+
+        Raises:
+            ValueError: features not shaped ``(B, T, num_mel_bins)``, a mask of another shape, or more
+                frames than ``4 * config.max_source_positions``.
         """
         return self._encode_decode(
             {"input_features": input_features}, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
@@ -254,6 +293,22 @@ class LNormSpeechForConditionalGeneration(Seq2SeqHeadMixin, LNormSpeechPreTraine
     """LNormSpeech with the output projection over the text vocabulary; for recognition and ``generate()``.
 
     With ``tie_word_embeddings`` the projection *is* the decoder embedding (no separate ``lm_head`` parameter).
+    With ``config.ctc_weight > 0`` it also has a CTC head on the encoder output, used for the training loss only.
+
+    Args:
+        config: the model configuration.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormSpeechConfig, LNormSpeechForConditionalGeneration
+        >>> config = LNormSpeechConfig(vocab_size=32, num_mel_bins=16, conv_channels=32, hidden_size=32,
+        ...                            num_hidden_layers=1, num_attention_heads=4, ctc_weight=0.3)
+        >>> model = LNormSpeechForConditionalGeneration(config).eval()
+        >>> features, labels = torch.randn(2, 40, 16), torch.tensor([[5, 6, 2], [7, 2, -100]])
+        >>> model(features, labels=labels).loss.shape
+        torch.Size([])
+        >>> model.generate(features, max_new_tokens=3, min_new_tokens=3).shape
+        torch.Size([2, 4])
     """
 
     def __init__(self, config: LNormSpeechConfig):
@@ -265,7 +320,16 @@ class LNormSpeechForConditionalGeneration(Seq2SeqHeadMixin, LNormSpeechPreTraine
         self.post_init()
 
     def ctc_loss(self, encoder_hidden: torch.Tensor, attention_mask: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """CTC loss of ``ctc_head(encoder_hidden)`` against ``labels`` without ``-100``, pad and eos (blank = pad id)."""
+        """CTC loss of ``ctc_head(encoder_hidden)`` against ``labels`` without ``-100``, pad and eos (blank = pad id).
+
+        Args:
+            encoder_hidden: ``(B, S, hidden)`` encoder output.
+            attention_mask: the ``(B, T)`` frame mask (subsampled here to the encoder lengths), or None.
+            labels: ``(B, L)`` target ids.
+
+        Returns:
+            The mean CTC loss (infinite losses zeroed).
+        """
         config = self.config
         log_probs = F.log_softmax(self.ctc_head(encoder_hidden).float(), dim=-1).transpose(0, 1)  # (T, B, V)
         batch, length = encoder_hidden.shape[:2]
@@ -305,12 +369,25 @@ class LNormSpeechForConditionalGeneration(Seq2SeqHeadMixin, LNormSpeechPreTraine
     ) -> Union[Tuple, Seq2SeqLMOutput]:
         """Text-token logits; the cross-entropy loss when ``labels`` are given.
 
+        The arguments not listed here are those of ``LNormSpeechModel.forward``.
+
         Args:
+            input_features: ``(B, T, num_mel_bins)`` log-mel frames.
+            attention_mask: ``(B, T)``, 1 for real frames.
+            decoder_input_ids: ``(B, L)`` text inputs; built from ``labels`` when both are None.
+            decoder_attention_mask: ``(B, past + L)``, 1 for real text tokens.
+            encoder_outputs (transformers.modeling_outputs.BaseModelOutput | tuple | None): precomputed encoder output.
+            past_key_values (transformers.EncoderDecoderCache | None): the KV cache (transformers 4.x name).
+            decoder_inputs_embeds: ``(B, L, hidden)`` instead of ``decoder_input_ids``.
             labels: ``(B, L)`` target ids (``-100`` ignored). When ``decoder_input_ids`` is ``None`` they are
                 built from the labels by ``shift_tokens_right``; position t of the logits predicts ``labels[t]``.
                 With ``config.ctc_weight > 0`` the loss adds the auxiliary CTC loss (see ``LNormSpeechConfig``).
-            num_items_in_batch (in ``kwargs``): Trainer's token count for gradient accumulation.
-            Other arguments: see ``LNormSpeechModel.forward``.
+            use_cache: return the (updated) cache.
+            output_attentions: also return attention weights.
+            output_hidden_states: also return hidden states.
+            return_dict: return a ``ModelOutput`` rather than a tuple.
+            cache (transformers.EncoderDecoderCache | None): the KV cache (transformers 5.x name).
+            **kwargs (Any): ``num_items_in_batch``, Trainer's token count for gradient accumulation; others unused.
 
         Returns:
             ``Seq2SeqLMOutput`` with ``logits (B, L, vocab_size)``.

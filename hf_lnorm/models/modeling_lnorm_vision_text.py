@@ -1,4 +1,4 @@
-"""LNormVisionText: the course's VisionLanguageModel as a Hugging Face model.
+"""LNormVisionText: a vision-language classifier as a Hugging Face model.
 
 * Vision encoder: an ``LNormViTModel`` (patch embedding by a strided
   convolution, class token, learned positions, Pre-LN blocks, final norm);
@@ -19,7 +19,8 @@ switch all norms, and ``hf_lnorm.patch`` finds them. LoRA ``target_modules``:
 Shipped next to saved weights as remote code: imports only torch, transformers
 and sibling files.
 
-Example:
+Examples:
+    >>> import torch
     >>> from hf_lnorm.models import LNormVisionTextConfig, LNormVisionTextForClassification
     >>> model = LNormVisionTextForClassification(LNormVisionTextConfig(num_labels=13))
     >>> out = model(pixel_values=torch.randn(2, 3, 32, 32), input_ids=torch.randint(0, 64, (2, 7)))
@@ -61,7 +62,19 @@ def _key_mask(attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 class LNormVisionTextPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
-    """Weight init, Auto-class wiring and remote-code saving shared by the LNormVisionText models."""
+    """Weight init, Auto-class wiring and remote-code saving shared by the LNormVisionText models.
+
+    ``save_pretrained`` writes the modeling code next to the weights, so the
+    folder loads with ``trust_remote_code=True`` where hf_lnorm is not installed.
+
+    Examples:
+        ```python
+        from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained("my-vqa", trust_remote_code=True)
+        model = AutoModelForVisualQuestionAnswering.from_pretrained("my-vqa", trust_remote_code=True)
+        ```
+    """
 
     config_class = LNormVisionTextConfig
     base_model_prefix = "vision_text"
@@ -75,7 +88,7 @@ class LNormVisionTextPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         "AutoModelForVisualQuestionAnswering": "modeling_lnorm_vision_text.LNormVisionTextForClassification",
     }
     card_description = (
-        "LNormVisionText: a vision-language classifier from the hf_lnorm package (the course's VisionLanguageModel). "
+        "LNormVisionText: a vision-language classifier from the hf_lnorm package. "
         "A small ViT and a text transformer are each projected to a common width and normalized by their own "
         "LayerNorm (modality balancing), then fused by a transformer over the concatenated tokens; the classifier "
         "reads the fusion CLS token."
@@ -133,6 +146,17 @@ class LNormVisionTextModel(LNormVisionTextPreTrainedModel):
 
     Returns a ``BaseModelOutputWithPooling`` whose ``last_hidden_state`` is the fusion output
     ``(B, 1 + 1 + num_patches + T, hidden)`` and ``pooler_output`` its first (fusion CLS) token.
+
+    Args:
+        config: the model configuration.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormVisionTextConfig, LNormVisionTextModel
+        >>> model = LNormVisionTextModel(LNormVisionTextConfig())  # 32 x 32 images: 64 patches
+        >>> out = model(pixel_values=torch.randn(2, 3, 32, 32), input_ids=torch.randint(0, 64, (2, 7)))
+        >>> out.last_hidden_state.shape, out.pooler_output.shape
+        (torch.Size([2, 73, 64]), torch.Size([2, 64]))
     """
 
     def __init__(self, config: LNormVisionTextConfig):
@@ -172,8 +196,18 @@ class LNormVisionTextModel(LNormVisionTextPreTrainedModel):
             pixel_values: ``(B, num_channels, image_size, image_size)`` (what the processor returns).
             input_ids: ``(B, T)`` question token ids.
             attention_mask: ``(B, T)`` 1 for real tokens, 0 for padding (``None``: no padding).
-            output_attentions, output_hidden_states, return_dict: as in transformers; hidden states and
-                attentions are those of the fusion stack.
+            output_attentions: also return the fusion stack's attention weights.
+            output_hidden_states: also return the fusion stack's hidden states.
+            return_dict: return a ``ModelOutput`` rather than a tuple.
+            **kwargs (Any): accepted for Trainer compatibility; unused.
+
+        Returns:
+            ``BaseModelOutputWithPooling``: ``last_hidden_state (B, 2 + num_patches + T, hidden)`` and
+                ``pooler_output (B, hidden)``, the fusion CLS token.
+
+        Raises:
+            ValueError: a missing image or question, different batch sizes, a mask of another shape than
+                ``input_ids``, or a question longer than ``text_config.max_position_embeddings``.
         """
         output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions, output_hidden_states, return_dict)
         if pixel_values is None or input_ids is None:
@@ -209,6 +243,18 @@ class LNormVisionTextForClassification(LNormVisionTextPreTrainedModel):
 
     ``labels``: ``(B,)`` class ids (cross-entropy), or ``(B, num_labels)`` floats for multi-label
     targets (binary cross-entropy), following ``config.problem_type`` as transformers does.
+
+    Args:
+        config: the model configuration (``num_labels`` answer classes).
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormVisionTextConfig, LNormVisionTextForClassification
+        >>> model = LNormVisionTextForClassification(LNormVisionTextConfig(num_labels=13))
+        >>> out = model(pixel_values=torch.randn(2, 3, 32, 32), input_ids=torch.randint(0, 64, (2, 7)),
+        ...             attention_mask=torch.tensor([[1] * 7, [1] * 4 + [0] * 3]), labels=torch.tensor([0, 12]))
+        >>> out.logits.shape, out.loss.shape
+        (torch.Size([2, 13]), torch.Size([]))
     """
 
     def __init__(self, config: LNormVisionTextConfig):
@@ -235,7 +281,24 @@ class LNormVisionTextForClassification(LNormVisionTextPreTrainedModel):
         return_dict: Optional[bool] = None,
         **kwargs,
     ) -> Union[Tuple, SequenceClassifierOutput]:
-        """Answer logits ``(B, num_labels)``; the loss when ``labels`` are given (see the class docstring)."""
+        """Answer logits ``(B, num_labels)``; the loss when ``labels`` are given (see the class docstring).
+
+        Args:
+            pixel_values: ``(B, num_channels, image_size, image_size)`` images.
+            input_ids: ``(B, T)`` question token ids.
+            attention_mask: ``(B, T)`` 1 for real tokens, 0 for padding.
+            labels: ``(B,)`` class ids, or ``(B, num_labels)`` floats for multi-label targets.
+            output_attentions: also return the fusion stack's attention weights.
+            output_hidden_states: also return the fusion stack's hidden states.
+            return_dict: return a ``ModelOutput`` rather than a tuple.
+            **kwargs (Any): accepted for Trainer compatibility; unused.
+
+        Returns:
+            ``SequenceClassifierOutput`` with ``logits (B, num_labels)`` and ``loss`` when ``labels`` are given.
+
+        Raises:
+            ValueError: inputs ``LNormVisionTextModel.forward`` refuses.
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         out = self.vision_text(
             pixel_values=pixel_values,

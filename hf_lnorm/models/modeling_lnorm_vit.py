@@ -1,4 +1,4 @@
-"""LNormViT: the course's Vision Transformer as a Hugging Face model, with switchable normalization.
+"""LNormViT: a Vision Transformer as a Hugging Face model, with switchable normalization.
 
 Patch embedding (a strided ``Conv2d``), a learned class token, learned position
 embeddings, transformer blocks from ``layers.build_stack`` (Pre-LN by default;
@@ -16,7 +16,8 @@ PEFT/LoRA ``target_modules``: ``qkv_proj`` and ``out_proj`` (attention),
 Shipped next to saved weights as remote code: imports only torch, transformers
 and sibling files.
 
-Example:
+Examples:
+    >>> import torch
     >>> from hf_lnorm.models import LNormViTConfig, LNormViTForImageClassification
     >>> config = LNormViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32,
     ...                         num_hidden_layers=2, num_attention_heads=4, num_labels=10)
@@ -48,8 +49,12 @@ def check_pixel_values(pixel_values, config: LNormViTConfig) -> None:
     """Raise a clear error unless ``pixel_values`` is a float ``(B, num_channels, image_size, image_size)`` tensor.
 
     Args:
-        pixel_values: the model input.
+        pixel_values (torch.Tensor): the model input.
         config: the model's config (``num_channels``, ``image_size``).
+
+    Raises:
+        TypeError: not a floating-point tensor.
+        ValueError: not shaped ``(B, num_channels, image_size, image_size)`` (the message says what to change).
     """
     if not torch.is_tensor(pixel_values):
         raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
@@ -112,7 +117,21 @@ def init_vit_weights(module: nn.Module, std: float) -> None:
 
 
 class LNormViTPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
-    """Weight init, Auto-class wiring and remote-code saving shared by the LNormViT models."""
+    """Weight init, Auto-class wiring and remote-code saving shared by the LNormViT models.
+
+    Truncated-normal init of the patch convolution, class token and positions,
+    GPT-2 style init of the blocks, norm gains at 1. ``save_pretrained`` writes the
+    modeling code next to the weights, so the folder loads with
+    ``trust_remote_code=True`` where hf_lnorm is not installed.
+
+    Examples:
+        ```python
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        processor = AutoImageProcessor.from_pretrained("my-vit", trust_remote_code=True)
+        model = AutoModelForImageClassification.from_pretrained("my-vit", trust_remote_code=True)
+        ```
+    """
 
     config_class = LNormViTConfig
     base_model_prefix = "vit"
@@ -157,7 +176,20 @@ class LNormViTPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
 
 
 class LNormViTModel(LNormViTPreTrainedModel):
-    """The LNormViT encoder: embeddings, blocks, final norm (pre-LN only) and the pooled token."""
+    """The LNormViT encoder: embeddings, blocks, final norm (pre-LN only) and the pooled token.
+
+    Args:
+        config: the model configuration.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormViTConfig, LNormViTModel
+        >>> model = LNormViTModel(LNormViTConfig(image_size=8, patch_size=2, num_channels=3, hidden_size=32,
+        ...                                      num_hidden_layers=2, num_attention_heads=4))
+        >>> out = model(torch.randn(2, 3, 8, 8))
+        >>> out.last_hidden_state.shape, out.pooler_output.shape
+        (torch.Size([2, 17, 32]), torch.Size([2, 32]))
+    """
 
     def __init__(self, config: LNormViTConfig):
         super().__init__(config)
@@ -181,12 +213,19 @@ class LNormViTModel(LNormViTPreTrainedModel):
 
         Args:
             pixel_values: ``(B, num_channels, image_size, image_size)`` float images (see ``LNormViTImageProcessor``).
-            output_attentions, output_hidden_states, return_dict: as in transformers.
+            output_attentions: also return each block's attention weights.
+            output_hidden_states: also return the hidden states.
+            return_dict: return a ``ModelOutput`` (default ``config.return_dict``) rather than a tuple.
+            **kwargs (Any): accepted for Trainer compatibility; unused.
 
         Returns:
             ``BaseModelOutputWithPooling``: ``last_hidden_state (B, 1 + num_patches, hidden)`` (class token first),
-            ``pooler_output (B, hidden)``, optional hidden states (embeddings + one per block, the last one after the
-            final norm) and attentions ``(B, heads, 1 + num_patches, 1 + num_patches)``.
+                ``pooler_output (B, hidden)``, optional hidden states (embeddings + one per block, the last one after the
+                final norm) and attentions ``(B, heads, 1 + num_patches, 1 + num_patches)``.
+
+        Raises:
+            ValueError: ``pixel_values`` is missing or not shaped ``(B, num_channels, image_size, image_size)``.
+            TypeError: ``pixel_values`` is not a float tensor.
         """
         config = self.config
         if pixel_values is None:
@@ -202,7 +241,20 @@ class LNormViTModel(LNormViTPreTrainedModel):
 
 
 class LNormViTForImageClassification(LNormViTPreTrainedModel):
-    """LNormViT with a linear classification head on the pooled token (``config.pooling``)."""
+    """LNormViT with a linear classification head on the pooled token (``config.pooling``).
+
+    Args:
+        config: the model configuration (``num_labels``, ``problem_type`` matter here).
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormViTConfig, LNormViTForImageClassification
+        >>> config = LNormViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32,
+        ...                         num_hidden_layers=2, num_attention_heads=4, num_labels=10)
+        >>> out = LNormViTForImageClassification(config)(torch.randn(2, 1, 8, 8), labels=torch.tensor([3, 7]))
+        >>> out.logits.shape, out.loss.shape
+        (torch.Size([2, 10]), torch.Size([]))
+    """
 
     def __init__(self, config: LNormViTConfig):
         super().__init__(config)
@@ -229,7 +281,10 @@ class LNormViTForImageClassification(LNormViTPreTrainedModel):
             pixel_values: ``(B, num_channels, image_size, image_size)`` float images.
             labels: ``(B,)`` class ids (``num_labels > 1``), floats for regression (``num_labels == 1``), or
                 ``(B, num_labels)`` multi-hot floats (``problem_type="multi_label_classification"``).
-            Other arguments: see ``LNormViTModel.forward``.
+            output_attentions: also return attention weights.
+            output_hidden_states: also return hidden states.
+            return_dict: return a ``ModelOutput`` rather than a tuple.
+            **kwargs (Any): accepted for Trainer compatibility; unused.
 
         Returns:
             ``ImageClassifierOutput`` with ``logits (B, num_labels)`` and ``loss`` when ``labels`` are given.

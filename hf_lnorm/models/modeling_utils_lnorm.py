@@ -20,9 +20,20 @@ from .layers import build_attention_mask, padded_for_export, run_stack
 def model_output(output_class, return_dict: bool, **fields):
     """``output_class(**fields)``, or with ``return_dict=False`` the tuple of the fields that are not None, in order.
 
-    Example:
-        >>> model_output(BaseModelOutput, False, last_hidden_state=h, hidden_states=None, attentions=None)  # doctest: +SKIP
-        (h,)
+    Args:
+        output_class (type): a ``ModelOutput`` class.
+        return_dict: build ``output_class`` rather than a tuple.
+        **fields (Any): the output's fields, in order.
+
+    Returns:
+        (transformers.utils.ModelOutput | tuple): the output.
+
+    Examples:
+        >>> import torch
+        >>> h = torch.zeros(1, 2, 4)
+        >>> out = model_output(BaseModelOutput, False, last_hidden_state=h, hidden_states=None, attentions=None)
+        >>> len(out), out[0] is h
+        (1, True)
     """
     if not return_dict:
         return tuple(v for v in fields.values() if v is not None)
@@ -37,9 +48,12 @@ def encode_bidirectional(stack: torch.nn.Module, hidden: torch.Tensor, key_mask:
         stack: a module with ``layers`` and ``final_norm`` (from ``layers.build_stack``).
         hidden: ``(B, S, hidden)`` embedded inputs.
         key_mask: ``(B, S)`` with 1 for real positions, or None.
-        output_attentions, output_hidden_states, return_dict: resolved flags (``layers.output_flags``).
+        output_attentions: resolved flag (``layers.output_flags``).
+        output_hidden_states: resolved flag.
+        return_dict: resolved flag.
+
     Returns:
-        ``BaseModelOutput`` (or its tuple): ``last_hidden_state (B, S, hidden)`` and the optional hidden states / attentions.
+        (transformers.modeling_outputs.BaseModelOutput | tuple): ``last_hidden_state (B, S, hidden)`` and the optional hidden states / attentions.
     """
     mask, _ = build_attention_mask(key_mask, hidden.shape[1], 0, causal=False, padded=padded_for_export(key_mask))
     hidden, all_hidden, all_attn, _ = run_stack(

@@ -58,15 +58,45 @@ def use_fused_norms(x) -> bool:
 
 
 class LNormLayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` over the last dimension, with an optional fused residual-add path."""
+    """``nn.LayerNorm`` over the last dimension, with an optional fused residual-add path.
+
+    Built like ``nn.LayerNorm`` (``normalized_shape``, ``eps``, ...) and computing
+    the same numbers; where hf_lnorm is installed its fused kernels are used in
+    eager runs. ``norm_type="layernorm"`` in a family config builds these.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormLayerNorm
+        >>> norm = LNormLayerNorm(16, eps=1e-5)
+        >>> x, residual = torch.randn(2, 16), torch.randn(2, 16)
+        >>> normed, summed = norm.add_forward(x, residual)
+        >>> torch.allclose(normed, torch.nn.functional.layer_norm(x + residual, (16,)), atol=1e-5)
+        True
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm of ``x`` over its last dimension.
+
+        Args:
+            x: input ``(..., hidden)``.
+
+        Returns:
+            Tensor shaped and typed like ``x``.
+        """
         if use_fused_norms(x):
             return _fused_layer_norm(x, self.weight, self.bias, self.eps)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(norm(x + residual), x + residual)``."""
+        """Residual add and norm in one call (one fused op where hf_lnorm's kernels are used).
+
+        Args:
+            x: the sublayer output ``(..., hidden)``.
+            residual: the residual stream, same shape.
+
+        Returns:
+            ``(norm(x + residual), x + residual)``.
+        """
         if "forward" not in self.__dict__ and use_fused_norms(x):
             return _fused_add_layer_norm(x, residual, self.weight, self.bias, self.eps)
         summed = x + residual
@@ -78,6 +108,19 @@ class LNormRMSNorm(nn.Module):
 
     Statistics in fp32, the normalized value cast back to the input dtype, then multiplied by
     ``weight`` (the convention of ``hf_lnorm.norms.ops.rms_norm``, so both paths agree in every dtype).
+    ``norm_type="rmsnorm"`` in a family config builds these.
+
+    Args:
+        hidden_size: size of the last dimension (and of ``weight``).
+        eps: added to the mean square.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormRMSNorm
+        >>> norm = LNormRMSNorm(16, eps=1e-6)
+        >>> x = torch.randn(2, 16)
+        >>> torch.allclose(norm(x), torch.nn.functional.rms_norm(x, (16,), norm.weight, 1e-6), atol=1e-6)
+        True
     """
 
     def __init__(self, hidden_size: int, eps: float = 1e-5):
@@ -87,6 +130,14 @@ class LNormRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """RMSNorm of ``x`` over its last dimension.
+
+        Args:
+            x: input ``(..., hidden)``.
+
+        Returns:
+            Tensor in the promoted dtype of ``weight`` and ``x``.
+        """
         if use_fused_norms(x):
             return _fused_rms_norm(x, self.weight, self.eps)
         xf = x.float()
@@ -94,7 +145,15 @@ class LNormRMSNorm(nn.Module):
         return self.weight * normed
 
     def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(norm(x + residual), x + residual)``."""
+        """Residual add and norm in one call (one fused op where hf_lnorm's kernels are used).
+
+        Args:
+            x: the sublayer output ``(..., hidden)``.
+            residual: the residual stream, same shape.
+
+        Returns:
+            ``(norm(x + residual), x + residual)``.
+        """
         if "forward" not in self.__dict__ and use_fused_norms(x):
             return _fused_add_rms_norm(x, residual, self.weight, self.eps)
         summed = x + residual

@@ -7,11 +7,14 @@ with ``vocab_size=K + 1`` and ``max_position_embeddings >= H * W + 1`` models
 images like text. ``decode`` maps tokens back to colors; ``complete_images``
 keeps the top rows of each image and lets ``generate()`` draw the rest.
 
-Example:
-    >>> from sklearn.datasets import load_digits  # doctest: +SKIP
-    >>> images = torch.tensor(load_digits().images, dtype=torch.float32) / 16  # (N, 8, 8) in [0, 1]
+Examples:
+    >>> import torch
+    >>> from hf_lnorm.models import ImageGPTColorProcessor
+    >>> images = torch.rand(16, 8, 8)  # (N, 8, 8) grey levels in [0, 1], e.g. sklearn's digits / 16
     >>> processor = ImageGPTColorProcessor.fit(images, n_clusters=8)
-    >>> tokens = processor.encode(images[:2])       # (2, 65): start token + 64 pixels
+    >>> tokens = processor.encode(images[:2])  # start token + 64 pixels
+    >>> tokens.shape, int(tokens[0, 0]) == processor.bos_token_id
+    (torch.Size([2, 65]), True)
     >>> processor.decode(tokens).shape
     torch.Size([2, 8, 8])
 """
@@ -30,9 +33,27 @@ CLUSTERS_FILE = "image_clusters.json"
 class ImageGPTColorProcessor:
     """Maps images ``(B, H, W)`` or ``(B, H, W, C)`` to color-cluster token ids and back.
 
+    Usually built with ``fit`` on training images and saved next to the model
+    with ``save_pretrained``. The matching ``LNormGPTConfig`` has
+    ``vocab_size=processor.vocab_size``, ``bos_token_id=processor.bos_token_id``,
+    ``image_size=processor.image_size`` and ``max_position_embeddings >=
+    processor.sequence_length``.
+
     Args:
         clusters: ``(K, C)`` cluster colors (the pixel value range of the training data).
         image_size: side of the square images (``H == W``).
+
+    Raises:
+        ValueError: ``clusters`` is not a 2-D tensor with at least two colors.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import ImageGPTColorProcessor
+        >>> processor = ImageGPTColorProcessor(torch.tensor([[0.0], [0.5], [1.0]]), image_size=2)
+        >>> processor.vocab_size, processor.sequence_length
+        (4, 5)
+        >>> processor.encode(torch.tensor([[[0.1, 0.9], [0.4, 0.6]]]))
+        tensor([[3, 0, 2, 1, 1]])
     """
 
     def __init__(self, clusters: torch.Tensor, image_size: int):
@@ -44,6 +65,7 @@ class ImageGPTColorProcessor:
 
     @property
     def n_clusters(self) -> int:
+        """The number of colors ``K`` (token ids ``0 .. K-1``)."""
         return self.clusters.shape[0]
 
     @property
@@ -53,6 +75,7 @@ class ImageGPTColorProcessor:
 
     @property
     def vocab_size(self) -> int:
+        """``K + 1``: the colors and the start token."""
         return self.n_clusters + 1
 
     @property
@@ -72,7 +95,10 @@ class ImageGPTColorProcessor:
             max_pixels: pixels sampled for fitting.
 
         Returns:
-            An ``ImageGPTColorProcessor``.
+            (ImageGPTColorProcessor): the fitted processor; colors are ordered dark to bright.
+
+        Raises:
+            ValueError: the images are not square, or ``n_clusters`` is below 2.
         """
         pixels, size = cls._pixels(images)
         gen = torch.Generator().manual_seed(seed)
@@ -105,7 +131,18 @@ class ImageGPTColorProcessor:
         return images.reshape(-1, images.shape[-1]), images.shape[1]
 
     def encode(self, images: torch.Tensor, add_bos: bool = True) -> torch.Tensor:
-        """Token ids ``(B, H*W [+1])``: nearest cluster of every pixel in raster order, after a start token."""
+        """Token ids ``(B, H*W [+1])``: nearest cluster of every pixel in raster order, after a start token.
+
+        Args:
+            images: ``(B, H, W)`` or ``(B, H, W, C)`` float pixels of the fitted size.
+            add_bos: prepend the start token.
+
+        Returns:
+            Long tensor of token ids.
+
+        Raises:
+            ValueError: the images have another size or channel count than the clusters.
+        """
         images = torch.as_tensor(images, dtype=torch.float32)
         batch = images.shape[0]
         pixels, size = self._pixels(images)
@@ -119,7 +156,17 @@ class ImageGPTColorProcessor:
         return tokens
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, H, W)`` (or ``(B, H, W, C)`` for C > 1) from token ids; a leading start token is dropped."""
+        """Images ``(B, H, W)`` (or ``(B, H, W, C)`` for C > 1) from token ids; a leading start token is dropped.
+
+        Args:
+            tokens: ``(B, H*W)`` color ids, or ``(B, H*W + 1)`` with the start token first.
+
+        Returns:
+            The cluster color of every token, as images.
+
+        Raises:
+            ValueError: the wrong number of tokens, or an id that is not a color.
+        """
         tokens = torch.as_tensor(tokens).long()
         if tokens.shape[-1] == self.sequence_length:
             tokens = tokens[:, 1:]
@@ -132,7 +179,11 @@ class ImageGPTColorProcessor:
         return images.squeeze(-1) if images.shape[-1] == 1 else images
 
     def save_pretrained(self, folder: str) -> None:
-        """Write ``image_clusters.json`` into ``folder``."""
+        """Write ``image_clusters.json`` into ``folder`` (created if missing).
+
+        Args:
+            folder: usually the model's folder, next to its weights.
+        """
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, CLUSTERS_FILE)
         with open(path + ".tmp", "w") as handle:
@@ -141,7 +192,17 @@ class ImageGPTColorProcessor:
 
     @classmethod
     def from_pretrained(cls, folder: str) -> "ImageGPTColorProcessor":
-        """Load what ``save_pretrained`` wrote."""
+        """Load what ``save_pretrained`` wrote.
+
+        Args:
+            folder: a folder holding ``image_clusters.json``.
+
+        Returns:
+            The processor.
+
+        Raises:
+            FileNotFoundError: the folder has no ``image_clusters.json``.
+        """
         with open(os.path.join(folder, CLUSTERS_FILE)) as handle:
             data = json.load(handle)
         return cls(torch.tensor(data["clusters"]), data["image_size"])
@@ -151,15 +212,33 @@ class ImageGPTColorProcessor:
 def complete_images(model, processor: ImageGPTColorProcessor, images: torch.Tensor, keep_rows: Optional[int] = None, **generate_kwargs):
     """Keep the top ``keep_rows`` rows of each image and generate the rest with ``model.generate()``.
 
+    The start token is never generated (``bad_words_ids``), so every generated
+    token is a color.
+
     Args:
-        model: an ``LNormGPTForCausalLM`` trained on ``processor`` tokens.
+        model (LNormGPTForCausalLM): a model trained on ``processor`` tokens.
         processor: the color processor.
         images: ``(B, H, W[, C])`` images.
         keep_rows: rows kept from the input (default: the top half).
-        **generate_kwargs: e.g. ``do_sample=True, top_k=4``; greedy by default.
+        **generate_kwargs (Any): e.g. ``do_sample=True, top_k=4``; greedy by default.
 
     Returns:
-        ``(completed images, generated token ids (B, H*W + 1))``.
+        (tuple[torch.Tensor, torch.Tensor]): ``(completed images, generated token ids (B, H*W + 1))``.
+
+    Raises:
+        ValueError: ``keep_rows`` outside ``[0, image_size - 1]``.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import ImageGPTColorProcessor, LNormGPTConfig, LNormGPTForCausalLM, complete_images
+        >>> images = torch.rand(4, 4, 4)
+        >>> processor = ImageGPTColorProcessor.fit(images, n_clusters=4)
+        >>> config = LNormGPTConfig(vocab_size=processor.vocab_size, max_position_embeddings=processor.sequence_length,
+        ...                         hidden_size=32, num_hidden_layers=1, num_attention_heads=4, image_size=4,
+        ...                         bos_token_id=processor.bos_token_id)
+        >>> completed, tokens = complete_images(LNormGPTForCausalLM(config).eval(), processor, images[:2], keep_rows=2)
+        >>> completed.shape, tokens.shape
+        (torch.Size([2, 4, 4]), torch.Size([2, 17]))
     """
     keep_rows = processor.image_size // 2 if keep_rows is None else keep_rows
     if not 0 <= keep_rows < processor.image_size:

@@ -76,24 +76,31 @@ def power_spectrogram(waveform: np.ndarray, window: np.ndarray, hop_length: int)
 class LNormSpeechFeatureExtractor(SequenceFeatureExtractor):
     """Log-mel features for LNormSpeech, ``input_features`` ``(batch, frames, feature_size)``.
 
+    Two attributes are built from the settings and not saved in the config
+    (they are rebuilt when the extractor is loaded): ``window``, the periodic
+    Hann window of ``win_length`` samples zero-padded to ``n_fft`` (float64),
+    and ``mel_filters``, the HTK mel filter bank ``(n_fft // 2 + 1,
+    feature_size)`` (float32).
+
     Args:
         feature_size: number of mel channels (the model's ``num_mel_bins``).
         sampling_rate: the only accepted audio rate (16000).
         padding_value: value of padded frames.
-        n_fft, hop_length, win_length: STFT sizes in samples (25 ms window, 10 ms hop at 16 kHz).
-        f_min, f_max: frequency range of the mel filters (``f_max`` defaults to half the sampling rate).
+        n_fft: FFT size in samples (400: 25 ms at 16 kHz).
+        hop_length: samples between frames (160: 10 ms at 16 kHz).
+        win_length: window length in samples; at most ``n_fft``.
+        f_min: lowest frequency of the mel filters, in Hz.
+        f_max: highest frequency of the mel filters; defaults to half the sampling rate.
         normalize: per-utterance mean/variance normalization of every mel channel.
         return_attention_mask: return the frame mask by default.
-
-    Attributes:
-        window: periodic Hann window of ``win_length`` samples, zero-padded to ``n_fft`` (float64).
-        mel_filters: HTK mel filter bank ``(n_fft // 2 + 1, feature_size)`` (float32). Neither is saved
-            in the config: both are rebuilt from the fields above when the extractor is loaded.
+        **kwargs (Any): other ``SequenceFeatureExtractor`` arguments.
 
     Raises:
         ValueError: ``win_length > n_fft``, ``hop_length < 1`` or a frequency range outside ``[0, sampling_rate / 2]``.
 
-    Example:
+    Examples:
+        >>> import numpy as np
+        >>> from hf_lnorm.models import LNormSpeechFeatureExtractor
         >>> extractor = LNormSpeechFeatureExtractor()
         >>> batch = extractor([np.zeros(16000), np.zeros(8000)], sampling_rate=16000, return_tensors="pt")
         >>> batch["input_features"].shape, batch["attention_mask"].sum(-1).tolist()
@@ -144,11 +151,25 @@ class LNormSpeechFeatureExtractor(SequenceFeatureExtractor):
         ).astype(np.float32)  # float32 filters are part of the feature definition the models were trained on
 
     def num_frames(self, num_samples: int) -> int:
-        """Frames produced for ``num_samples`` samples: ``1 + num_samples // hop_length``."""
+        """Frames produced for ``num_samples`` samples: ``1 + num_samples // hop_length``.
+
+        Args:
+            num_samples: length of a waveform.
+
+        Returns:
+            The number of feature frames ``extract`` gives for it.
+        """
         return 1 + num_samples // self.hop_length
 
     def extract(self, waveform: np.ndarray) -> np.ndarray:
-        """Features ``(frames, feature_size)`` of one 16 kHz mono waveform (no padding)."""
+        """Features ``(frames, feature_size)`` of one 16 kHz mono waveform (no padding).
+
+        Args:
+            waveform: 1D float samples.
+
+        Returns:
+            float32 log-mel features, normalized per channel when ``normalize`` is set.
+        """
         power = power_spectrogram(waveform, self.window, self.hop_length)  # (frames, n_fft // 2 + 1)
         features = np.log(np.maximum(power @ self.mel_filters, LOG_FLOOR)).astype(np.float32)  # (frames, feature_size)
         if self.normalize:
@@ -206,17 +227,23 @@ class LNormSpeechFeatureExtractor(SequenceFeatureExtractor):
         """Featurize one waveform or a batch.
 
         Args:
-            raw_speech: a 1D float array (one utterance), a 2D array or list of 1D arrays (a batch).
+            raw_speech (numpy.ndarray | list | torch.Tensor): a 1D float array (one utterance), a 2D array
+                or list of 1D arrays (a batch).
             sampling_rate: rate of the audio; must be ``self.sampling_rate`` (16000). ``None`` warns and assumes it.
-            padding, max_length, truncation, pad_to_multiple_of: as ``SequenceFeatureExtractor.pad`` (in frames).
+            padding: as ``SequenceFeatureExtractor.pad`` (True: pad to the longest).
+            max_length: as ``SequenceFeatureExtractor.pad``, in frames.
+            truncation: as ``SequenceFeatureExtractor.pad``.
+            pad_to_multiple_of: as ``SequenceFeatureExtractor.pad``, in frames.
             return_attention_mask: defaults to ``self.return_attention_mask``.
-            return_tensors: ``"pt"``, ``"np"`` or ``None`` (lists).
+            return_tensors (str | None): ``"pt"``, ``"np"`` or ``None`` (lists).
+            **kwargs (Any): accepted for ``SequenceFeatureExtractor`` compatibility; unused.
 
         Returns:
             ``BatchFeature`` with ``input_features`` ``(batch, frames, feature_size)`` and ``attention_mask``.
 
         Raises:
             ValueError: wrong sampling rate, non-mono or empty audio, integer samples.
+            TypeError: ``raw_speech`` is not an array, a list of arrays or a tensor.
         """
         if sampling_rate is None:
             warnings.warn(
@@ -258,7 +285,18 @@ def build_word_tokenizer(words: Sequence[str]):
         words: the vocabulary (distinct, non-empty, no whitespace).
 
     Returns:
-        A ``PreTrainedTokenizerFast`` (saves and loads with ``AutoTokenizer``).
+        (transformers.PreTrainedTokenizerFast): the tokenizer (saves and loads with ``AutoTokenizer``).
+
+    Raises:
+        ValueError: duplicate words, words with whitespace, empty words or special tokens.
+
+    Examples:
+        >>> from hf_lnorm.models import build_word_tokenizer
+        >>> tokenizer = build_word_tokenizer(["yes", "no", "up", "down"])
+        >>> tokenizer("Yes up")["input_ids"]
+        [4, 6, 2]
+        >>> tokenizer.decode([4, 6, 2], skip_special_tokens=True)
+        'yes up'
     """
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
@@ -281,6 +319,25 @@ class LNormSpeechProcessor(ProcessorMixin):
 
     ``processor(audio=..., sampling_rate=16000, text=..., return_tensors="pt")`` returns the model inputs
     and, with ``text``, ``labels`` (padded with -100); ``batch_decode`` turns generated ids into text.
+    ``save_pretrained`` writes this file with an ``auto_map``, so ``AutoProcessor.from_pretrained(folder,
+    trust_remote_code=True)`` loads it where hf_lnorm is not installed.
+
+    Args:
+        feature_extractor (LNormSpeechFeatureExtractor): the feature extractor.
+        tokenizer (transformers.PreTrainedTokenizerFast): the text tokenizer (``build_word_tokenizer``).
+        **kwargs (Any): passed to ``ProcessorMixin``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from hf_lnorm.models import LNormSpeechFeatureExtractor, LNormSpeechProcessor, build_word_tokenizer
+        >>> processor = LNormSpeechProcessor(LNormSpeechFeatureExtractor(feature_size=40),
+        ...                                  build_word_tokenizer(["yes", "no"]))
+        >>> batch = processor(audio=[np.zeros(16000), np.zeros(8000)], sampling_rate=16000,
+        ...                   text=["yes", "no no"], return_tensors="pt")
+        >>> batch["input_features"].shape, batch["labels"].tolist()
+        (torch.Size([2, 101, 40]), [[4, 2, -100], [5, 5, 2]])
+        >>> processor.batch_decode([[4, 2]], skip_special_tokens=True)
+        ['yes']
     """
 
     attributes = ["feature_extractor", "tokenizer"]
@@ -295,11 +352,19 @@ class LNormSpeechProcessor(ProcessorMixin):
         """Features of ``audio`` and/or ``labels`` from ``text``.
 
         Args:
-            audio: one waveform or a batch (see ``LNormSpeechFeatureExtractor.__call__``).
+            audio (numpy.ndarray | list | torch.Tensor | None): one waveform or a batch (see
+                ``LNormSpeechFeatureExtractor.__call__``).
             sampling_rate: rate of ``audio`` (must be 16000).
-            text: transcript(s) for training labels.
-            return_tensors: ``"pt"``, ``"np"`` or ``None``.
-            **kwargs: passed to the feature extractor (``padding``, ``max_length`` ...).
+            text (str | list[str] | None): transcript(s) for training labels.
+            return_tensors (str | None): ``"pt"``, ``"np"`` or ``None``.
+            **kwargs (Any): passed to the feature extractor (``padding``, ``max_length`` ...).
+
+        Returns:
+            ``BatchFeature`` with ``input_features`` and ``attention_mask`` (from ``audio``) and
+                ``labels`` (from ``text``, padding as -100).
+
+        Raises:
+            ValueError: neither ``audio`` nor ``text`` given, or audio the feature extractor refuses.
         """
         if audio is None and text is None:
             raise ValueError("pass audio=..., text=... or both")
@@ -320,11 +385,27 @@ class LNormSpeechProcessor(ProcessorMixin):
         return out
 
     def batch_decode(self, *args, **kwargs):
-        """``tokenizer.batch_decode`` (pass ``skip_special_tokens=True`` for plain text)."""
+        """``tokenizer.batch_decode`` (pass ``skip_special_tokens=True`` for plain text).
+
+        Args:
+            *args (Any): token id sequences, as ``generate()`` returns them.
+            **kwargs (Any): passed to ``tokenizer.batch_decode``.
+
+        Returns:
+            (list[str]): one string per sequence.
+        """
         return self.tokenizer.batch_decode(*args, **kwargs)
 
     def decode(self, *args, **kwargs):
-        """``tokenizer.decode``."""
+        """``tokenizer.decode``.
+
+        Args:
+            *args (Any): one sequence of token ids.
+            **kwargs (Any): passed to ``tokenizer.decode``.
+
+        Returns:
+            (str): the text.
+        """
         return self.tokenizer.decode(*args, **kwargs)
 
     @property

@@ -14,7 +14,9 @@ punctuation; ``[PAD]`` = 0, ``[UNK]`` = 1).
 Images with the wrong channel count (a grayscale or RGBA image for an RGB
 model) raise a ``ValueError`` naming the shape given and the channels expected.
 
-Example:
+Examples:
+    >>> import numpy as np
+    >>> from hf_lnorm.models import LNormViTImageProcessor, LNormVisionTextProcessor, train_question_tokenizer
     >>> tokenizer = train_question_tokenizer(["what color is the shape?", "is there a circle?"])
     >>> processor = LNormVisionTextProcessor(LNormViTImageProcessor(size=32), tokenizer)
     >>> batch = processor(images=np.zeros((2, 64, 64, 3), np.uint8), text=["is there a circle?", "what color?"], return_tensors="pt")
@@ -44,7 +46,19 @@ def train_question_tokenizer(texts: Iterable[str], min_frequency: int = 1, max_l
         max_length: ``model_max_length`` of the tokenizer (match ``text_config.max_position_embeddings``).
 
     Returns:
-        A ``PreTrainedTokenizerFast`` (``AutoTokenizer`` loads it back); ``[PAD]`` has id 0, ``[UNK]`` id 1.
+        (transformers.PreTrainedTokenizerFast): the tokenizer (``AutoTokenizer`` loads it back); ``[PAD]`` has
+            id 0, ``[UNK]`` id 1.
+
+    Raises:
+        ValueError: no non-empty question text.
+
+    Examples:
+        >>> from hf_lnorm.models import train_question_tokenizer
+        >>> tokenizer = train_question_tokenizer(["What color is the shape?", "Is there a circle?"])
+        >>> tokenizer.pad_token_id, tokenizer.unk_token_id
+        (0, 1)
+        >>> tokenizer.convert_ids_to_tokens(tokenizer("is there a square?")["input_ids"])
+        ['is', 'there', 'a', '[UNK]', '?']
     """
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordLevel
@@ -67,10 +81,29 @@ def train_question_tokenizer(texts: Iterable[str], min_frequency: int = 1, max_l
 class LNormVisionTextProcessor(ProcessorMixin):
     """Image processor + tokenizer for ``LNormVisionTextForClassification``.
 
+    ``save_pretrained`` writes this file (and the image processor's) with an
+    ``auto_map``, so ``AutoProcessor.from_pretrained(folder, trust_remote_code=True)``
+    loads it where hf_lnorm is not installed.
+
     Args:
-        image_processor: an ``LNormViTImageProcessor`` (its ``size`` and ``num_channels`` must match the
-            model's ``vision_config``).
-        tokenizer: a fast tokenizer with a pad token (``train_question_tokenizer`` makes one).
+        image_processor (LNormViTImageProcessor): its ``size`` and ``num_channels`` must match the
+            model's ``vision_config``.
+        tokenizer (transformers.PreTrainedTokenizerFast): a fast tokenizer with a pad token
+            (``train_question_tokenizer`` makes one).
+        **kwargs (Any): passed to ``ProcessorMixin``.
+
+    Raises:
+        TypeError: ``image_processor`` is not an ``LNormViTImageProcessor``.
+        ValueError: the tokenizer has no pad token.
+
+    Examples:
+        >>> import numpy as np
+        >>> from hf_lnorm.models import LNormViTImageProcessor, LNormVisionTextProcessor, train_question_tokenizer
+        >>> processor = LNormVisionTextProcessor(LNormViTImageProcessor(size=32),
+        ...                                      train_question_tokenizer(["is there a circle?"]))
+        >>> batch = processor(images=np.zeros((1, 32, 32, 3), np.uint8), text="is there a circle?")
+        >>> sorted(batch), batch["attention_mask"].tolist()
+        (['attention_mask', 'input_ids', 'pixel_values'], [[1, 1, 1, 1, 1]])
     """
 
     attributes = ["image_processor", "tokenizer"]
@@ -87,8 +120,17 @@ class LNormVisionTextProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, **kwargs)
 
     def check_argument_for_proper_class(self, argument_name, argument):
-        """Types are checked by ``__init__`` itself: no lookup in transformers' registries, which lack
-        ``LNormViTImageProcessor`` where hf_lnorm is not imported (remote code)."""
+        """Types are checked by ``__init__`` itself: no lookup in transformers' registries.
+
+        Those registries lack ``LNormViTImageProcessor`` where hf_lnorm is not imported (remote code).
+
+        Args:
+            argument_name (str): ``"image_processor"`` or ``"tokenizer"``.
+            argument (object): the object given.
+
+        Returns:
+            (type): the argument's type.
+        """
         return type(argument)
 
     @classmethod
@@ -115,16 +157,23 @@ class LNormVisionTextProcessor(ProcessorMixin):
         """Encode images and questions (one image per question).
 
         Args:
-            images: one image or a batch (PIL, numpy or torch; see ``LNormViTImageProcessor``).
+            images (PIL.Image.Image | numpy.ndarray | torch.Tensor | list | None): one image or a batch
+                (see ``LNormViTImageProcessor``).
             text: one question or a list.
             return_tensors: ``"pt"``, ``"np"`` or ``None``.
-            padding, truncation, max_length: passed to the tokenizer (``max_length`` defaults to its
-                ``model_max_length``).
-            **kwargs: passed to the image processor (``input_data_format`` ...).
+            padding: passed to the tokenizer (True: pad to the longest question).
+            truncation: passed to the tokenizer.
+            max_length: passed to the tokenizer; defaults to its ``model_max_length``.
+            **kwargs (Any): passed to the image processor (``input_data_format`` ...).
 
         Returns:
             ``BatchFeature`` with ``pixel_values`` (when ``images``) and ``input_ids`` / ``attention_mask``
-            (when ``text``).
+                (when ``text``).
+
+        Raises:
+            ValueError: neither images nor text, a different number of images and questions, or an
+                image the image processor refuses.
+            TypeError: ``text`` is not a string or a list of strings.
         """
         if images is None and text is None:
             raise ValueError("pass images=..., text=... or both")
@@ -149,11 +198,27 @@ class LNormVisionTextProcessor(ProcessorMixin):
         return BatchFeature(out, tensor_type=return_tensors)
 
     def batch_decode(self, *args, **kwargs):
-        """``tokenizer.batch_decode``."""
+        """``tokenizer.batch_decode``.
+
+        Args:
+            *args (Any): token id sequences.
+            **kwargs (Any): passed to ``tokenizer.batch_decode``.
+
+        Returns:
+            (list[str]): one string per sequence.
+        """
         return self.tokenizer.batch_decode(*args, **kwargs)
 
     def decode(self, *args, **kwargs):
-        """``tokenizer.decode``."""
+        """``tokenizer.decode``.
+
+        Args:
+            *args (Any): one sequence of token ids.
+            **kwargs (Any): passed to ``tokenizer.decode``.
+
+        Returns:
+            (str): the text.
+        """
         return self.tokenizer.decode(*args, **kwargs)
 
     @property

@@ -19,10 +19,12 @@ Saved with ``save_pretrained`` it writes this file next to
 where hf_lnorm is not installed. This file imports only numpy, torch and
 transformers.
 
-Example:
-    >>> from sklearn.datasets import load_digits  # doctest: +SKIP
+Examples:
+    >>> import numpy as np
+    >>> from hf_lnorm.models import LNormViTImageProcessor
+    >>> digits = np.random.default_rng(0).integers(0, 17, size=(4, 1, 8, 8))  # like sklearn's load_digits().images[:, None]
     >>> processor = LNormViTImageProcessor(size=8, num_channels=1, rescale_factor=1 / 16)
-    >>> processor(load_digits().images[:4, None], return_tensors="pt").pixel_values.shape  # doctest: +SKIP
+    >>> processor(digits, return_tensors="pt").pixel_values.shape
     torch.Size([4, 1, 8, 8])
 """
 
@@ -98,13 +100,33 @@ class LNormViTImageProcessor(BaseImageProcessor):
 
     Args:
         do_resize: resize every image to ``size``.
-        size: target ``int`` side, ``(height, width)`` or ``{"height": h, "width": w}``; match the model's ``image_size``.
-        resample: ``"nearest"`` | ``"bilinear"`` | ``"bicubic"`` (PIL's resampling ids are accepted too).
+        size (int | tuple[int, int] | dict[str, int] | None): target side, ``(height, width)`` or
+            ``{"height": h, "width": w}``; match the model's ``image_size`` (default 224).
+        resample (str | int): ``"nearest"`` | ``"bilinear"`` | ``"bicubic"`` (PIL's resampling ids are accepted too).
         do_rescale: multiply pixel values by ``rescale_factor``.
         rescale_factor: e.g. ``1/255`` for 8-bit images, ``1/16`` for scikit-learn's digits.
         do_normalize: subtract ``image_mean`` and divide by ``image_std`` per channel.
-        image_mean, image_std: one number or one per channel (default 0.5 each: values in [-1, 1]).
+        image_mean: one number or one per channel (default 0.5: with ``image_std`` 0.5, values in [-1, 1]).
+        image_std: one number or one per channel (default 0.5); none may be 0.
         num_channels: channels every image must have (3 for RGB, 1 for grayscale); match the model's ``num_channels``.
+        **kwargs (Any): other ``BaseImageProcessor`` arguments.
+
+    Raises:
+        ValueError: a bad ``size``, ``resample`` or ``num_channels``, a mean/std list of the wrong
+            length, or a zero std.
+
+    Examples:
+        >>> import numpy as np
+        >>> from hf_lnorm.models import LNormViTImageProcessor
+        >>> processor = LNormViTImageProcessor(size=32)
+        >>> images = [np.zeros((48, 64, 3), dtype=np.uint8), np.full((3, 32, 32), 255, dtype=np.uint8)]
+        >>> pixels = processor(images, return_tensors="pt").pixel_values
+        >>> pixels.shape, float(pixels.min()), float(pixels.max())
+        (torch.Size([2, 3, 32, 32]), -1.0, 1.0)
+        >>> processor(np.zeros((32, 32, 4)))
+        Traceback (most recent call last):
+        ...
+        ValueError: image of shape (32, 32, 4) has 4 channel(s) (channels_last); this processor expects num_channels=3 ...
     """
 
     model_input_names = ["pixel_values"]
@@ -214,7 +236,16 @@ class LNormViTImageProcessor(BaseImageProcessor):
     # ------------------------------------------------------------------ transforms
 
     def resize(self, image: np.ndarray, size, resample="bilinear") -> np.ndarray:
-        """Resize a ``(C, H, W)`` float image to ``size`` with torch interpolation (antialiased when shrinking)."""
+        """Resize a ``(C, H, W)`` float image to ``size`` with torch interpolation (antialiased when shrinking).
+
+        Args:
+            image: a ``(C, H, W)`` float array.
+            size (int | tuple[int, int] | dict[str, int]): the target size.
+            resample (str | int): ``"nearest"``, ``"bilinear"`` or ``"bicubic"`` (or PIL's ids).
+
+        Returns:
+            The resized ``(C, height, width)`` array (``image`` itself when it already has that size).
+        """
         size = _size_dict(size)
         mode = _resample_name(resample)
         target = (size["height"], size["width"])
@@ -229,11 +260,33 @@ class LNormViTImageProcessor(BaseImageProcessor):
         return out[0].numpy()
 
     def rescale(self, image: np.ndarray, scale: float, **kwargs) -> np.ndarray:
-        """``image * scale`` as float32."""
+        """``image * scale`` as float32.
+
+        Args:
+            image: an array.
+            scale: the factor, e.g. ``1/255``.
+            **kwargs (Any): accepted for ``BaseImageProcessor`` compatibility; unused.
+
+        Returns:
+            The rescaled array.
+        """
         return (image * np.float32(scale)).astype(np.float32, copy=False)
 
     def normalize(self, image: np.ndarray, mean, std, **kwargs) -> np.ndarray:
-        """Per channel ``(image - mean) / std`` of a ``(C, H, W)`` image."""
+        """Per channel ``(image - mean) / std`` of a ``(C, H, W)`` image.
+
+        Args:
+            image: a ``(C, H, W)`` float array.
+            mean (float | Sequence[float]): one number or one per channel.
+            std (float | Sequence[float]): one number or one per channel.
+            **kwargs (Any): accepted for ``BaseImageProcessor`` compatibility; unused.
+
+        Returns:
+            The normalized float32 array.
+
+        Raises:
+            ValueError: ``mean`` or ``std`` has neither one value nor one per channel.
+        """
         channels = image.shape[0]
         mean = np.asarray(_per_channel("image_mean", mean, channels), dtype=np.float32)[:, None, None]
         std = np.asarray(_per_channel("image_std", std, channels), dtype=np.float32)[:, None, None]
@@ -259,18 +312,31 @@ class LNormViTImageProcessor(BaseImageProcessor):
     ) -> BatchFeature:
         """Preprocess one image or a batch; every argument left ``None`` takes the processor's setting.
 
+        ``processor(images, ...)`` calls this.
+
         Args:
-            images: PIL image(s), numpy array(s) or torch tensor(s); see the module docstring for the layouts.
+            images (PIL.Image.Image | numpy.ndarray | torch.Tensor | list): one image or a batch:
+                ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)`` each, a list of those, or a 4-D batch.
+            do_resize: override of the processor's setting.
+            size (int | tuple[int, int] | dict[str, int] | None): override of the processor's setting.
+            resample (str | int | None): override of the processor's setting.
+            do_rescale: override of the processor's setting.
+            rescale_factor: override of the processor's setting.
+            do_normalize: override of the processor's setting.
+            image_mean (float | Sequence[float] | None): override of the processor's setting.
+            image_std (float | Sequence[float] | None): override of the processor's setting.
             return_tensors: ``"pt"`` (torch), ``"np"`` (numpy) or ``None`` (a list of numpy arrays).
             data_format: layout of the output: ``"channels_first"`` (what the model takes) or ``"channels_last"``.
             input_data_format: layout of 3-D inputs; inferred when ``None`` (pass it for ambiguous shapes).
+            **kwargs (Any): not accepted: any other keyword is a ``TypeError``.
 
         Returns:
             ``BatchFeature`` with ``pixel_values`` ``(N, C, H, W)``.
 
         Raises:
             ValueError: an image with the wrong number of channels (naming its shape and the expected count), a bad
-                layout, size or option. TypeError: an object that is not an image.
+                layout, size or option, or images of different sizes with ``do_resize=False`` and tensors requested.
+            TypeError: an object that is not an image, or an unknown keyword argument.
         """
         if kwargs:
             raise TypeError(f"unexpected argument(s) {', '.join(sorted(kwargs))} for LNormViTImageProcessor.preprocess")

@@ -51,7 +51,7 @@ def model_card(model, repo_id: Optional[str] = None, training_data: Optional[str
     """Write the model card (Markdown with YAML metadata) of an hf_lnorm model.
 
     Args:
-        model: a family model (uses its ``config`` and the class attributes ``card_description``,
+        model (transformers.PreTrainedModel): a family model (uses its ``config`` and the class attributes ``card_description``,
             ``card_intended_use``, ``card_pipeline_tag``, ``card_config_keys``, ``card_norm_layout``, ``auto_map_classes``).
         repo_id: name shown in the title and the loading example.
         training_data: what the weights were trained on; "not recorded" when ``None``.
@@ -199,13 +199,23 @@ class RemoteCodeMixin:
         a ``README.md`` written or edited by anyone else is kept unchanged.
 
         Args:
-            save_directory: output folder.
+            save_directory (str | os.PathLike): output folder.
+            *args (Any): passed to ``PreTrainedModel.save_pretrained``.
             training_data: sentence for the model card's "Training data" section.
             intended_use: overrides the model card's "Intended use" section.
-            *args, **kwargs: passed to ``PreTrainedModel.save_pretrained`` (weights are always safetensors).
+            **kwargs (Any): passed to ``PreTrainedModel.save_pretrained`` (weights are always safetensors).
 
         Returns:
-            Whatever ``PreTrainedModel.save_pretrained`` returns.
+            (Any): whatever ``PreTrainedModel.save_pretrained`` returns.
+
+        Examples:
+            ```python
+            from hf_lnorm.models import LNormGPTConfig, LNormGPTForCausalLM
+
+            model = LNormGPTForCausalLM(LNormGPTConfig())
+            model.save_pretrained("my-gpt", training_data="TinyStories, 1 epoch")
+            # my-gpt/ holds config.json (with auto_map), model.safetensors, the modeling files and README.md
+            ```
         """
         kwargs.pop("safe_serialization", None)  # safetensors only (the 4.x default; 5.x has no other format)
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
@@ -246,13 +256,23 @@ class RemoteCodeMixin:
 
         Args:
             repo_id: ``"user/name"`` on the Hub (``HF_ENDPOINT`` selects the server).
-            tokenizer: a tokenizer to save into the same repository.
-            commit_message, private, token, revision, create_pr: as in ``huggingface_hub.HfApi``.
-            training_data, intended_use: model card text (see ``save_pretrained``).
-            **save_kwargs: passed to ``save_pretrained`` (e.g. ``max_shard_size``).
+            tokenizer (transformers.PreTrainedTokenizerBase | None): a tokenizer to save into the same repository.
+            commit_message: as in ``huggingface_hub.HfApi.create_commit``.
+            private: as in ``huggingface_hub.HfApi.create_repo``.
+            token (str | bool | None): as in ``huggingface_hub.HfApi``.
+            revision: as in ``huggingface_hub.HfApi.create_commit``.
+            create_pr: as in ``huggingface_hub.HfApi.create_commit``.
+            training_data: model card text (see ``save_pretrained``).
+            intended_use: model card text (see ``save_pretrained``).
+            **save_kwargs (Any): passed to ``save_pretrained`` (e.g. ``max_shard_size``).
 
         Returns:
-            The ``CommitInfo`` of the upload.
+            (huggingface_hub.CommitInfo): the ``CommitInfo`` of the upload.
+
+        Examples:
+            ```python
+            model.push_to_hub("my-user/lnorm-gpt-tiny", tokenizer=tokenizer, private=True)
+            ```
         """
         from huggingface_hub import CommitOperationAdd, HfApi
 

@@ -19,6 +19,7 @@ def output_dtype(variant: str, x_dtype: torch.dtype, w_dtype: Optional[torch.dty
         variant: one of ``hf_lnorm.norms.ops.VARIANTS``.
         x_dtype: dtype of the normalized input (the sum, for add+norm).
         w_dtype: dtype of the gain, or None without one.
+
     Returns:
         The output dtype.
     """

@@ -42,8 +42,9 @@ what the eager call computes:
 ``torch.fx`` records no dtypes, so under fx the casting rules are taken for an
 input in the parameters' dtype (the case models run in).
 
-Example:
+Examples:
     >>> import torch
+    >>> from hf_lnorm.norms.fused import fused_norm
     >>> from hf_lnorm.norms.reference import NormSpec
     >>> spec = NormSpec("rms_norm_llama", eps_attr="variance_epsilon")
     >>> fused_norm(spec, torch.randn(2, 8), torch.ones(8), None, 1e-6).shape
@@ -112,9 +113,19 @@ def aten_norm(
     """Native-kernel implementation of ``spec`` (exact to the original's casting order).
 
     Args:
-        spec, x, weight, bias, eps: as for ``fused_norm``.
+        spec: what to compute.
+        x: the input.
+        weight: the gain, or None.
+        bias: the bias, or None.
+        eps: the epsilon.
         normalized_shape: the normalized sizes as Python ints (default: from ``x.shape``).
         dtypes: ``(input dtype, weight dtype)`` that pick the casting steps (default: the tensors').
+
+    Returns:
+        The norm's output, shaped and typed as the original module returns it.
+
+    Raises:
+        ValueError: ``spec.variant`` is not a known variant.
     """
     n = spec.normalized_ndim
     variant = spec.variant
@@ -226,11 +237,16 @@ def traced_norm(
     """What a norm records while a graph is traced (see the module docstring, "Graphs").
 
     Args:
-        spec, x, weight, bias, eps: as for ``fused_norm``.
+        spec: what to compute.
+        x: the input (a tensor, or a Proxy under ``torch.fx``).
+        weight: the gain, or None.
+        bias: the bias, or None.
+        eps: the epsilon.
         backend: the backend the norm runs eagerly.
         normalized_shape: the normalized sizes as Python ints; needed under ``torch.fx``
             (default: from ``x.shape``, which fx cannot iterate).
         weight_dtype: the gain's dtype; needed under ``torch.fx``, where ``weight`` is a Proxy.
+
     Returns:
         The graph's output tensor (or Proxy).
     """
@@ -268,7 +284,20 @@ def _unavailable_reason(name: str) -> Optional[str]:
 
 
 def available_backends() -> list:
-    """Names of the backends that can run in this process."""
+    """Names of the backends that can run in this process.
+
+    ``aten`` is always there; ``cpp`` needs a C++ compiler (the kernels are built
+    once into the cache directory) and may be turned off with
+    ``HF_LNORM_CPU_KERNELS=0``; ``triton`` needs Triton and a CUDA device.
+
+    Returns:
+        A subset of ``["aten", "triton", "cpp"]``, in that order.
+
+    Examples:
+        >>> from hf_lnorm.norms import available_backends
+        >>> "aten" in available_backends()
+        True
+    """
     return [name for name in BACKENDS if _unavailable_reason(name) is None]
 
 
@@ -285,12 +314,30 @@ def default_backend() -> str:
 def resolve_backend(backend: Optional[str] = None) -> str:
     """Validate a requested backend name, or pick the default (see ``default_backend``).
 
+    ``patch(model, backend=...)`` calls this, so an unusable backend fails before
+    the model is touched.
+
     Args:
-        backend: ``None``/``"auto"`` for the default, or a name in ``BACKENDS``.
+        backend: ``None``/``"auto"`` for the default, or a name in ``BACKENDS``
+            (``"aten"``, ``"triton"``, ``"cpp"``).
+
     Returns:
         The backend name to store with a patched layer.
+
     Raises:
-        ValueError: the name is not a backend this package knows, or it cannot run here.
+        ValueError: the name is not a backend this package knows, or it cannot run here
+            (the message says why and lists the available ones).
+
+    Examples:
+        >>> from hf_lnorm.norms import resolve_backend
+        >>> resolve_backend("aten")
+        'aten'
+        >>> resolve_backend("auto") in ("aten", "cpp", "triton")
+        True
+        >>> resolve_backend("cuda")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown backend 'cuda'; accepted: auto, aten, triton, cpp
     """
     if backend is None or backend == "auto":
         return default_backend()
@@ -317,14 +364,36 @@ def fused_norm(
 ) -> torch.Tensor:
     """Run ``spec`` on ``x`` with the named backend (its graph form, ``traced_norm``, while tracing).
 
+    This is what a patched norm runs in ``fused`` mode: the numbers of
+    ``reference_forward`` (and of the original module) through the backend's
+    kernels.
+
     Args:
-        spec: what to compute; x: the input.
-        weight, bias, eps: the module's parameters and epsilon.
+        spec: what to compute.
+        x: the input.
+        weight: the module's gain, or None.
+        bias: the module's bias, or None.
+        eps: the module's epsilon (None for ``nn.RMSNorm(eps=None)``).
         backend: a name from ``BACKENDS``; None picks ``default_backend()``.
-        normalized_shape, weight_dtype: the normalized sizes (Python ints) and the gain's dtype,
-            used while tracing; ``torch.fx`` needs them (its Proxies have neither).
+        normalized_shape: the normalized sizes (Python ints), used while tracing;
+            ``torch.fx`` needs them (its Proxies have no shape).
+        weight_dtype: the gain's dtype, used while tracing under ``torch.fx``.
+
     Returns:
         The same tensor the original module returns (shape and dtype).
+
+    Raises:
+        KeyError: ``backend`` is not a name in ``BACKENDS`` (use ``resolve_backend``
+            to validate a user's choice first).
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import NormSpec, fused_norm
+        >>> norm = torch.nn.RMSNorm(16, eps=1e-6)
+        >>> x = torch.randn(2, 16)
+        >>> y = fused_norm(NormSpec("rms_norm_torch"), x, norm.weight, None, norm.eps, backend="aten")
+        >>> torch.allclose(y, norm(x))
+        True
     """
     backend = backend or default_backend()
     if tracing(x):

@@ -64,8 +64,9 @@ def quantize_per_token(y: torch.Tensor, qmax: int = ACT_QMAX, static_scale: Opti
         qmax: largest magnitude of the int8 code (127).
         static_scale: use this one scale for every row (calibrated static mode);
             values beyond ``static_scale * qmax`` are clamped.
+
     Returns:
-        ``(q, scale)``: ``q`` int8 shaped like ``y``, ``scale`` fp32 ``(..., 1)``.
+        (tuple[torch.Tensor, torch.Tensor]): ``(q, scale)``: ``q`` int8 shaped like ``y``, ``scale`` fp32 ``(..., 1)``.
     """
     yf = y.float()
     if static_scale is not None:
@@ -96,6 +97,7 @@ def quantize_weight(weight: torch.Tensor, qmax: int = 127) -> Tuple[torch.Tensor
     Args:
         weight: ``(N, K)`` float weight (``nn.Linear`` layout).
         qmax: 127, or 63 for kernels that need 7-bit weights.
+
     Returns:
         ``(q, scale)``: int8 ``(N, K)`` and fp32 ``(N,)`` with ``weight ~ q * scale[:, None]``.
     """
@@ -270,6 +272,7 @@ def int8_linear(act: QuantizedActivation, weight: Int8Weight, bias: Optional[tor
         act: per-row quantized activation ``(M, K)``.
         weight: per-channel quantized weight ``(N, K)``.
         bias: optional float bias ``(N,)``.
+
     Returns:
         fp32 ``(M, N)``.
     """
@@ -303,6 +306,7 @@ def smoothing_scales(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alph
         act_absmax: ``(K,)`` max |activation| per input channel.
         weight_absmax: ``(K,)`` max |weight| per input channel over all consumers.
         alpha: migration strength in [0, 1].
+
     Returns:
         ``(K,)`` positive fp32 scales (1 where a channel is all zeros).
     """
@@ -334,8 +338,9 @@ def fold_smoothing(
         scales: ``(K,)`` positive scales.
         variant: the norm's reference variant; for ``rms_norm_gemma`` the gain is
             ``1 + weight`` and the returned weight is ``(1 + weight) / s - 1``.
+
     Returns:
-        ``(new_weight, new_bias, new_linear_weights)``.
+        (tuple): ``(new_weight, new_bias, new_linear_weights)``.
     """
     s = scales if scales.is_floating_point() else scales.float()  # results promote to at least s's dtype
     if norm_weight is None:
@@ -369,6 +374,7 @@ def requant_params(y: torch.Tensor, dtype: torch.dtype, observed: Optional[Tuple
         y: the float output.
         dtype: ``torch.qint8`` (symmetric, zero point 0) or ``torch.quint8`` (affine).
         observed: a calibrated ``(min, max)`` range; default: ``y``'s own range.
+
     Raises:
         ValueError: another ``dtype``.
     """
@@ -389,13 +395,16 @@ class QuantizedTensorLayerNorm(nn.Module):
     The output gets its own quantization parameters: the ``(min, max)`` range
     observed while ``observe`` is True (set ``observe=True``, run calibration
     data, set it False), or, before any observation, the range of each output.
-    The course sketch reused the input's scale, which clips or wastes the
-    output range because LayerNorm rescales its input.
+    Reusing the input's scale would clip or waste the output range, because
+    LayerNorm rescales its input.
 
     Float inputs are normalized and returned as float.
 
     Args:
-        normalized_shape, eps, elementwise_affine, bias: as ``nn.LayerNorm``.
+        normalized_shape (int | Sequence[int]): as ``nn.LayerNorm``.
+        eps: as ``nn.LayerNorm``.
+        elementwise_affine: as ``nn.LayerNorm``.
+        bias: as ``nn.LayerNorm``.
     """
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True):

@@ -27,8 +27,9 @@ kernels through a plain ``autograd.Function`` (``_TritonNorm``); under ``torch.c
 devices they go through the ops. During ONNX export they emit plain aten ops
 so the exporter produces standard ONNX nodes.
 
-Example:
+Examples:
     >>> import torch
+    >>> from hf_lnorm.norms.ops import add_layer_norm
     >>> x, r = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
     >>> y, s = add_layer_norm(x, r, torch.ones(8), torch.zeros(8), 1e-5)
     >>> torch.allclose(s, x + r)
@@ -150,7 +151,8 @@ def norm_fwd(
     Args:
         x: input ``(..., N)``.
         residual: optional tensor added to ``x`` before the norm (same shape).
-        weight, bias: optional ``(N,)`` gain and shift (bias only for ``layer_norm``).
+        weight: optional ``(N,)`` gain.
+        bias: optional ``(N,)`` shift (``layer_norm`` only).
         eps: added to the variance / mean square.
         variant: one of ``VARIANTS`` (the casting convention of the original module).
         impl: ``auto`` | ``aten`` | ``triton`` | ``cpp`` (the C++ CPU kernels of
@@ -159,10 +161,11 @@ def norm_fwd(
             ``cpp_inference`` (the C++ kernels where the eager functions use
             them, aten otherwise: what graphs traced from a model patched with
             the ``cpp`` backend call, so they compute what eager does).
+
     Returns:
         ``(y, summed, mean, rstd)``: ``summed`` is ``x + residual`` (an empty
-        tensor without residual), ``mean``/``rstd`` fp32 of shape ``x.shape[:-1]``
-        (``mean`` empty for RMS variants).
+            tensor without residual), ``mean``/``rstd`` fp32 of shape ``x.shape[:-1]``
+            (``mean`` empty for RMS variants).
     """
     variant = _variant_name(variant)
     _check(variant, impl)
@@ -212,14 +215,18 @@ def norm_bwd(
         dy: gradient of ``y``.
         ds: optional gradient that reached the sum ``x + residual`` directly.
         s: the tensor that was normalized (``x`` or ``x + residual``).
-        weight, mean, rstd: as saved by the forward.
-        variant, impl: as in ``norm_fwd``.
+        weight: as saved by the forward.
+        mean: as saved by the forward.
+        rstd: as saved by the forward.
+        variant: as in ``norm_fwd``.
         has_bias: whether the forward had a bias.
+        impl: as in ``norm_fwd``.
         mask: which of (dx, dweight, dbias) are needed.
+
     Returns:
         ``(dx, dweight, dbias)``: dx (including ``ds``) in ``s.dtype``; dweight and dbias
-        fp32 ``(N,)`` accumulated across rows. Gradients that are not needed
-        come back as empty tensors.
+            fp32 ``(N,)`` accumulated across rows. Gradients that are not needed
+            come back as empty tensors.
     """
     variant = _variant_name(variant)
     _check(variant, impl)
@@ -305,11 +312,17 @@ def triton_norm_fwd(x: Tensor, residual: Optional[Tensor], weight: Optional[Tens
     ``norm_fwd`` custom op with ``impl="triton"``.
 
     Args:
-        x, residual, weight, bias, eps: as in ``norm_fwd``.
+        x: as in ``norm_fwd``.
+        residual: as in ``norm_fwd``.
+        weight: as in ``norm_fwd``.
+        bias: as in ``norm_fwd``.
+        eps: as in ``norm_fwd``.
         variant: one of ``VARIANTS``.
         kind: deprecated name of ``variant``.
+
     Returns:
         ``(y, summed)``.
+
     Raises:
         TypeError: neither or both of ``variant`` and ``kind`` are given.
     """
@@ -357,12 +370,27 @@ def _exporting(x: Tensor) -> bool:
 def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     """LayerNorm over the last dim (``nn.LayerNorm`` numerics: fp32 statistics, output in ``x.dtype``).
 
+    Public as ``hf_lnorm.norms.fused_layer_norm``. Differentiable, safe under
+    ``torch.compile(fullgraph=True)``, exported to ONNX as ``LayerNormalization``.
+    Float32 CPU inference runs the C++ kernel when it is built (equal to aten
+    within fp32 rounding), CUDA runs the Triton kernel when Triton is installed,
+    everything else runs aten's ``layer_norm``.
+
     Args:
         x: input ``(..., N)``.
-        weight, bias: optional ``(N,)`` affine parameters.
+        weight: optional ``(N,)`` gain.
+        bias: optional ``(N,)`` bias.
         eps: added to the variance.
+
     Returns:
         Tensor shaped and typed like ``x``.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import fused_layer_norm
+        >>> x, w, b = torch.randn(2, 5, 32), torch.randn(32), torch.randn(32)
+        >>> torch.allclose(fused_layer_norm(x, w, b), torch.nn.functional.layer_norm(x, (32,), w, b), atol=1e-5)
+        True
     """
     if _cpp_inference(x, None, weight, bias, "layer_norm"):
         return _cpp_fwd(x, None, weight, bias, eps, "layer_norm")[0]
@@ -376,12 +404,26 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
 def rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> Tensor:
     """RMSNorm over the last dim in the Llama convention (``weight * normed.to(x.dtype)``).
 
+    Public as ``hf_lnorm.norms.fused_rms_norm``. Differentiable and
+    compile-safe; the statistics are computed in float32, the normalized value is
+    cast back to ``x.dtype`` and then multiplied by the weight, as
+    ``LlamaRMSNorm`` does. During ONNX export it is written as plain ops
+    (opset 17 has no RMSNorm node).
+
     Args:
         x: input ``(..., N)``.
         weight: optional ``(N,)`` gain.
         eps: added to the mean square.
+
     Returns:
         Tensor in ``promote(weight.dtype, x.dtype)`` (``x.dtype`` without weight).
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import fused_rms_norm, rms_norm
+        >>> x, w = torch.randn(4, 64), torch.randn(64)
+        >>> torch.allclose(fused_rms_norm(x, w), rms_norm(x, w, variant="rms_norm_llama"), atol=1e-5)
+        True
     """
     if _exporting(x):
         return _rms_llama_plain(x, weight, eps)
@@ -399,12 +441,28 @@ def add_layer_norm(
 ) -> Tuple[Tensor, Tensor]:
     """Fused ``summed = x + residual; normed = layer_norm(summed)``.
 
+    One pass over the activations for the add and the norm where a kernel is
+    available (the C++ kernel in float32 CPU inference, Triton on CUDA);
+    differentiable in both outputs. The inputs are not modified: see
+    ``add_layer_norm_`` for the in-place inference variant.
+
     Args:
-        x, residual: tensors of the same shape ``(..., N)``.
-        weight, bias: optional ``(N,)`` affine parameters.
+        x: the sublayer output ``(..., N)``.
+        residual: the residual stream, same shape as ``x``.
+        weight: optional ``(N,)`` gain.
+        bias: optional ``(N,)`` bias.
         eps: added to the variance.
+
     Returns:
         ``(normed, summed)``.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import add_layer_norm
+        >>> x, r = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+        >>> normed, summed = add_layer_norm(x, r, torch.ones(8), torch.zeros(8), 1e-5)
+        >>> torch.allclose(summed, x + r), torch.allclose(normed, torch.nn.functional.layer_norm(x + r, (8,)), atol=1e-5)
+        (True, True)
     """
     if _cpp_inference(x, residual, weight, bias, "layer_norm"):
         y, s, _, _ = _cpp_fwd(x, residual, weight, bias, eps, "layer_norm")
@@ -421,8 +479,25 @@ def add_layer_norm(
 def add_rms_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> Tuple[Tensor, Tensor]:
     """Fused ``summed = x + residual; normed = rms_norm(summed)`` (Llama convention).
 
+    The pre-norm block step of Llama-style models in one call; differentiable in
+    both outputs, inputs not modified. The norm is ``fused_rms_norm``'s.
+
+    Args:
+        x: the sublayer output ``(..., N)``.
+        residual: the residual stream, same shape as ``x``.
+        weight: optional ``(N,)`` gain.
+        eps: added to the mean square.
+
     Returns:
         ``(normed, summed)``.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import add_rms_norm, fused_rms_norm
+        >>> x, r, w = torch.randn(3, 16), torch.randn(3, 16), torch.randn(16)
+        >>> normed, summed = add_rms_norm(x, r, w)
+        >>> torch.allclose(summed, x + r), torch.allclose(normed, fused_rms_norm(x + r, w), atol=1e-5)
+        (True, True)
     """
     if _exporting(x):
         s = x + residual
@@ -455,16 +530,29 @@ def add_layer_norm_(
     Args:
         x: sublayer output ``(..., N)``.
         residual: tensor of the same shape and dtype; receives the sum.
-        weight, bias: optional ``(N,)`` affine parameters.
+        weight: optional ``(N,)`` gain.
+        bias: optional ``(N,)`` bias.
         eps: added to the variance.
         impl: ``auto`` (the C++ kernels in float32 CPU inference when they are
             built, aten otherwise) or ``aten`` (always aten: ``residual.add_(x)``
             then ``F.layer_norm``, the stock model's numbers bit for bit).
+
     Returns:
         ``(normed, residual)``, i.e. ``(normed, summed)`` with the sum in ``residual``.
+
     Raises:
         RuntimeError: autograd is recording and an input requires grad.
         ValueError: ``x`` and ``residual`` differ in shape or dtype, or ``impl`` is not ``auto`` or ``aten``.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import add_layer_norm_
+        >>> x, residual = torch.randn(2, 8), torch.randn(2, 8)
+        >>> expected = x + residual
+        >>> with torch.no_grad():
+        ...     normed, summed = add_layer_norm_(x, residual)
+        >>> summed is residual, torch.allclose(residual, expected)
+        (True, True)
     """
     if impl not in ("auto", "aten"):
         raise ValueError(f"add_layer_norm_ impl {impl!r} is not accepted; accepted: auto, aten")

@@ -26,8 +26,9 @@ Variants (``NormSpec.variant``):
     ``torch.nn.RMSNorm`` / ``F.rms_norm``: fp32 math including the weight,
     one cast back to the input dtype at the end.
 
-Example:
+Examples:
     >>> import torch
+    >>> from hf_lnorm.norms.reference import rms_norm
     >>> x = torch.randn(2, 3, 8)
     >>> y = rms_norm(x, torch.ones(8), eps=1e-6, variant="rms_norm_llama")
     >>> y.shape
@@ -66,13 +67,31 @@ _HALF = (torch.float16, torch.bfloat16)
 class NormSpec:
     """What a norm module computes, independent of how it is implemented.
 
-    Attributes:
+    ``classify`` (and so ``patch``) produces one per patched norm; the fused and
+    reference functions take it to know which math to run. Frozen, so it can key
+    caches.
+
+    Args:
         variant: one of ``VARIANTS``.
         normalized_ndim: how many trailing dims (dim 1 for channels-first) are normalized.
         eps_attr: name of the module attribute that holds eps (``eps``,
-            ``variance_epsilon``, ``epsilon``...), read at every call.
+            ``variance_epsilon``, ``epsilon``...), read at every call; None when
+            the module has none.
         has_weight: whether the module has a learned gain ``weight``.
         has_bias: whether the module has a learned ``bias``.
+
+    Raises:
+        ValueError: ``variant`` is not in ``VARIANTS``.
+
+    Examples:
+        >>> from hf_lnorm.norms import NormSpec
+        >>> spec = NormSpec("rms_norm_llama", eps_attr="variance_epsilon")
+        >>> spec.is_rms, spec.has_bias
+        (True, False)
+        >>> NormSpec("batch_norm")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown norm variant 'batch_norm'; accepted: layer_norm, layer_norm_channels_first, ...
     """
 
     variant: str
@@ -87,6 +106,7 @@ class NormSpec:
 
     @property
     def is_rms(self) -> bool:
+        """Whether the variant is one of the RMSNorm variants (no mean subtraction, no bias)."""
         return self.variant.startswith("rms_norm")
 
     @property
@@ -105,13 +125,27 @@ def layer_norm(
 ) -> torch.Tensor:
     """LayerNorm over the last ``normalized_ndim`` dims; fp32 statistics, output in ``x.dtype``.
 
+    The reference for ``nn.LayerNorm``: ``(x - mean) / sqrt(var + eps) * weight + bias``
+    with the biased variance, computed in float32 whatever the input dtype.
+
     Args:
         x: input of any float dtype.
-        weight, bias: optional affine parameters shaped like the normalized dims.
+        weight: optional gain shaped like the normalized dims.
+        bias: optional bias shaped like the normalized dims.
         eps: added to the variance.
         normalized_ndim: number of trailing dims to normalize over.
+
     Returns:
         Tensor shaped and typed like ``x``.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import layer_norm
+        >>> x = torch.randn(2, 5, 16)
+        >>> torch.allclose(layer_norm(x), torch.nn.functional.layer_norm(x, (16,)), atol=1e-6)
+        True
+        >>> layer_norm(x.bfloat16()).dtype
+        torch.bfloat16
     """
     dims = tuple(range(-normalized_ndim, 0))
     xf = x.float()
@@ -131,7 +165,28 @@ def layer_norm_channels_first(
     bias: Optional[torch.Tensor] = None,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """LayerNorm over dim 1 of a ``(B, C, *spatial)`` tensor (ConvNeXt ``channels_first``)."""
+    """LayerNorm over dim 1 of a ``(B, C, *spatial)`` tensor (ConvNeXt ``channels_first``).
+
+    Each spatial position is normalized over its ``C`` channels; fp32
+    statistics, output in ``x.dtype``.
+
+    Args:
+        x: input shaped ``(B, C, *spatial)``, any float dtype.
+        weight: optional gain of shape ``(C,)``.
+        bias: optional bias of shape ``(C,)``.
+        eps: added to the variance.
+
+    Returns:
+        Tensor shaped and typed like ``x``.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import layer_norm, layer_norm_channels_first
+        >>> x = torch.randn(2, 8, 4, 4)
+        >>> y = layer_norm_channels_first(x)
+        >>> torch.allclose(y, layer_norm(x.movedim(1, -1), eps=1e-6).movedim(-1, 1), atol=1e-6)
+        True
+    """
     xf = x.float()
     mean = xf.mean(dim=1, keepdim=True)
     var = (xf - mean).pow(2).mean(dim=1, keepdim=True)
@@ -164,10 +219,22 @@ def rms_norm(
         normalized_ndim: number of trailing dims to normalize over.
         convention: deprecated: ``llama`` | ``gemma`` | ``t5`` | ``torch``, the same as ``variant``
             without its ``rms_norm_`` prefix; overrides ``variant``.
+
     Returns:
         The normalized tensor, in the dtype the original implementation returns.
+
     Raises:
         ValueError: an unknown variant or convention.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import rms_norm
+        >>> x, w = torch.randn(4, 16), torch.randn(16)
+        >>> torch.allclose(rms_norm(x, w, eps=1e-6, variant="rms_norm_torch"),
+        ...                torch.nn.functional.rms_norm(x, (16,), w, eps=1e-6), atol=1e-6)
+        True
+        >>> rms_norm(x.half(), w, variant="rms_norm_t5").dtype  # T5 keeps fp32 for an fp32 gain
+        torch.float32
     """
     if convention is not None:
         warnings.warn("rms_norm(convention=...) is deprecated: use variant='rms_norm_<convention>'",
@@ -212,7 +279,30 @@ def reference_forward(
     bias: Optional[torch.Tensor],
     eps: float,
 ) -> torch.Tensor:
-    """Apply the reference math that ``spec`` describes."""
+    """Apply the reference math that ``spec`` describes.
+
+    Dispatches to ``layer_norm``, ``layer_norm_channels_first`` or ``rms_norm``
+    with ``spec.variant`` and ``spec.normalized_ndim``.
+
+    Args:
+        spec: what to compute.
+        x: the input.
+        weight: the gain, or None.
+        bias: the bias, or None (ignored by the RMS variants).
+        eps: the epsilon.
+
+    Returns:
+        The normalized tensor, as the module ``spec`` describes returns it.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.norms import NormSpec, reference_forward
+        >>> ln = torch.nn.LayerNorm(16)
+        >>> x = torch.randn(3, 16)
+        >>> y = reference_forward(NormSpec("layer_norm", has_bias=True), x, ln.weight, ln.bias, ln.eps)
+        >>> torch.allclose(y, ln(x), atol=1e-6)
+        True
+    """
     if spec.variant == LAYER_NORM:
         return layer_norm(x, weight, bias, eps, spec.normalized_ndim)
     if spec.variant == LAYER_NORM_CHANNELS_FIRST:

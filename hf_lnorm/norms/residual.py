@@ -23,11 +23,14 @@ stock block's ops and the norm's graph form (``fused.traced_norm``).
 Patching is per instance: the block's ``forward`` instance attribute is set
 and its previous value kept, so ``unfuse_residual_blocks`` restores it exactly.
 
-Example:
-    >>> import hf_lnorm                                      # doctest: +SKIP
-    >>> model = hf_lnorm.patch(bert)                          # doctest: +SKIP
-    >>> fused_block_names(model)[:1]                          # doctest: +SKIP
-    ['encoder.layer.0.attention.output']
+Examples:
+    ```python
+    import hf_lnorm
+    from hf_lnorm.norms.residual import fused_block_names
+
+    model = hf_lnorm.patch(bert)  # a BertModel
+    fused_block_names(model)[:1]  # ['encoder.layer.0.attention.output']
+    ```
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def find_post_ln_blocks(model: nn.Module) -> List[BlockMatch]:
 
     Args:
         model: a model after ``hf_lnorm.patch`` (only patched norms qualify).
+
     Returns:
         One ``BlockMatch`` per structural candidate (not yet verified).
     """
@@ -211,9 +215,10 @@ def fuse_residual_blocks(model: nn.Module) -> List[Tuple[BlockMatch, bool, float
 
     Args:
         model: a model whose norms ``hf_lnorm.patch`` has patched.
+
     Returns:
         ``(match, fused, probe_error, reason)`` per candidate block; ``fused`` is
-        False (with the reason) when the probe disagreed.
+            False (with the reason) when the probe disagreed.
     """
     results = []
     for match in find_post_ln_blocks(model):

@@ -55,15 +55,16 @@ and the report says why.
 
 torch.ao quantized models
 -------------------------
-``hf_lnorm.norms.int8.QuantizedTensorLayerNorm`` is the course's dequantize -> LayerNorm -> requantize
-module for models that pass ``torch.ao`` quantized tensors between layers; unlike
-the course sketch it requantizes with output parameters of its own (observed by
-calibration, or computed from the output) instead of the input's scale. A
-quantized-mode norm that receives a quantized tensor takes the same path.
+``hf_lnorm.norms.int8.QuantizedTensorLayerNorm`` is a dequantize -> LayerNorm -> requantize
+module for models that pass ``torch.ao`` quantized tensors between layers. It
+requantizes with output parameters of its own (observed by calibration, or
+computed from the output), not with the input's scale, which would clip or waste
+the output range because LayerNorm rescales its input. A quantized-mode norm
+that receives a quantized tensor takes the same path.
 
 Quantized mode is for inference: int8 paths carry no gradient.
 
-Example:
+Examples:
     >>> import torch, hf_lnorm
     >>> block = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.Linear(32, 64))
     >>> block = hf_lnorm.patch(block, mode="quantized", example_inputs=torch.randn(4, 32))

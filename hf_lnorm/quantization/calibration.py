@@ -90,6 +90,15 @@ def _calibrate(model: nn.Module, norms: List[Tuple[str, nn.Module]], batches: It
 def calibrate(model: nn.Module, batches: Iterable, static: bool = False) -> nn.Module:
     """Record per-channel activation ranges of every quantized norm over ``batches``.
 
+    Runs the model on each batch (eval mode, no gradients; the training flags
+    are restored afterwards) and keeps, per quantized norm, the largest absolute
+    output of each channel. ``smooth`` uses these ranges; with ``static=True``
+    the norms switch to one calibrated per-tensor scale. The report's
+    ``extra["static"]`` says which scales a norm uses.
+
+    The input is checked before anything changes, and if a forward pass fails the
+    earlier ranges and static scales are restored before the error propagates.
+
     Args:
         model: a model patched with ``mode="quantized"``.
         batches: non-empty iterable of model inputs (dicts of keyword arguments,
@@ -97,17 +106,22 @@ def calibrate(model: nn.Module, batches: Iterable, static: bool = False) -> nn.M
         static: afterwards quantize each norm's int8 output with one calibrated
             per-tensor scale (``max |y| / 127`` seen in calibration) instead of
             per-token scales.
+
     Returns:
         The same model. Ranges live in each norm's patch state (``act_absmax``).
+
     Raises:
         ValueError: no batches, or the model is not quantized-patched.
         TypeError: ``batches`` is not an iterable, or ``static`` is not a bool.
 
-    The input is checked before anything changes, and if a forward pass fails the
-    earlier ranges and static scales are restored before the error propagates.
-
-    Example:
-        >>> hf_lnorm.calibrate(model, [tok("some text", return_tensors="pt")])  # doctest: +SKIP
+    Examples:
+        >>> import torch, hf_lnorm
+        >>> block = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.Linear(32, 64))
+        >>> block = hf_lnorm.patch(block, mode="quantized", example_inputs=torch.randn(4, 32))
+        >>> block = hf_lnorm.calibrate(block, [torch.randn(4, 32) for _ in range(3)], static=True)
+        >>> hf_lnorm.patch_report(block)[0].extra["static"]
+        True
+        >>> block = hf_lnorm.unpatch(block)
     """
     norms = _quantized_norms(model, "calibrate")
     if not isinstance(static, bool):
@@ -133,19 +147,32 @@ def smooth(model: nn.Module, batches: Iterable, alpha: float = 0.5) -> nn.Module
     are untouched, so ``state_dict`` and ``unpatch`` are unaffected. Like
     ``calibrate(..., static=False)`` it leaves the norms on per-token scales.
 
+    A norm with a reader that also reads another norm is not smoothed; its
+    report record says so in ``extra["note"]``. The input is checked before
+    anything changes, and a failure part-way restores the earlier calibration and
+    smoothing before the error propagates.
+
     Args:
         model: a model patched with ``mode="quantized"``.
         batches: non-empty iterable of model inputs (see ``calibrate``).
         alpha: migration strength in [0, 1]; 0 leaves activations alone, 1 moves
             all of their range into the weights.
+
     Returns:
         The same model.
+
     Raises:
         ValueError: ``alpha`` outside [0, 1], no batches, or model not quantized-patched.
-        TypeError: ``batches`` is not an iterable.
+        TypeError: ``batches`` is not an iterable, or ``alpha`` is not a number.
 
-    The input is checked before anything changes, and a failure part-way restores
-    the earlier calibration and smoothing before the error propagates.
+    Examples:
+        >>> import torch, hf_lnorm
+        >>> block = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.Linear(32, 64))
+        >>> block = hf_lnorm.patch(block, mode="quantized", example_inputs=torch.randn(4, 32))
+        >>> block = hf_lnorm.smooth(block, [torch.randn(4, 32) for _ in range(3)], alpha=0.5)
+        >>> hf_lnorm.patch_report(block)[0].extra["smoothed"]
+        True
+        >>> block = hf_lnorm.unpatch(block)
     """
     alpha = check_alpha(alpha)
     norms = _quantized_norms(model, "smooth")

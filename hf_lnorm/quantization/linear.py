@@ -94,5 +94,28 @@ def _uninstall_linear(layer: nn.Module) -> None:
 
 
 def int8_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
-    """(name, module) of every Linear that quantized mode runs in int8."""
+    """``(name, module)`` of every Linear that quantized mode runs in int8.
+
+    These are the norms' readers found by the trace (and, with
+    ``all_linears=True``, every other Linear the trace saw). GPT-2 style
+    ``Conv1D`` layers count as Linear.
+
+    Args:
+        model: a model patched with ``mode="quantized"`` (any module works; an
+            unpatched one gives an empty list).
+
+    Returns:
+        The int8 layers, in ``named_modules()`` order.
+
+    Examples:
+        >>> import torch, hf_lnorm
+        >>> from hf_lnorm.quantization import int8_layers
+        >>> block = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.Linear(32, 64), torch.nn.Linear(64, 8))
+        >>> block = hf_lnorm.patch(block, mode="quantized", example_inputs=torch.randn(4, 32))
+        >>> [name for name, _ in int8_layers(block)]
+        ['1']
+        >>> block = hf_lnorm.unpatch(block)
+        >>> int8_layers(block)
+        []
+    """
     return [(n, m) for n, m in model.named_modules() if LINEAR_ATTR in m.__dict__]

@@ -54,13 +54,24 @@ def _requantized_norm(module: nn.Module, spec: NormSpec, x: torch.Tensor, qs: Di
 class QuantizedMode(PatchMode):
     """``mode="quantized"``: int8-output norms feeding int8 GEMMs (see ``hf_lnorm.quantization``).
 
-    Mode options (``patch(model, mode="quantized", **options)``):
-        example_inputs: input for the tracing forward pass (dict, tuple or tensor);
-            default built from ``model.config`` by ``example_inputs_for``.
-        kernel: ``"auto"`` | ``"onednn"`` | ``"int_mm"`` | ``"reference"``.
-        all_linears: also run every other Linear the trace saw in int8, quantizing
-            its input per token inside the layer (default False: only the
-            norms' readers are int8, everything else stays float).
+    Registered on import; use it through ``patch(model, mode="quantized",
+    **options)``. The options:
+
+    * ``example_inputs``: input for the tracing forward pass (dict, tuple or
+      tensor); default built from ``model.config`` by ``example_inputs_for``.
+    * ``kernel``: ``"auto"`` | ``"onednn"`` | ``"int_mm"`` | ``"reference"``.
+    * ``all_linears``: also run every other Linear the trace saw in int8,
+      quantizing its input per token inside the layer (default False: only the
+      norms' readers are int8, everything else stays float).
+
+    Examples:
+        >>> import torch, hf_lnorm
+        >>> block = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.Linear(32, 64))
+        >>> block = hf_lnorm.patch(block, mode="quantized", example_inputs=torch.randn(4, 32), kernel="reference")
+        >>> extra = hf_lnorm.patch_report(block)[0].extra
+        >>> extra["int8"], extra["consumers"], extra["kernel"]
+        ('gemm', ['1'], 'reference')
+        >>> block = hf_lnorm.unpatch(block)
     """
 
     name = MODE_NAME
@@ -86,6 +97,19 @@ class QuantizedMode(PatchMode):
             raise TypeError(f"all_linears must be True or False, got {all_linears!r}")
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The norm in float (as ``fused`` mode), plus a per-token int8 copy for its int8 readers.
+
+        A norm without an int8 reader returns its output quantized and
+        dequantized instead; a ``torch.ao`` quantized input is dequantized,
+        normalized and requantized.
+
+        Args:
+            module: the patched norm.
+            x: the norm's input.
+
+        Returns:
+            The norm's float output (or a quantized tensor for a quantized input).
+        """
         state = module.__dict__[STATE_ATTR]
         qs = state.extra
         if x.is_quantized:

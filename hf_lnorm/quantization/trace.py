@@ -43,9 +43,30 @@ def _call(model: nn.Module, inputs):
 def example_inputs_for(model: nn.Module, batch: int = 2, seq_len: int = 16):
     """A forward-pass input built from ``model.config`` (``hf_lnorm.inputs.dummy_inputs``), or None.
 
+    What quantized mode traces with when ``patch`` gets no ``example_inputs``.
+    The values are seeded, so two calls give the same tensors.
+
+    Args:
+        model (torch.nn.Module): a Hugging Face model (a PEFT model is unwrapped to its base model).
+        batch: batch size.
+        seq_len: sequence length for token inputs (images, audio and log-mel features
+            use their config sizes).
+
     Returns:
-        A dict of keyword arguments for ``model(**inputs)``, or None when the
-        model has no config or its main input is not one ``dummy_inputs`` knows.
+        (dict[str, torch.Tensor] | None): keyword arguments for ``model(**inputs)``, or None when the
+            model has no config or its main input is not one ``dummy_inputs`` knows.
+
+    Examples:
+        >>> import torch
+        >>> from transformers import BertConfig, BertModel
+        >>> from hf_lnorm.quantization import example_inputs_for
+        >>> config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                     num_attention_heads=4, intermediate_size=64)
+        >>> inputs = example_inputs_for(BertModel(config), batch=2, seq_len=8)
+        >>> inputs["input_ids"].shape
+        torch.Size([2, 8])
+        >>> example_inputs_for(torch.nn.Linear(4, 4)) is None
+        True
     """
     base = getattr(model, "get_base_model", lambda: model)()
     if getattr(base, "config", None) is None:
@@ -59,13 +80,32 @@ def example_inputs_for(model: nn.Module, batch: int = 2, seq_len: int = 16):
 def trace_consumers(model: nn.Module, norms: Dict[str, nn.Module], inputs) -> Tuple[Dict[str, List[str]], Dict[str, nn.Module]]:
     """Run one forward pass and match norm outputs to Linear inputs by tensor identity.
 
+    A Linear consumes a norm when the very tensor the norm returned is its
+    input; a Linear that reads the norm's output through any other operation
+    (a dropout in training mode, a reshape) does not count. The pass runs in eval
+    mode without gradients; hooks and training flags are removed and restored
+    afterwards.
+
     Args:
         model: the model (its norms may already be patched).
         norms: ``{name: module}`` of the norms whose readers are wanted.
-        inputs: a dict / tuple / tensor for ``model(...)``.
+        inputs (dict | tuple | torch.Tensor): the input of ``model(...)``: keyword arguments, positional
+            arguments, or one tensor.
+
     Returns:
         ``(consumers, called)``: ``{norm name: [linear names]}`` and
-        ``{linear name: module}`` for every Linear the pass called.
+            ``{linear name: module}`` for every Linear the pass called.
+
+    Raises:
+        Exception: whatever the model's forward raises on ``inputs``.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.quantization import trace_consumers
+        >>> model = torch.nn.Sequential(torch.nn.LayerNorm(8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+        >>> consumers, called = trace_consumers(model, {"0": model[0]}, torch.randn(3, 8))
+        >>> consumers, sorted(called)
+        ({'0': ['1']}, ['1', '2'])
     """
     outputs: Dict[int, str] = {}
     keep: List[torch.Tensor] = []  # holds the traced outputs so their ids stay unique during the pass

@@ -40,7 +40,7 @@ def parse_recipe_args(parser, argv: Optional[Sequence[str]] = None) -> tuple:
     additionally overrides fields on the command line; plain flags work as usual.
 
     Args:
-        parser: an ``HfArgumentParser``.
+        parser (transformers.HfArgumentParser): the recipe's parser.
         argv: arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
@@ -94,16 +94,17 @@ def apply_lnorm_patch(model, mode: str):
     """Apply ``hf_lnorm.patch(model, mode=mode)`` unless ``mode == "none"``.
 
     Args:
-        model: a transformers model.
+        model (torch.nn.Module): a transformers model.
         mode: ``"none"``, ``"fused"``, ``"quantized"`` or ``"quantized-all"`` (quantized
             with ``all_linears=True``: every Linear int8, not only the norms' readers),
             or any other mode registered with hf_lnorm.
 
     Returns:
-        ``(model, report)``; ``report`` is ``None`` for ``"none"``.
+        (tuple[torch.nn.Module, hf_lnorm.PatchReport | None]): ``(model, report)``; ``report`` is ``None``
+            for ``"none"``.
 
     Raises:
-        ValueError: from :func:`hf_lnorm.patch` when the mode is not registered
+        ValueError: from ``hf_lnorm.patch`` when the mode is not registered
             (for example ``"quantized"`` before its module is installed).
     """
     if mode == "none":
@@ -121,12 +122,12 @@ def default_lora_targets(model) -> List[str]:
     """Pick LoRA target module names for ``model``: its attention query/value projections.
 
     Args:
-        model: a transformers model.
+        model (torch.nn.Module): a transformers model.
 
     Returns:
         The first candidate group whose names all exist as ``nn.Linear`` leaf names:
-        ``query,value`` (BERT), ``q_proj,v_proj`` (BART, Marian, Llama), ``q,v`` (T5),
-        ``qkv_proj,q_proj,kv_proj`` (lnorm-seq2seq), ``qkv_proj`` (lnorm-gpt), ``c_attn`` (GPT-2) or ``qkv``.
+            ``query,value`` (BERT), ``q_proj,v_proj`` (BART, Marian, Llama), ``q,v`` (T5),
+            ``qkv_proj,q_proj,kv_proj`` (lnorm-seq2seq), ``qkv_proj`` (lnorm-gpt), ``c_attn`` (GPT-2) or ``qkv``.
 
     Raises:
         ValueError: no candidate matches; pass ``--lora_target_modules`` explicitly.
@@ -146,15 +147,17 @@ def apply_lora(model, task_type: str, r: int, alpha: int, dropout: float, target
     """Wrap ``model`` with a PEFT LoRA adapter.
 
     Args:
-        model: a transformers model.
+        model (torch.nn.Module): a transformers model.
         task_type: PEFT task type name, e.g. ``"QUESTION_ANS"`` or ``"SEQ_2_SEQ_LM"``.
-        r, alpha, dropout: LoRA rank, scaling numerator and dropout.
-        target_modules: module names to adapt; ``None`` uses :func:`default_lora_targets`.
+        r: LoRA rank.
+        alpha: LoRA scaling numerator.
+        dropout: LoRA dropout.
+        target_modules: module names to adapt; ``None`` uses ``default_lora_targets``.
         modules_to_save: modules trained in full and saved with the adapter (e.g. the fresh QA head).
         bias: ``"none"``, ``"all"`` or ``"lora_only"``: which biases train with the adapter.
 
     Returns:
-        The ``PeftModel``.
+        (peft.PeftModel): the wrapped model.
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -225,12 +228,14 @@ def resume_or_refuse(training_args, logger: logging.Logger, keep: Sequence[str] 
     """The checkpoint to resume training from: ``--resume_from_checkpoint``, else the newest complete one.
 
     Args:
-        training_args: the recipe's ``TrainingArguments``.
+        training_args (transformers.TrainingArguments): the recipe's training arguments.
         logger: where to say that a run resumes.
         keep: names in ``output_dir`` the recipe wrote before training (a trained tokenizer) that do not
             make the folder "not empty".
+
     Returns:
         A checkpoint folder, or ``None`` to train from the start.
+
     Raises:
         ValueError: ``output_dir`` holds files but no complete checkpoint (never overwritten).
     """
@@ -251,9 +256,10 @@ def train_and_save(trainer, resume: Optional[str], **counts: Any) -> Dict[str, A
     """Train, save the model, state and ``train_results.json``; returns the training metrics.
 
     Args:
-        trainer: the recipe's ``Trainer``.
+        trainer (transformers.Trainer): the recipe's trainer.
         resume: the checkpoint to resume from (``resume_or_refuse``), or ``None``.
         **counts: recipe-specific numbers to record with the metrics (``train_samples=...``).
+
     Returns:
         ``Trainer.train``'s metrics plus ``counts``, ``train_wall_s``, ``world_size`` and ``final_logged_loss``.
     """

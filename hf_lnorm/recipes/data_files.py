@@ -95,7 +95,7 @@ def load_squad_file(path: str) -> List[Dict[str, Any]]:
 
     Returns:
         Rows in the Hugging Face ``squad`` layout: ``id, title, context, question,
-        answers={"text": [...], "answer_start": [...]}``.
+            answers={"text": [...], "answer_start": [...]}``.
 
     Raises:
         DataFileError: missing/empty file, invalid JSON, a layout that is not SQuAD,
@@ -154,7 +154,8 @@ def load_translation_file(path: str, source_lang: str, target_lang: str, extra_k
 
     Args:
         path: JSON lines (or a JSON list) file.
-        source_lang, target_lang: the language keys, e.g. ``"en"``, ``"es"``.
+        source_lang: the source language key, e.g. ``"en"``.
+        target_lang: the target language key, e.g. ``"es"``.
         extra_keys: top-level keys to keep when present (e.g. ``["id", "book"]``).
 
     Returns:

@@ -11,9 +11,12 @@ that run backwards, leave the context or exceed ``max_answer_length`` tokens
 are dropped, and the highest ``start + end`` logit sum over all windows of a
 question wins.
 
-Example:
-    >>> feats = prepare_train_features(batch, tokenizer, 256, 64)
-    >>> preds, nbest = postprocess_qa_predictions(examples, eval_feats, start_logits, end_logits)
+Examples:
+    ```python
+    train_features = prepare_train_features(batch, tokenizer, 256, 64)
+    eval_features = prepare_eval_features(eval_batch, tokenizer, 256, 64)
+    preds, nbest = postprocess_qa_predictions(examples, eval_features, start_logits, end_logits)
+    ```
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def prepare_train_features(examples: Mapping[str, List[Any]], tokenizer, max_seq
 
     Args:
         examples: a batch (``datasets`` ``map(batched=True)``) with ``question``, ``context``, ``answers``.
-        tokenizer: a fast tokenizer (offset mappings are required).
+        tokenizer (transformers.PreTrainedTokenizerFast): a fast tokenizer (offset mappings are required).
         max_seq_length: tokens per window, question included.
         doc_stride: tokens shared by consecutive windows of one context.
         pad_to_max_length: pad every window to ``max_seq_length`` (else pad per batch later).
@@ -94,11 +97,14 @@ def prepare_eval_features(examples: Mapping[str, List[Any]], tokenizer, max_seq_
 
     Args:
         examples: a batch with ``id``, ``question``, ``context``.
-        tokenizer, max_seq_length, doc_stride, pad_to_max_length: as in :func:`prepare_train_features`.
+        tokenizer (transformers.PreTrainedTokenizerFast): as in ``prepare_train_features``.
+        max_seq_length: as in ``prepare_train_features``.
+        doc_stride: as in ``prepare_train_features``.
+        pad_to_max_length: as in ``prepare_train_features``.
 
     Returns:
         Tokenizer outputs plus ``example_id`` and ``offset_mapping`` per window; offsets
-        of tokens outside the context are ``None`` so they can never be chosen as an answer.
+            of tokens outside the context are ``None`` so they can never be chosen as an answer.
     """
     enc, ctx_id = _tokenize(examples, tokenizer, max_seq_length, doc_stride, pad_to_max_length)
     sample_map = enc.pop("overflow_to_sample_mapping")
@@ -117,16 +123,17 @@ def postprocess_qa_predictions(examples: Sequence[Mapping[str, Any]], features: 
 
     Args:
         examples: the original rows (``id``, ``context``).
-        features: the windows from :func:`prepare_eval_features` (``example_id``, ``offset_mapping``),
+        features: the windows from ``prepare_eval_features`` (``example_id``, ``offset_mapping``),
             in the same order as the logits rows.
-        start_logits, end_logits: ``(num_windows, seq_len)`` arrays; positions past a window's
+        start_logits: ``(num_windows, seq_len)`` array; positions past a window's
             length (padding added when batches are concatenated) are ignored.
+        end_logits: ``(num_windows, seq_len)`` array, as ``start_logits``.
         n_best_size: best start and end positions tried per window; also the length of the n-best lists.
         max_answer_length: longest answer allowed, in tokens.
 
     Returns:
         ``(predictions, nbest)``: question id -> answer text, and question id -> the best
-        candidates ``{"text", "score", "start", "end"}`` sorted by score (character offsets).
+            candidates ``{"text", "score", "start", "end"}`` sorted by score (character offsets).
 
     Raises:
         ValueError: the number of logit rows differs from the number of windows.

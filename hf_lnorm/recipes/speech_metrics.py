@@ -4,7 +4,7 @@
 a corpus before dividing (so long utterances weigh more, as in sclite/jiwer).
 Text is lower-cased and split on whitespace; nothing else is normalized.
 
-Example:
+Examples:
     >>> word_error_rate(["ace of spades"], ["ace of hearts"])
     0.3333333333333333
 """

@@ -7,7 +7,7 @@ the mean over questions times 100. F1 is over bags of normalised tokens; an
 empty normalised prediction or answer scores 0 unless the token overlap is
 non-empty (v1.1 has no special case for empty answers, unlike v2.0).
 
-Example:
+Examples:
     >>> squad_scores({"q1": "The Ghost"}, {"q1": ["ghost", "Hamlet's father"]})
     {'exact_match': 100.0, 'f1': 100.0, 'count': 1}
 """
@@ -75,7 +75,7 @@ def squad_scores(predictions: Mapping[str, str], references: Mapping[str, Iterab
 
     Returns:
         ``{"exact_match", "f1", "count"}``. A question with no prediction scores 0
-        (the official script prints a warning and does the same).
+            (the official script prints a warning and does the same).
 
     Raises:
         ValueError: when ``references`` is empty or a question has no reference answer.

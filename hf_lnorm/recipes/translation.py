@@ -5,11 +5,12 @@ joint source+target subword tokenizer on the training split and a model from
 a config (the project's ``lnorm-seq2seq`` family or any Hub seq2seq
 architecture such as ``marian``, ``bart``, ``t5``).
 
-Example:
+Examples:
     >>> tok = train_joint_tokenizer(["In the beginning", "En el principio"], vocab_size=300)
     >>> model = build_seq2seq_from_config("marian", tok, {"d_model": 64, "encoder_layers": 1, "decoder_layers": 1})
-    >>> translation_scores(["En el principio"], ["En el principio"])["bleu"]
-    100.0...
+    >>> sentence = "En el principio creó Dios los cielos y la tierra"
+    >>> round(translation_scores([sentence], [sentence])["bleu"], 6)
+    100.0
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def train_joint_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_freq
         min_frequency: merges must occur at least this often.
 
     Returns:
-        A ``PreTrainedTokenizerFast`` with ``<pad>`` (id 0), ``</s>`` (1), ``<unk>`` (2), ``<s>`` (3).
+        (transformers.PreTrainedTokenizerFast): the tokenizer, with ``<pad>`` (id 0), ``</s>`` (1), ``<unk>`` (2),
+            ``<s>`` (3).
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -90,11 +92,11 @@ def build_seq2seq_from_config(model_type: str, tokenizer, overrides: Optional[Di
 
     Args:
         model_type: a registered config type, e.g. ``"lnorm-seq2seq"``, ``"marian"``, ``"bart"``, ``"t5"``.
-        tokenizer: the tokenizer the model will read.
+        tokenizer (transformers.PreTrainedTokenizerBase): the tokenizer the model will read.
         overrides: config attributes (sizes, dropout, norm options).
 
     Returns:
-        The model (random weights).
+        (transformers.PreTrainedModel): the model (random weights).
 
     Raises:
         ValueError: ``model_type`` is not a registered config type, or has no seq2seq LM class.

@@ -47,6 +47,7 @@ def test_optimize_quick_writes_table_json_and_plot(tiny_qa_dir, tmp_path, capsys
     assert {r["variant"] for r in rows} == set(VARIANTS)
     assert {(r["batch"], r["seq"]) for r in rows} == {(1, 32), (1, 64), (2, 32), (2, 64)}
     assert report["questions"] == 8  # --quick
+    assert report["provenance"]["versions"]["onnxruntime"] and report["provenance"]["created"].endswith("+00:00")
     for r in rows:
         assert set(r) >= {"variant", "batch", "seq", "median_ms", "max_abs_err", "span_agreement", "f1"}
         assert r["median_ms"] > 0

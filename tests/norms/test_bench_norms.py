@@ -1,8 +1,13 @@
 """``hf-lnorm bench norms``: runs end to end on tiny shapes, writes the documented JSON (no timing asserts)."""
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
+import torch
+import transformers
 
 from hf_lnorm.cli import main
 
@@ -34,6 +39,29 @@ def test_bench_norms_cpu_json_schema(tmp_path, capsys):
     assert any(t["target"].startswith("add_layer_norm") for t in data["targets"])
     assert "vs torch" in capsys.readouterr().out
     assert not list(out.parent.glob(".bench_norms.*"))  # the temp file was renamed, not left behind
+    prov = data["provenance"]
+    assert prov["git_sha"] == _checkout_head() and (prov["git_sha"] is None) == (prov["git_dirty"] is None)
+    assert prov["versions"]["torch"] == torch.__version__ and prov["versions"]["transformers"] == transformers.__version__
+    assert prov["machine"]["cores"] >= 1 and prov["created"].endswith("+00:00")
+
+
+def _checkout_head():
+    """HEAD of the git checkout hf_lnorm is imported from, or None when it runs from an install."""
+    import hf_lnorm
+
+    if shutil.which("git") is None:
+        return None
+    package = Path(hf_lnorm.__file__).resolve().parent
+    top = subprocess.run(["git", "-C", str(package), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if top.returncode != 0:
+        return None
+    tracked = subprocess.run(["git", "-C", top.stdout.strip(), "ls-files", "--error-unmatch",
+                              str(package.relative_to(Path(top.stdout.strip()).resolve()) / "_machine.py")],
+                             capture_output=True, text=True)
+    if tracked.returncode != 0:
+        return None
+    return subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 @pytest.mark.parametrize("argv, needle", [

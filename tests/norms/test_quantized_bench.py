@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from hf_lnorm.cli import main
 from hf_lnorm.resources import data_file
@@ -36,8 +37,10 @@ def test_bench_quantized_tiny_run_writes_rows(tmp_path, capsys):
             "--text-file", text, "--qa-file", qa_file,
             "--qa-examples", "8", "--json", str(out)]
     assert main(argv) == 0
-    rows = json.loads(out.read_text())["rows"]
+    data = json.loads(out.read_text())
+    rows = data["rows"]
     assert [r["variant"] for r in rows] == ["fp32", "torch-dynamic-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth"]
+    assert data["provenance"]["versions"]["torch"] == torch.__version__ and "git_sha" in data["provenance"]
     for r in rows:
         assert set(r) >= {"variant", "model", "median_ms", "weight_bytes", "metric", "value"}
         assert r["median_ms"] > 0 and r["weight_bytes"] > 0

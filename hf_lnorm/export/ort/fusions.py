@@ -68,8 +68,19 @@ FUSED_OPS = (
 def ort_model_type(model_type: str) -> str:
     """The ORT optimizer model type for a Hugging Face ``model_type``.
 
+    Args:
+        model_type: ``config.model_type`` (``"bert"``, ``"gpt2"``, ``"lnorm-gpt"``, ...).
+
+    Returns:
+        The ORT pattern set (``"bert"``, ``"vit"``, ``"gpt2"``, ``"bart"``, ...), from ``ORT_MODEL_TYPES``.
+
     Raises:
         ValueError: no mapping is known (names the type and the accepted ones).
+
+    Examples:
+        >>> from hf_lnorm.export.ort import ort_model_type
+        >>> ort_model_type("roberta"), ort_model_type("lnorm-gpt")
+        ('bert', 'gpt2')
     """
     if model_type in ORT_MODEL_TYPES:
         return ORT_MODEL_TYPES[model_type]
@@ -88,7 +99,25 @@ def _config_value(config, *names, default=0):
 
 
 def count_ops(path_or_model) -> Dict[str, int]:
-    """Op-type counts (all domains) of an ONNX file or ``ModelProto``."""
+    """Op-type counts (all domains) of an ONNX file or ``ModelProto``.
+
+    Only the top-level graph is counted and domains are dropped
+    (``SkipLayerNormalization``, not ``com.microsoft::SkipLayerNormalization``);
+    ``hf_lnorm.export.onnx_op_types`` keeps the domains and walks subgraphs.
+
+    Args:
+        path_or_model (str | pathlib.Path | onnx.ModelProto): an ``.onnx`` file or a loaded model.
+
+    Returns:
+        ``{op type: count}``.
+
+    Examples:
+        ```python
+        from hf_lnorm.export.ort import count_ops
+
+        count_ops("out/model_opt.onnx")["SkipLayerNormalization"]
+        ```
+    """
     import onnx
 
     model = onnx.load(str(path_or_model), load_external_data=False) if isinstance(path_or_model, (str, Path)) else path_or_model
@@ -107,15 +136,35 @@ def optimize_onnx(
 ) -> Dict[str, int]:
     """Apply ONNX Runtime's transformer fusions and save the result.
 
+    Runs ``onnxruntime.transformers.optimizer.optimize_model`` on CPU with the
+    pattern set of the model type (LayerNorm, SkipLayerNorm, Attention, Gelu...).
+    The fused graph uses ``com.microsoft`` ops: it is for ONNX Runtime, not for
+    TensorRT. Check the result with ``check_fusions(counts, expected_fusions(...))``.
+
     Args:
         onnx_path: the exported fp32 model.
         output_path: where the fused model goes.
-        config: the model's ``PretrainedConfig`` (heads, hidden size, model_type).
+        config (transformers.PretrainedConfig): the model's config (heads, hidden size, model_type).
         model_type: ORT optimizer type; default: ``ort_model_type(config.model_type)``.
         disable: fusion names to switch off (``"attention"``, ``"skip_layer_norm"``,
             ``"embed_layer_norm"``, ``"bias_gelu"``, ``"gelu"``, ``"layer_norm"``).
+
     Returns:
         Counts of the fused op types in the optimized graph (``FUSED_OPS``).
+
+    Raises:
+        ValueError: no ORT pattern set for ``config.model_type`` (see ``ort_model_type``),
+            or an unknown fusion name in ``disable``.
+
+    Examples:
+        ```python
+        from transformers import AutoConfig
+        from hf_lnorm.export.ort import check_fusions, expected_fusions, optimize_onnx
+
+        config = AutoConfig.from_pretrained("bert-onnx")
+        counts = optimize_onnx("bert-onnx/model.onnx", "bert-onnx/model_opt.onnx", config)
+        problems = check_fusions(counts, expected_fusions("bert", config.num_hidden_layers))
+        ```
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -151,9 +200,22 @@ def expected_fusions(ort_type: str, num_layers: int, attention: bool = True) -> 
     layer. gpt2: one SkipLayerNorm per residual add that feeds a norm.
 
     Args:
+        ort_type: the ORT optimizer model type (``ort_model_type``).
+        num_layers: the number of transformer layers.
         attention: expect fused Attention. ORT's attention patterns match the
             graphs of the TorchScript exporter (Optimum); the dynamo exporter's
             attention subgraph (transformers 5.x) is not matched by ORT 1.2x/1.3x.
+
+    Returns:
+        ``{op type: minimum count}`` in the key format of ``check_fusions``
+            (``"gelu"`` for any Gelu-family op, ``"A+B"`` for a sum).
+
+    Examples:
+        >>> from hf_lnorm.export.ort import expected_fusions
+        >>> expected_fusions("bert", 6)
+        {'Attention': 6, 'SkipLayerNormalization': 11, 'gelu': 6}
+        >>> expected_fusions("bert", 6, attention=False)
+        {'SkipLayerNormalization': 11, 'gelu': 6}
     """
     if ort_type in ("bert",):
         out = {"Attention": num_layers, "SkipLayerNormalization": 2 * num_layers - 1, "gelu": num_layers}
@@ -174,6 +236,21 @@ def check_fusions(counts: Mapping[str, int], expected: Mapping[str, int]) -> Lis
     """Problems (empty when every expected fused-op count is reached).
 
     ``"gelu"`` counts any of Gelu / FastGelu / BiasGelu; ``"A+B"`` counts the sum.
+
+    Args:
+        counts: fused-op counts, as ``optimize_onnx`` returns them.
+        expected: minimum counts, as ``expected_fusions`` returns them.
+
+    Returns:
+        One line per count below its minimum.
+
+    Examples:
+        >>> from hf_lnorm.export.ort import check_fusions
+        >>> check_fusions({"Attention": 6, "SkipLayerNormalization": 11, "FastGelu": 6},
+        ...               {"Attention": 6, "SkipLayerNormalization": 11, "gelu": 6})
+        []
+        >>> check_fusions({"Attention": 0, "SkipLayerNormalization": 11, "Gelu": 6}, {"Attention": 6})
+        ['Attention: 0 fused, expected >= 6']
     """
     problems = []
     for key, need in expected.items():
@@ -199,8 +276,29 @@ def unfuse_skip_layer_norm(onnx_path: PathLike, output_path: PathLike) -> int:
     Args:
         onnx_path: a graph with ``com.microsoft`` ``SkipLayerNormalization`` nodes (``optimize_onnx`` output).
         output_path: where the rewritten graph goes (temporary name, then renamed).
+
     Returns:
         The number of nodes rewritten.
+
+    Examples:
+        >>> import os, shutil, tempfile
+        >>> import onnx
+        >>> from onnx import TensorProto, helper
+        >>> from hf_lnorm.export.ort import count_ops, unfuse_skip_layer_norm
+        >>> node = helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"],
+        ...                         domain="com.microsoft", epsilon=1e-12)
+        >>> inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+        ...           for n, s in (("x", [2, 8]), ("skip", [2, 8]), ("gamma", [8]), ("beta", [8]))]
+        >>> graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])])
+        >>> folder = tempfile.mkdtemp()
+        >>> fused = os.path.join(folder, "fused.onnx")
+        >>> onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+        ...                                                   helper.make_opsetid("com.microsoft", 1)]), fused)
+        >>> unfuse_skip_layer_norm(fused, os.path.join(folder, "plain.onnx"))
+        1
+        >>> count_ops(os.path.join(folder, "plain.onnx"))
+        {'Add': 1, 'LayerNormalization': 1}
+        >>> shutil.rmtree(folder)
     """
     import onnx
     from onnx import helper

@@ -132,20 +132,19 @@ def quantize_per_token_int8(
     ORT-fused ``Attention`` nodes (input projection + attention in one op) are
     handled by ``attention``:
 
-    ``"ort"``        ORT's ``QAttention`` (its dynamic int8 of the Q/K/V projection,
-                     one scale per tensor) with ORT's masked attention core.
-    ``"per-token"``  (default) three per-token GEMMs (Q, K, V) feeding ``MultiHeadAttention``.
-                     A key-padding mask whose layout is known (``EmbedLayerNormalization``'s
-                     valid-token counts, or a ``(batch, seq)`` 0/1 graph input) is folded
-                     into one extra channel per head: Q's is a constant 1 (its bias),
-                     K's is 0 for a kept key and ``-1e4 / scale`` for a masked one, so
-                     masked keys get exactly zero weight and ``MultiHeadAttention`` runs
-                     without a mask, on its fast CPU path (16.7 ms against 22.6 ms per
-                     MiniLM layer at 8 x 384: ``scripts/ort_cpu_ops.py``). Other masks
-                     are passed to ``MultiHeadAttention`` as they are. A row whose keys are
-                     all masked differs from ORT's ``Attention`` (which then averages all
-                     values); a QA or classification input always has valid tokens.
-    ``"fp32"``       left as they are.
+    * ``"ort"``: ORT's ``QAttention`` (its dynamic int8 of the Q/K/V projection,
+      one scale per tensor) with ORT's masked attention core.
+    * ``"per-token"`` (default): three per-token GEMMs (Q, K, V) feeding
+      ``MultiHeadAttention``. A key-padding mask whose layout is known
+      (``EmbedLayerNormalization``'s valid-token counts, or a ``(batch, seq)`` 0/1
+      graph input) is folded into one extra channel per head: Q's is a constant 1
+      (its bias), K's is 0 for a kept key and ``-1e4 / scale`` for a masked one, so
+      masked keys get exactly zero weight and ``MultiHeadAttention`` runs without
+      a mask, on its faster CPU path (``python scripts/ort_cpu_ops.py`` measures
+      both). Other masks are passed to ``MultiHeadAttention`` as they are. A row
+      whose keys are all masked differs from ORT's ``Attention`` (which then
+      averages all values); a QA or classification input always has valid tokens.
+    * ``"fp32"``: left as they are.
 
     Args:
         onnx_path: fp32 model, plain or ORT-fused (``optimize_onnx``), optionally
@@ -155,15 +154,28 @@ def quantize_per_token_int8(
         min_out_features: MatMuls with fewer output features stay fp32 (a 2-logit
             QA head gains nothing from int8 and loses precision).
         exclude: ``fnmatch`` patterns of node names to leave in fp32.
+
     Returns:
-        Counts: ``inputs`` (per-token quantized activations), ``matmul`` and
-        ``attention`` (nodes made per-token int8), ``attention_mask_folded`` (of
-        those, masks folded into K), ``attention_ort_int8``
-        (``QAttention`` nodes), ``attention_kept_fp32`` (fused attention left in
-        fp32: by request, or with attributes ``MultiHeadAttention`` lacks, e.g.
-        causal masks).
+        The counts of ``inputs`` (per-token quantized activations), ``matmul`` and
+            ``attention`` (nodes made per-token int8), ``attention_mask_folded`` (of
+            those, masks folded into K), ``attention_ort_int8``
+            (``QAttention`` nodes), ``attention_kept_fp32`` (fused attention left in
+            fp32: by request, or with attributes ``MultiHeadAttention`` lacks, e.g.
+            causal masks).
+
     Raises:
         ValueError: ``min_out_features`` below 1, or an unknown ``attention`` mode.
+
+    Examples:
+        ```python
+        from hf_lnorm.export.ort import optimize_onnx, quantize_per_token_int8
+
+        optimize_onnx("bert-onnx/model.onnx", "bert-onnx/model_opt.onnx", config)
+        counts = quantize_per_token_int8("bert-onnx/model_opt.onnx", "bert-onnx/model_pt.onnx")
+        print(counts["matmul"], counts["attention"])
+        ```
+
+        The module example of ``hf_lnorm.export.ort`` runs it on a one-block graph.
     """
     import onnx
     from onnx import helper, numpy_helper

@@ -32,8 +32,18 @@ def quantize_dynamic_int8(
         per_channel: one weight scale per output channel (keeps accuracy on small models).
         reduce_range: 7-bit weights, for CPUs without VNNI where u8s8 products can saturate.
         op_types: op types to quantize; default ORT's (MatMul, Attention, Gather...).
+
     Returns:
         ``output_path``.
+
+    Examples:
+        ```python
+        from hf_lnorm.export.ort import quantize_dynamic_int8
+
+        quantize_dynamic_int8("bert-onnx/model_opt.onnx", "bert-onnx/model_int8.onnx")
+        ```
+
+        The module example of ``hf_lnorm.export.ort`` runs it on a one-block graph.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -52,7 +62,26 @@ def quantize_dynamic_int8(
 
 
 class FeedsReader:
-    """``onnxruntime.quantization.CalibrationDataReader`` over a list of input dicts."""
+    """``onnxruntime.quantization.CalibrationDataReader`` over a list of input dicts.
+
+    ``quantize_static_int8`` builds one from its ``calibration_feeds``; use it
+    directly to pass calibration data to ONNX Runtime's own quantization calls.
+
+    Args:
+        feeds: input dicts (numpy arrays), one per calibration batch.
+        input_names: keep only these keys of each dict (the graph's inputs); default: all.
+
+    Examples:
+        >>> import numpy as np
+        >>> from hf_lnorm.export.ort import FeedsReader
+        >>> reader = FeedsReader([{"x": np.zeros(2), "extra": 1}] * 2, input_names=["x"])
+        >>> len(reader), sorted(reader.get_next())
+        (2, ['x'])
+        >>> reader.get_next() is not None, reader.get_next()
+        (True, None)
+        >>> reader.rewind(); reader.get_next() is not None
+        True
+    """
 
     def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]], input_names: Optional[Sequence[str]] = None):
         self._feeds = [dict(f) for f in feeds]
@@ -61,9 +90,11 @@ class FeedsReader:
         self._it = iter(self._feeds)
 
     def get_next(self):
+        """The next input dict, or None after the last one."""
         return next(self._it, None)
 
     def rewind(self):
+        """Start again from the first input dict."""
         self._it = iter(self._feeds)
 
     def __len__(self):
@@ -92,10 +123,22 @@ def quantize_static_int8(
         reduce_range: 7-bit weights (see ``quantize_dynamic_int8``).
         weights_only: quantize only nodes with a constant (initializer) input, i.e. the
             Linear layers, not the activation x activation products of attention.
+
     Returns:
         ``output_path``.
+
     Raises:
         ValueError: unknown ``method`` or no calibration data.
+
+    Examples:
+        ```python
+        from hf_lnorm.export.ort import quantize_static_int8
+
+        feeds = [dict(tokenizer(q, c, return_tensors="np")) for q, c in calibration_pairs]
+        quantize_static_int8("bert-onnx/model.onnx", "bert-onnx/model_qdq.onnx", feeds)
+        ```
+
+        The module example of ``hf_lnorm.export.ort`` runs it on a one-block graph.
     """
     import inspect
 

@@ -14,9 +14,22 @@ __all__ = ["feed_for", "session"]
 def session(path: PathLike, threads: Optional[int] = None):
     """A CPU ``InferenceSession`` with all graph optimizations on.
 
+    ORT's own warnings are silenced (log severity 3: errors only).
+
     Args:
         path: ONNX file.
         threads: intra-op threads; default: ORT's choice (all cores).
+
+    Returns:
+        (onnxruntime.InferenceSession): a session on the ``CPUExecutionProvider``.
+
+    Examples:
+        ```python
+        from hf_lnorm.export.ort import feed_for, session
+
+        sess = session("bert-onnx/model.onnx", threads=4)
+        start_logits, end_logits = sess.run(None, feed_for(sess, tokenizer("...", return_tensors="np")))
+        ```
     """
     import onnxruntime as ort
 
@@ -29,7 +42,29 @@ def session(path: PathLike, threads: Optional[int] = None):
 
 
 def feed_for(sess, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """The subset of ``inputs`` the session takes, as int64 / float32 arrays."""
+    """The subset of ``inputs`` the session takes, as numpy arrays.
+
+    Extra entries (a tokenizer's ``token_type_ids`` for a graph without them)
+    are dropped; each value goes through ``np.asarray`` unchanged in dtype.
+
+    Args:
+        sess (onnxruntime.InferenceSession): the session that will run the feed.
+        inputs: ``{name: array}``, for example a tokenizer's output with ``return_tensors="np"``.
+
+    Returns:
+        ``{name: array}`` for exactly the session's inputs, in its input order.
+
+    Raises:
+        ValueError: an input the session needs is missing (names it and what was given).
+
+    Examples:
+        ```python
+        from hf_lnorm.export.ort import feed_for, session
+
+        sess = session("model.onnx")
+        outputs = sess.run(None, feed_for(sess, {"input_ids": ids, "attention_mask": mask, "unused": ids}))
+        ```
+    """
     names = [i.name for i in sess.get_inputs()]
     missing = [n for n in names if n not in inputs]
     if missing:

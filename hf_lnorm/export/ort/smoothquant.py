@@ -35,8 +35,29 @@ def activation_ranges(
 ) -> Dict[str, np.ndarray]:
     """Per-channel max |x| (last axis) of every input ``smooth_onnx`` would smooth, over ``calibration_feeds``.
 
+    The inputs measured are those of ``op_types`` nodes whose second input is a
+    2-D weight no other node uses. The graph runs once per feed in ONNX Runtime
+    (CPU) with those tensors added as outputs; the file is not changed.
+
+    Args:
+        onnx_path: fp32 model (plain or ORT-fused).
+        calibration_feeds: input dicts (numpy), one per batch.
+        op_types: consumer op types whose inputs are measured.
+
+    Returns:
+        ``{tensor name: per-channel max |x|}``; empty when nothing in the graph can be smoothed.
+
     Raises:
         ValueError: no calibration input.
+
+    Examples:
+        ```python
+        from hf_lnorm.export.ort import activation_ranges, smooth_onnx
+
+        ranges = activation_ranges("model.onnx", feeds)
+        for alpha in (0.3, 0.5, 0.7):
+            smooth_onnx("model.onnx", f"model_smooth_{alpha}.onnx", alpha=alpha, ranges=ranges)
+        ```
     """
     import onnx
     import onnxruntime as ort
@@ -94,10 +115,22 @@ def smooth_onnx(
         alpha: migration strength in [0, 1] (0: nothing moves to the weights).
         op_types: consumer op types to smooth.
         ranges: ``activation_ranges`` of this graph, to try several alphas without measuring again.
+
     Returns:
         The number of smoothed inputs (0: the file is a plain copy).
+
     Raises:
         ValueError: ``alpha`` outside [0, 1], or neither calibration input nor ``ranges``.
+
+    Examples:
+        ```python
+        from hf_lnorm.export.ort import quantize_dynamic_int8, smooth_onnx
+
+        smooth_onnx("model.onnx", "model_smooth.onnx", calibration_feeds=feeds, alpha=0.5)
+        quantize_dynamic_int8("model_smooth.onnx", "model_smooth_int8.onnx")
+        ```
+
+        The module example of ``hf_lnorm.export.ort`` runs it on a one-block graph.
     """
     import onnx
     import torch

@@ -9,32 +9,38 @@ than the arithmetic). ``hf_lnorm.norms.ops`` uses it for float32 CPU tensors in
 inference; everything else stays on the aten path.
 
 The op is compiled on first use with ``torch.utils.cpp_extension`` (a C++
-compiler and ninja; 10-15 s once, logged at INFO on the ``hf_lnorm`` logger)
+compiler and ninja; once, logged at INFO on the ``hf_lnorm`` logger)
 for the CPU it runs on (``-march=native``), into
 ``hf_lnorm.resources.cache_dir("kernels", "cpu-<key>")``. The key hashes
 everything the binary depends on (the CPU's feature flags, the compiler and
-its version, torch, Python, the source and the flags: :func:`build_key`), so a
+its version, torch, Python, the source and the flags: ``build_key``), so a
 cache folder shared by different machines never runs a binary on a CPU or a
 torch it was not built for. ``hf-lnorm build-kernels`` builds it ahead of
 time. When it cannot be built, ``is_available()`` is False and the callers
 silently keep the aten path; ``unavailable_reason()`` says why.
 
-Environment:
-    HF_LNORM_CPU_KERNELS: ``0`` disables the kernels (aten everywhere).
-    HF_LNORM_CPU_CACHE_MB: MiB of idle output blocks the cache may keep
-        (default 64, ``DEFAULT_CACHE_MB``; ``0`` frees every block at once;
-        larger pays off only for outputs above ~32 MiB, e.g. 16384 x 4096).
-        ``set_cache_limit`` changes it at run time; ``hf_lnorm.unpatch``
-        frees the idle blocks.
-    HF_LNORM_CPU_STREAM_MB: outputs at least this large use streaming stores
-        (default 8).
-    HF_LNORM_CACHE: the cache root (see ``hf_lnorm.resources.cache_dir``).
+The environment variables it reads:
 
-Example:
-    >>> import torch
-    >>> from hf_lnorm.norms import cpu
-    >>> if cpu.is_available():                                  # doctest: +SKIP
-    ...     y, s, mean, rstd = cpu.add_norm(torch.randn(4, 8), torch.randn(4, 8), None, None, 1e-5)
+* ``HF_LNORM_CPU_KERNELS``: ``0`` disables the kernels (aten everywhere).
+* ``HF_LNORM_CPU_CACHE_MB``: MiB of idle output blocks the cache may keep
+  (default 64, ``DEFAULT_CACHE_MB``; ``0`` frees every block at once; a larger
+  limit helps only for very large outputs, which ``hf-lnorm bench norms --device cpu``
+  measures). ``set_cache_limit`` changes it at run time; ``hf_lnorm.unpatch``
+  frees the idle blocks.
+* ``HF_LNORM_CPU_STREAM_MB``: outputs at least this large use streaming stores
+  (default 8).
+* ``HF_LNORM_CACHE``: the cache root (see ``hf_lnorm.resources.cache_dir``).
+
+Examples:
+    ```python
+    import torch
+    from hf_lnorm.norms import cpu
+
+    if cpu.is_available():  # builds the kernels on first use
+        y, s, mean, rstd = cpu.add_norm(torch.randn(4, 8), torch.randn(4, 8), None, None, 1e-5)
+    else:
+        print(cpu.unavailable_reason())
+    ```
 """
 
 from __future__ import annotations
@@ -97,9 +103,13 @@ def build_key(cpu_flags: str, machine: str, compiler: str, compiler_version: str
         cpu_flags: the CPU's feature set (torch's CPU capability and the sorted
             ``flags`` of ``/proc/cpuinfo``): ``-march=native`` compiles for it.
         machine: ``platform.machine()``.
-        compiler: the compiler's resolved path; compiler_version: the first line of its ``--version``.
-        torch_version, python: ``torch.__version__`` and the interpreter's cache tag.
-        source_sha256: hash of ``add_norm.cpp``; cflags: compiler and linker flags.
+        compiler: the compiler's resolved path.
+        compiler_version: the first line of its ``--version``.
+        torch_version: ``torch.__version__``.
+        python: the interpreter's cache tag.
+        source_sha256: hash of ``add_norm.cpp``.
+        cflags: compiler and linker flags.
+
     Returns:
         The key naming the build folder ``cpu-<key>``.
     """
@@ -289,7 +299,7 @@ def last_build() -> Dict[str, object]:
 
     Returns:
         ``{"directory": str or None, "compiled": bool, "error": str or None}`` (nothing built or loaded
-        yet: directory None and no error).
+            yet: directory None and no error).
     """
     return {"directory": _state.get("dir"), "compiled": "compiled" in _state, "error": _state.get("error")}
 
@@ -327,11 +337,14 @@ def add_norm(
     Args:
         x: float32 contiguous CPU tensor ``(..., N)``.
         residual: None, or a tensor like ``x``; with ``in_place`` the sum is written into it.
-        weight, bias: None or float32 contiguous ``(N,)`` (no bias with ``rms``).
+        weight: None or float32 contiguous ``(N,)``.
+        bias: None or float32 contiguous ``(N,)`` (no bias with ``rms``).
         eps: added to the variance (mean square for RMSNorm).
+
     Returns:
         ``[y, s, mean, rstd]``; ``s`` is ``x`` itself without residual, ``mean``
-        is empty for RMSNorm; statistics are float32 shaped ``x.shape[:-1]``.
+            is empty for RMSNorm; statistics are float32 shaped ``x.shape[:-1]``.
+
     Raises:
         RuntimeError: the kernels are not available, or an input is not float32 /
             contiguous / on the CPU (the message names it).

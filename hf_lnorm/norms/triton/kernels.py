@@ -170,13 +170,17 @@ def norm_fwd(
     """Forward of ``(residual +) norm`` over the last dim.
 
     Args:
-        x: ``(..., N)`` input; residual: optional tensor of the same shape.
-        weight, bias: optional ``(N,)`` parameters; eps: the epsilon.
+        x: ``(..., N)`` input.
+        residual: optional tensor of the same shape.
+        weight: optional ``(N,)`` gain.
+        bias: optional ``(N,)`` bias.
+        eps: the epsilon.
         variant: ``layer_norm`` | ``rms_norm_llama`` | ``rms_norm_gemma`` | ``rms_norm_t5`` | ``rms_norm_torch``.
         num_warps: override the warps per row (tuning; default from the row width).
+
     Returns:
         ``(y, summed, mean, rstd)``; ``summed`` is ``x`` itself without residual,
-        ``mean`` is empty for RMS variants; stats are fp32 shaped ``x.shape[:-1]``.
+            ``mean`` is empty for RMS variants; stats are fp32 shaped ``x.shape[:-1]``.
     """
     n = x.shape[-1]
     block, warps = _block(n, num_warps)
@@ -229,13 +233,21 @@ def norm_bwd(
     """Backward of ``norm_fwd``.
 
     Args:
-        dy: gradient of the output; ds: optional gradient that reached the sum directly.
-        s: the normalized tensor; weight, mean, rstd: from the forward.
-        variant, has_bias: as in the forward; mask: which of (dx, dw, db) are needed.
-        num_warps, programs_per_sm: tuning overrides (default from the row width / 4 per SM).
+        dy: gradient of the output.
+        ds: optional gradient that reached the sum directly.
+        s: the normalized tensor.
+        weight: from the forward.
+        mean: from the forward.
+        rstd: from the forward.
+        variant: as in the forward.
+        has_bias: as in the forward.
+        mask: which of (dx, dw, db) are needed.
+        num_warps: tuning override (default from the row width).
+        programs_per_sm: tuning override (default 4 per SM).
+
     Returns:
         ``(dx, dw, db)``: dx in ``s.dtype`` (including ``ds``), dw/db fp32 ``(N,)``;
-        None where not requested.
+            None where not requested.
     """
     n = s.shape[-1]
     block, warps = _block(n, num_warps)
