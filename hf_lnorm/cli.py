@@ -31,6 +31,7 @@ COMMANDS = {
     "export": ("hf_lnorm.export.cli", "Export a model to ONNX (Optimum, or torch.onnx on transformers 5.x)."),
     "optimize": ("hf_lnorm.export.optimize", "The main job: patch, export, optimize, quantize, evaluate, report."),
     "build-kernels": ("hf_lnorm.commands.build_kernels", "Compile the C++ CPU norm kernels now (else on first use)."),
+    "experiment": ("hf_lnorm.experiments.runner", "Reproduce a published LayerNorm finding; write its JSON and plot."),
 }
 
 

@@ -18,8 +18,9 @@ class NormRecord:
         cls: the module's class, qualified (``"torch.nn.modules.normalization.LayerNorm"``).
         variant: the reference variant that reproduces it (``"layer_norm"``,
             ``"rms_norm_llama"``, ...; see ``hf_lnorm.norms.VARIANTS``), or None.
-        status: ``"patched"``, ``"skipped"`` (no variant reproduces it) or
-            ``"excluded"`` (by ``include``/``exclude``).
+        status: ``"patched"``, ``"skipped"`` (no variant reproduces it, or it is an
+            elementwise stand-in for a norm such as DyT) or ``"excluded"`` (by
+            ``include``/``exclude``).
         reason: why it was skipped or excluded, or a note on a patched module.
         mode: the patch mode of a patched module (``"fused"``, ``"quantized"``).
         probe_err_fp32: largest absolute difference between the variant and the
@@ -72,7 +73,7 @@ class PatchReport(list):
 
     @property
     def skipped(self) -> List[NormRecord]:
-        """The records with status ``"skipped"``: no reference variant reproduces the module."""
+        """The records with status ``"skipped"``: no reference variant reproduces the module, or it is not a norm (DyT)."""
         return [r for r in self if r.status == "skipped"]
 
     @property

@@ -6,6 +6,11 @@ submodule: is it norm-like (``_is_candidate``), and which variant of
 candidate variant beside the original module on random inputs (fp32, bf16, and
 bf16 input with fp32 parameters, plus a tiny-variance input that exposes the
 eps) with random parameters substituted through ``torch.func.functional_call``.
+
+Elementwise stand-ins for a norm, such as DyT (Dynamic Tanh, ``weight * tanh(alpha * x) + bias``),
+are norm-like by position but not normalizations: they are reported as skipped,
+never probed or patched. They are recognised by class name (``*DyT``,
+``DynamicTanh``) or by a true class attribute ``is_elementwise_norm_substitute``.
 """
 
 from __future__ import annotations
@@ -33,11 +38,26 @@ EPS_ATTRS = ("eps", "variance_epsilon", "epsilon", "layer_norm_eps", "norm_eps")
 _NORM_CLASS_NAME = re.compile(r"Norm(\d*d?|Gated)?$")
 _NOT_LAST_DIM = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d)
 _RMS_ORDER = (RMS_NORM_LLAMA, RMS_NORM_T5, RMS_NORM_TORCH, RMS_NORM_GEMMA)
+ELEMENTWISE_SUBSTITUTE_ATTR = "is_elementwise_norm_substitute"
+_DYT_CLASS_NAME = re.compile(r"(DyT|DynamicTanh)$")
+DYT_SKIP_REASON = "DyT: elementwise tanh, not a normalization; nothing to fuse"
+
+
+def _substitute_reason(module: nn.Module) -> Optional[str]:
+    """Why ``module`` is an elementwise stand-in for a norm (DyT and the like) and is not patched, else None."""
+    cls = type(module)
+    if _DYT_CLASS_NAME.search(cls.__name__):
+        return DYT_SKIP_REASON
+    if getattr(cls, ELEMENTWISE_SUBSTITUTE_ATTR, False) is True:
+        return f"{cls.__name__}: elementwise, not a normalization; nothing to fuse"
+    return None
 
 
 def _is_candidate(module: nn.Module) -> bool:
     if type(module).__module__.startswith("torch.nn.utils"):
         return False  # weight/spectral-norm parametrizations normalize weights, not activations
+    if _substitute_reason(module) is not None:
+        return True  # listed in the report as skipped, with the reason
     if isinstance(module, (nn.LayerNorm, nn.RMSNorm) + _NOT_LAST_DIM):
         return True
     return bool(_NORM_CLASS_NAME.search(type(module).__name__))
@@ -64,6 +84,9 @@ def _forward_signature_problem(module: nn.Module) -> Optional[str]:
 
 def _structure(module: nn.Module):
     """(weight, bias, eps_attr, normalized_shape, channels_first) or a reason string."""
+    substitute = _substitute_reason(module)
+    if substitute is not None:
+        return substitute
     if isinstance(module, _NOT_LAST_DIM) or re.search(r"(Batch|Group|Instance)Norm", type(module).__name__):
         return f"{type(module).__name__} normalizes over channels, groups or the batch, not the last dimension"
     if any(True for _ in module.children()):

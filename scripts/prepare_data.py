@@ -86,12 +86,16 @@ def prepare_shakespeare(sample_chars: int = 300_000) -> None:
 # --------------------------------------------------------------------------- Bible
 
 
-def _clean_verse(text: str) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
-    # Reina-Valera marks each book's first word in capitals ("EN el principio").
-    m = re.match(r"^([A-ZÁÉÍÓÚÑ]{2,})(\b.*)$", text)
+# Reina-Valera prints the first word of every chapter in capitals ("EN el principio", "Y ACONTECIÓ", "¡OH Jehová");
+# an all-capitals word among a verse's first three words is written with one capital ("Y Aconteció").
+_CHAPTER_CAPS = re.compile(r"^((?:\S+\s+){0,2}?[^\w\s]*)([A-ZÁÉÍÓÚÑÜ]{2,})\b")
+
+
+def _clean_verse(text: str, chapter_caps: bool = False) -> str:
+    text = re.sub(r"\s+", " ", text.replace("\u00b6", " ")).strip()  # KJV paragraph marks (pilcrows) dropped
+    m = _CHAPTER_CAPS.match(text) if chapter_caps else None
     if m:
-        text = m.group(1).capitalize() + m.group(2)
+        text = m.group(1) + m.group(2).capitalize() + text[m.end():]
     return text
 
 
@@ -116,7 +120,7 @@ def prepare_bible(sample_pairs: int = 2000) -> None:
                 if len(en_v) != nverses or len(es_v) != nverses:
                     continue  # a chapter whose verse split does not line up is dropped whole
                 for v, (e, s) in enumerate(zip(en_v, es_v), start=1):
-                    e, s = _clean_verse(e), _clean_verse(s)
+                    e, s = _clean_verse(e), _clean_verse(s, chapter_caps=True)
                     if e and s:
                         rows.append({"id": f"{osis}.{chapter}.{v}", "book": osis, "en": e, "es": s})
     if len(rows) < 30000:

@@ -23,7 +23,7 @@ and a joint BPE tokenizer is trained on the training split
 Data: JSON lines with the two language keys (``data/bible_en_es.jsonl``
 layout) or under ``"translation"``. Without ``--validation_file`` the rows of
 ``--holdout_books`` (a comma list matched against each row's ``book``) are held
-out for evaluation and never trained on.
+out for evaluation; they are never trained on, also in a run without ``--do_eval``.
 
 Evaluation uses ``predict_with_generate`` and reports sacrebleu BLEU and chrF;
 ``--eval_copy_source_baseline`` also scores returning the source unchanged.
@@ -121,17 +121,22 @@ def load_pairs(data_args: DataTrainingArguments, model_args: ModelArguments, nee
     if not data_args.train_file and (need_train or not data_args.validation_file):
         raise ValueError("no data: pass --train_file (JSON lines pairs) or --dataset_name")
     train_rows = load_translation_file(data_args.train_file, src, tgt, extra_keys=["id", "book"]) if data_args.train_file else []
+    held_out = []
+    if data_args.holdout_books and train_rows:
+        # Held out whether or not this run evaluates, so a model trained with --do_eval false and evaluated
+        # later has never seen its evaluation books.
+        books = {b.strip() for b in data_args.holdout_books.split(",") if b.strip()}
+        held_out = [r for r in train_rows if r.get("book") in books]
+        train_rows = [r for r in train_rows if r.get("book") not in books]
+        if not held_out:
+            found = sorted({str(r.get("book")) for r in train_rows})[:20]
+            raise DataFileError(data_args.train_file, f"no rows of holdout_books {sorted(books)} (books found: {found})")
     if data_args.validation_file:
         eval_rows = load_translation_file(data_args.validation_file, src, tgt, extra_keys=["id", "book"])
     elif need_eval:
         if not data_args.holdout_books:
             raise ValueError("--do_eval needs --validation_file or --holdout_books (books of the train file to hold out)")
-        books = {b.strip() for b in data_args.holdout_books.split(",") if b.strip()}
-        eval_rows = [r for r in train_rows if r.get("book") in books]
-        train_rows = [r for r in train_rows if r.get("book") not in books]
-        if not eval_rows:
-            found = sorted({str(r.get("book")) for r in train_rows})[:20]
-            raise DataFileError(data_args.train_file, f"no rows of holdout_books {sorted(books)} (books found: {found})")
+        eval_rows = held_out
     else:
         eval_rows = []
     # Keep only the translation column so Arrow sees one schema.

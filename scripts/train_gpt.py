@@ -92,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--data", default=None, help="text file (text mode); overrides the recipe's data")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--norm-type", default=None, help="layernorm | rmsnorm | none")
+    parser.add_argument("--norm-type", default=None, help="layernorm | rmsnorm | dyt | none")
     parser.add_argument("--norm-position", default=None, help="pre | post")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output folder written by an earlier run (never a folder of other files)")

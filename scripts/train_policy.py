@@ -401,7 +401,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipe", help="JSON recipe, e.g. configs/policy_cartpole.json")
     parser.add_argument("--seed", type=int, help="override the recipe's seed")
-    parser.add_argument("--norm-type", choices=("layernorm", "rmsnorm", "none"), help="override model.norm_type")
+    parser.add_argument("--norm-type", choices=("layernorm", "rmsnorm", "dyt", "none"), help="override model.norm_type")
     parser.add_argument("--total-timesteps", type=int, help="override ppo.total_timesteps")
     parser.add_argument("--output-dir", help="override output_dir (the saved model)")
     parser.add_argument("--results", help="override results_path")

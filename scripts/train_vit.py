@@ -96,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None, help="training seed (the data split keeps the recipe's)")
-    parser.add_argument("--norm-type", default=None, help="layernorm | rmsnorm | none")
+    parser.add_argument("--norm-type", default=None, help="layernorm | rmsnorm | dyt | none")
     parser.add_argument("--norm-position", default=None, help="pre | post")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--overwrite", action="store_true",

@@ -40,7 +40,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("models", ("hf_lnorm.models",)),
     ("public API", ("hf_lnorm",)),  # hf_lnorm/__init__.py: patching, modes and families in one import
     ("export", ("hf_lnorm.export",)),
-    ("top", ("hf_lnorm.benchmarks", "hf_lnorm.recipes", "hf_lnorm.commands", "hf_lnorm.cli")),
+    ("top", ("hf_lnorm.benchmarks", "hf_lnorm.recipes", "hf_lnorm.commands", "hf_lnorm.experiments", "hf_lnorm.cli")),
 ]
 
 # module -> why it may import upward. Keep this short: each entry is a design decision.

@@ -36,3 +36,10 @@ def test_readme_python_block_runs(index, tmp_path):
         assert " patched " in proc.stdout
         diff = float(re.search(r"max \|diff\|: (\S+)", proc.stdout).group(1))
         assert diff < 1e-4
+
+
+def test_readme_does_not_talk_about_project_history():
+    from tests.test_docs_site import history_words
+
+    hits = history_words(README)
+    assert not hits, f"project-history wording in README.md: {hits}"

@@ -39,7 +39,7 @@ from .configuration_lnorm_gpt import LNormGPTConfig
 from .configuration_lnorm_seq2seq import LNormSeq2SeqConfig
 from .configuration_lnorm_policy import LNormPolicyConfig
 from .configuration_lnorm_vit import LNormViTConfig
-from .layers import NORM_POSITIONS, NORM_TYPES, LNormLayerNorm, LNormRMSNorm
+from .layers import NORM_POSITIONS, NORM_TYPES, LNormDyT, LNormLayerNorm, LNormRMSNorm
 from .modeling_lnorm_gpt import (
     LNormGPTForCausalLM,
     LNormGPTForSequenceClassification,
@@ -135,6 +135,7 @@ __all__ = [
     "LNormGPTForSequenceClassification",
     "LNormGPTModel",
     "LNormGPTPreTrainedModel",
+    "LNormDyT",
     "LNormLayerNorm",
     "LNormSeq2SeqConfig",
     "LNormSeq2SeqForConditionalGeneration",

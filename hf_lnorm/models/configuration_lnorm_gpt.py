@@ -20,7 +20,7 @@ class LNormGPTConfig(PretrainedConfig):
 
     A GPT-2-shaped decoder (learned absolute positions, GELU MLP, causal
     self-attention with a KV cache) whose norms are one flag away:
-    ``norm_type`` picks LayerNorm, RMSNorm or none, ``norm_position`` puts them
+    ``norm_type`` picks LayerNorm, RMSNorm, Dynamic Tanh or none, ``norm_position`` puts them
     before (pre-LN) or after (post-LN) each residual branch. With ``image_size``
     set it is an ImageGPT model over color-cluster tokens (see
     ``ImageGPTColorProcessor``). ``model_type`` is ``"lnorm-gpt"``.
@@ -36,9 +36,11 @@ class LNormGPTConfig(PretrainedConfig):
         hidden_act: MLP activation (a key of ``transformers.activations.ACT2FN``).
         dropout: dropout on embeddings and residual branches.
         attention_dropout: dropout on attention weights.
-        norm_type: ``layernorm`` | ``rmsnorm`` | ``none`` (ablation).
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``dyt`` (Dynamic Tanh, no normalization statistics) | ``none`` (ablation).
         norm_position: ``pre`` (GPT-2, stable deep training) | ``post`` (original Transformer).
         layer_norm_eps: eps of the norms.
+        dyt_alpha_init: starting value of the learnable ``alpha`` of ``norm_type="dyt"`` (Dynamic Tanh,
+            ``weight * tanh(alpha * x) + bias``); a positive finite float.
         initializer_range: std of the normal init of linear and embedding weights.
         tie_word_embeddings: share the token embedding with the LM head.
         use_cache: return a KV cache by default.
@@ -51,7 +53,8 @@ class LNormGPTConfig(PretrainedConfig):
 
     Raises:
         ValueError: ``hidden_size`` not divisible by ``num_attention_heads``, an unknown
-            ``norm_type`` or ``norm_position``, or ``max_position_embeddings`` below 1.
+            ``norm_type`` or ``norm_position``, ``max_position_embeddings`` below 1, or a
+            ``dyt_alpha_init`` that is not a positive finite float.
 
     Examples:
         >>> from hf_lnorm.models import LNormGPTConfig, LNormGPTForCausalLM
@@ -93,10 +96,12 @@ class LNormGPTConfig(PretrainedConfig):
         bos_token_id: Optional[int] = None,
         eos_token_id: Optional[int] = None,
         pad_token_id: Optional[int] = None,
+        dyt_alpha_init: float = 0.5,
         **kwargs,
     ):
         set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
-                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range,
+                         dyt_alpha_init)
         if max_position_embeddings < 1:
             raise ValueError(f"max_position_embeddings={max_position_embeddings} must be at least 1")
         self.vocab_size = vocab_size

@@ -13,7 +13,7 @@ from transformers.activations import ACT2FN
 # transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
 from .attention_lnorm import LNormAttention  # noqa: F401
 from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
-from .layers import NORM_TYPES, check_choice
+from .layers import NORM_TYPES, check_choice, check_dyt_alpha_init
 
 ACTION_SPACES = ("discrete", "continuous")
 
@@ -50,8 +50,10 @@ class LNormPolicyConfig(PretrainedConfig):
         critic_hidden_sizes: widths of the critic's hidden layers; ``None`` = same as ``hidden_sizes``.
         activation: hidden activation, a key of ``transformers.activations.ACT2FN`` (``tanh`` is the usual
             choice for PPO; ``relu`` is the other common one).
-        norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``dyt`` (Dynamic Tanh) | ``none``.
         layer_norm_eps: eps of the norms.
+        dyt_alpha_init: starting value of the learnable ``alpha`` of ``norm_type="dyt"`` (Dynamic Tanh,
+            ``weight * tanh(alpha * x) + bias``); a positive finite float.
         initial_log_std: starting value of ``log_std`` (continuous actions only).
         actor_output_gain: gain of the orthogonal init of the action head; small (0.01) so the initial
             policy is close to uniform / zero-mean and exploration starts unbiased.
@@ -60,7 +62,8 @@ class LNormPolicyConfig(PretrainedConfig):
 
     Raises:
         ValueError: a size that is not a positive integer, empty or non-integer hidden sizes,
-            an unknown ``action_space``, ``norm_type`` or ``activation``.
+            an unknown ``action_space``, ``norm_type`` or ``activation``, or a ``dyt_alpha_init`` that is not a
+            positive finite float.
 
     Examples:
         >>> from hf_lnorm.models import LNormPolicyConfig
@@ -88,6 +91,7 @@ class LNormPolicyConfig(PretrainedConfig):
         initial_log_std: float = 0.0,
         actor_output_gain: float = 0.01,
         critic_output_gain: float = 1.0,
+        dyt_alpha_init: float = 0.5,
         **kwargs,
     ):
         _check_positive_int("observation_size", observation_size)
@@ -106,6 +110,7 @@ class LNormPolicyConfig(PretrainedConfig):
         self.activation = activation
         self.norm_type = norm_type
         self.layer_norm_eps = layer_norm_eps
+        self.dyt_alpha_init = check_dyt_alpha_init(dyt_alpha_init)
         self.initial_log_std = initial_log_std
         self.actor_output_gain = actor_output_gain
         self.critic_output_gain = critic_output_gain

@@ -63,9 +63,11 @@ class LNormSeq2SeqConfig(EncoderDecoderConfigMixin, PretrainedConfig):
         hidden_act: MLP activation (a key of ``transformers.activations.ACT2FN``).
         dropout: dropout on embeddings and residual branches.
         attention_dropout: dropout on attention weights.
-        norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``dyt`` (Dynamic Tanh) | ``none``.
         norm_position: ``pre`` (default: stable without warm-up) | ``post`` (the original Transformer).
         layer_norm_eps: eps of the norms.
+        dyt_alpha_init: starting value of the learnable ``alpha`` of ``norm_type="dyt"`` (Dynamic Tanh,
+            ``weight * tanh(alpha * x) + bias``); a positive finite float.
         share_embeddings: one token embedding for encoder and decoder (a joint source/target vocabulary).
         tie_word_embeddings: the output projection reuses the decoder's token embedding.
         initializer_range: std of the normal init.
@@ -79,7 +81,8 @@ class LNormSeq2SeqConfig(EncoderDecoderConfigMixin, PretrainedConfig):
 
     Raises:
         ValueError: ``share_embeddings`` with two different vocabulary sizes, ``hidden_size``
-            not divisible by ``num_attention_heads``, or an unknown ``norm_type`` / ``norm_position``.
+            not divisible by ``num_attention_heads``, an unknown ``norm_type`` / ``norm_position``, or a
+            ``dyt_alpha_init`` that is not a positive finite float.
 
     Examples:
         >>> from hf_lnorm.models import LNormSeq2SeqConfig
@@ -118,10 +121,12 @@ class LNormSeq2SeqConfig(EncoderDecoderConfigMixin, PretrainedConfig):
         eos_token_id: int = 2,
         decoder_start_token_id: Optional[int] = None,
         is_encoder_decoder: bool = True,
+        dyt_alpha_init: float = 0.5,
         **kwargs,
     ):
         set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
-                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range,
+                         dyt_alpha_init)
         decoder_vocab_size = decoder_vocab_size if decoder_vocab_size is not None else vocab_size
         if share_embeddings and decoder_vocab_size != vocab_size:
             raise ValueError(

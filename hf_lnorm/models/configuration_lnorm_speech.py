@@ -41,9 +41,11 @@ class LNormSpeechConfig(EncoderDecoderConfigMixin, PretrainedConfig):
         hidden_act: activation of the MLPs and of the subsampling convolutions.
         dropout: dropout on embeddings and residual branches.
         attention_dropout: dropout on attention weights.
-        norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``dyt`` (Dynamic Tanh) | ``none``.
         norm_position: ``pre`` (default) | ``post``.
         layer_norm_eps: eps of the norms.
+        dyt_alpha_init: starting value of the learnable ``alpha`` of ``norm_type="dyt"`` (Dynamic Tanh,
+            ``weight * tanh(alpha * x) + bias``); a positive finite float.
         tie_word_embeddings: the output projection reuses the decoder's token embedding.
         ctc_weight: weight of an auxiliary CTC loss on the encoder output (joint CTC/attention training, which
             helps the encoder learn the alignment); 0 (default) builds no CTC head. The loss is
@@ -60,7 +62,7 @@ class LNormSpeechConfig(EncoderDecoderConfigMixin, PretrainedConfig):
     Raises:
         ValueError: an even or non-positive ``conv_kernel_size``, ``ctc_weight`` outside [0, 1), a
             non-positive size, ``hidden_size`` not divisible by ``num_attention_heads``, or an unknown
-            ``norm_type`` / ``norm_position``.
+            ``norm_type`` / ``norm_position``, or a ``dyt_alpha_init`` that is not a positive finite float.
 
     Examples:
         >>> from hf_lnorm.models import LNormSpeechConfig
@@ -103,10 +105,12 @@ class LNormSpeechConfig(EncoderDecoderConfigMixin, PretrainedConfig):
         eos_token_id: int = 2,
         decoder_start_token_id: Optional[int] = None,
         is_encoder_decoder: bool = True,
+        dyt_alpha_init: float = 0.5,
         **kwargs,
     ):
         set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
-                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range,
+                         dyt_alpha_init)
         if conv_kernel_size < 1 or conv_kernel_size % 2 == 0:
             raise ValueError(f"conv_kernel_size={conv_kernel_size} is not supported; use an odd size >= 1 (e.g. 3 or 5)")
         if not 0.0 <= ctc_weight < 1.0:

@@ -48,16 +48,19 @@ class LNormVisionTextTextConfig(PretrainedConfig):
         hidden_act: MLP activation (a key of ``transformers.activations.ACT2FN``).
         dropout: dropout on embeddings and residual branches.
         attention_dropout: dropout on attention weights.
-        norm_type: ``layernorm`` | ``rmsnorm`` | ``none``.
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``dyt`` (Dynamic Tanh) | ``none``.
         norm_position: ``pre`` | ``post``.
         layer_norm_eps: eps of the norms.
+        dyt_alpha_init: starting value of the learnable ``alpha`` of ``norm_type="dyt"`` (Dynamic Tanh,
+            ``weight * tanh(alpha * x) + bias``); a positive finite float.
         initializer_range: std of the normal init.
         pad_token_id: id of the padding token (its embedding row is not special; padding is masked).
         **kwargs (Any): other ``PretrainedConfig`` arguments.
 
     Raises:
         ValueError: a size that is not a positive integer, ``hidden_size`` not divisible by
-            ``num_attention_heads``, or an unknown ``norm_type`` / ``norm_position``.
+            ``num_attention_heads``, an unknown ``norm_type`` / ``norm_position``, or a ``dyt_alpha_init`` that is
+            not a positive finite float.
 
     Examples:
         >>> from hf_lnorm.models import LNormVisionTextTextConfig
@@ -85,6 +88,7 @@ class LNormVisionTextTextConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         pad_token_id: int = 0,
+        dyt_alpha_init: float = 0.5,
         **kwargs,
     ):
         _check_positive("vocab_size", vocab_size)
@@ -92,7 +96,8 @@ class LNormVisionTextTextConfig(PretrainedConfig):
         self.vocab_size = vocab_size
         self.max_position_embeddings = max_position_embeddings
         set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
-                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range,
+                         dyt_alpha_init)
         _check_positive("num_hidden_layers", num_hidden_layers)
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
@@ -137,10 +142,13 @@ class LNormVisionTextConfig(PretrainedConfig):
         dropout: dropout on residual branches of the fusion stack.
         attention_dropout: dropout on the fusion attention weights.
         norm_type: norm of the modality projections and the fusion stack (``layernorm`` | ``rmsnorm`` |
-            ``none``); a sub-config that does not set its own ``norm_type`` takes this one, so one flag
+            ``dyt`` | ``none``); a sub-config that does not set its own ``norm_type`` takes this one, so one flag
             switches every norm.
         norm_position: ``pre`` | ``post`` for the fusion stack (and for sub-configs that do not set theirs).
         layer_norm_eps: eps of the fusion norms.
+        dyt_alpha_init: starting value of the learnable ``alpha`` of ``norm_type="dyt"`` (Dynamic Tanh,
+            ``weight * tanh(alpha * x) + bias``), a positive finite float; sub-configs that do not set
+            their own take this one.
         initializer_range: std of the normal init.
         classifier_dropout: dropout before the classifier.
         **kwargs (Any): other ``PretrainedConfig`` arguments; ``num_labels`` / ``id2label`` / ``label2id``
@@ -177,12 +185,14 @@ class LNormVisionTextConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         classifier_dropout: float = 0.0,
+        dyt_alpha_init: float = 0.5,
         **kwargs,
     ):
         set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
-                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range,
+                         dyt_alpha_init)
         _check_positive("num_hidden_layers", num_hidden_layers)
-        inherited = {"norm_type": norm_type, "norm_position": norm_position}
+        inherited = {"norm_type": norm_type, "norm_position": norm_position, "dyt_alpha_init": self.dyt_alpha_init}
         vision_defaults = {**DEFAULT_VISION_CONFIG, **inherited} if vision_config is None else inherited
         self.vision_config = _sub_config(LNormViTConfig, vision_config, "vision_config", vision_defaults)
         self.text_config = _sub_config(LNormVisionTextTextConfig, text_config, "text_config", inherited)
@@ -190,10 +200,10 @@ class LNormVisionTextConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
     def to_diff_dict(self):
-        """As ``PretrainedConfig.to_diff_dict``, but each sub-config keeps its ``norm_type`` / ``norm_position``.
+        """As ``PretrainedConfig.to_diff_dict``, but each sub-config keeps its norm fields.
 
-        They are kept even when they equal the class defaults, so that loading does not let the top-level
-        flags override them.
+        A sub-config's ``norm_type``, ``norm_position`` and ``dyt_alpha_init`` are kept even when they equal
+        the class defaults, so that loading does not let the top-level flags override them.
 
         Returns:
             (dict): the serializable differences from the default config.
@@ -202,7 +212,8 @@ class LNormVisionTextConfig(PretrainedConfig):
         for key in self.sub_configs:
             sub = getattr(self, key, None)
             if isinstance(diff.get(key), dict) and sub is not None:
-                diff[key].update(norm_type=sub.norm_type, norm_position=sub.norm_position)
+                diff[key].update(norm_type=sub.norm_type, norm_position=sub.norm_position,
+                                 dyt_alpha_init=getattr(sub, "dyt_alpha_init", 0.5))
         return diff
 
     # Properties the export machinery and generic tooling read from the top-level config.

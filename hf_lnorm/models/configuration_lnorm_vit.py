@@ -37,9 +37,11 @@ class LNormViTConfig(PretrainedConfig):
         hidden_act: MLP activation (a key of ``transformers.activations.ACT2FN``).
         dropout: dropout on the embeddings and the residual branches.
         attention_dropout: dropout on the attention weights.
-        norm_type: ``layernorm`` | ``rmsnorm`` | ``none`` (ablation).
+        norm_type: ``layernorm`` | ``rmsnorm`` | ``dyt`` (Dynamic Tanh, no normalization statistics) | ``none`` (ablation).
         norm_position: ``pre`` (ViT) | ``post`` (original Transformer).
         layer_norm_eps: eps of the norms.
+        dyt_alpha_init: starting value of the learnable ``alpha`` of ``norm_type="dyt"`` (Dynamic Tanh,
+            ``weight * tanh(alpha * x) + bias``); a positive finite float.
         initializer_range: std of the (truncated) normal init of weights, class token and positions.
         pooling: what ``pooler_output`` is: ``cls`` (the class token) or ``mean`` (mean of the patch tokens).
         **kwargs (Any): other ``PretrainedConfig`` arguments (``num_labels``, ``id2label``, ``label2id``,
@@ -48,7 +50,7 @@ class LNormViTConfig(PretrainedConfig):
     Raises:
         ValueError: ``patch_size`` does not divide ``image_size``, a size that is not a positive int,
             ``hidden_size`` not divisible by ``num_attention_heads``, or an unknown ``norm_type``,
-            ``norm_position`` or ``pooling``.
+            ``norm_position`` or ``pooling``, or a ``dyt_alpha_init`` that is not a positive finite float.
 
     Examples:
         >>> from hf_lnorm.models import LNormViTConfig
@@ -82,10 +84,12 @@ class LNormViTConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-6,
         initializer_range: float = 0.02,
         pooling: str = "cls",
+        dyt_alpha_init: float = 0.5,
         **kwargs,
     ):
         set_stack_fields(self, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, intermediate_size, hidden_act,
-                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range)
+                         dropout, attention_dropout, norm_type, norm_position, layer_norm_eps, initializer_range,
+                         dyt_alpha_init)
         check_choice("pooling", pooling, POOLING_MODES)
         for name, value in (("image_size", image_size), ("patch_size", patch_size), ("num_channels", num_channels)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

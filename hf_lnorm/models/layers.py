@@ -1,7 +1,7 @@
 """Shared transformer blocks of the hf_lnorm model families.
 
 Everything a family needs below the model level is reachable from here: the
-norm layers (``norm_type`` = ``layernorm`` | ``rmsnorm`` | ``none``, defined in
+norm layers (``norm_type`` = ``layernorm`` | ``rmsnorm`` | ``dyt`` | ``none``, defined in
 ``norm_layers_lnorm.py``), multi-head attention with a KV cache (self- and
 cross-attention, SDPA, defined in ``attention_lnorm.py``), the MLP, and the
 residual block whose ``norm_position`` (``pre`` | ``post``) decides where the
@@ -39,9 +39,11 @@ from .attention_lnorm import (  # noqa: F401  (re-exported)
 )
 from .norm_layers_lnorm import (  # noqa: F401  (re-exported)
     FUSED_NORMS_AVAILABLE,
+    LNormDyT,
     LNormLayerNorm,
     LNormRMSNorm,
     Passthrough,
+    check_dyt_alpha_init,
     use_fused_norms,
 )
 
@@ -51,7 +53,7 @@ except ImportError:  # transformers 4.x
     from torch.nn import init as _init
 
 
-NORM_TYPES = ("layernorm", "rmsnorm", "none")
+NORM_TYPES = ("layernorm", "rmsnorm", "dyt", "none")
 NORM_POSITIONS = ("pre", "post")
 
 # transformers 5.x renamed the cache field of the model outputs from `past_key_values` to `cache`.
@@ -90,6 +92,7 @@ def set_stack_fields(
     norm_position: str,
     layer_norm_eps: float,
     initializer_range: float,
+    dyt_alpha_init: float = 0.5,
 ) -> None:
     """Validate a family config's transformer-stack arguments and set them on ``config``.
 
@@ -97,12 +100,14 @@ def set_stack_fields(
     them under the same names. ``intermediate_size`` defaults to ``round(mlp_ratio * hidden_size)``.
 
     Raises:
-        ValueError: ``hidden_size`` does not split into ``num_attention_heads`` heads, or ``norm_type`` /
-            ``norm_position`` is not one of ``NORM_TYPES`` / ``NORM_POSITIONS``.
+        ValueError: ``hidden_size`` does not split into ``num_attention_heads`` heads, ``norm_type`` /
+            ``norm_position`` is not one of ``NORM_TYPES`` / ``NORM_POSITIONS``, or ``dyt_alpha_init`` is
+            not a positive finite float.
     """
     check_heads(hidden_size, num_attention_heads)
     check_choice("norm_type", norm_type, NORM_TYPES)
     check_choice("norm_position", norm_position, NORM_POSITIONS)
+    config.dyt_alpha_init = check_dyt_alpha_init(dyt_alpha_init)
     config.hidden_size = hidden_size
     config.num_hidden_layers = num_hidden_layers
     config.num_attention_heads = num_attention_heads
@@ -120,22 +125,25 @@ def set_stack_fields(
 # --------------------------------------------------------------------------- norms and MLP
 
 
-def build_norm(norm_type: str, hidden_size: int, eps: float) -> nn.Module:
-    """Build the norm layer for ``norm_type`` (``layernorm`` | ``rmsnorm`` | ``none``).
+def build_norm(norm_type: str, hidden_size: int, eps: float, dyt_alpha_init: float = 0.5) -> nn.Module:
+    """Build the norm layer for ``norm_type`` (``layernorm`` | ``rmsnorm`` | ``dyt`` | ``none``).
 
     Args:
         norm_type: which normalization.
         hidden_size: size of the normalized (last) dimension.
-        eps: added to the variance for stability.
+        eps: added to the variance for stability (not used by ``dyt`` and ``none``).
+        dyt_alpha_init: starting value of DyT's learnable ``alpha`` (``dyt`` only).
 
     Returns:
-        An ``LNormLayerNorm``, ``LNormRMSNorm`` or ``Passthrough`` module.
+        An ``LNormLayerNorm``, ``LNormRMSNorm``, ``LNormDyT`` or ``Passthrough`` module.
     """
     check_choice("norm_type", norm_type, NORM_TYPES)
     if norm_type == "layernorm":
         return LNormLayerNorm(hidden_size, eps=eps)
     if norm_type == "rmsnorm":
         return LNormRMSNorm(hidden_size, eps=eps)
+    if norm_type == "dyt":
+        return LNormDyT(hidden_size, alpha_init=dyt_alpha_init)
     return Passthrough()
 
 
@@ -179,18 +187,19 @@ class LNormBlock(GradientCheckpointingLayer):
         activation: str = "gelu",
         causal: bool = True,
         cross_attention: bool = False,
+        dyt_alpha_init: float = 0.5,
     ):
         super().__init__()
         check_choice("norm_position", norm_position, NORM_POSITIONS)
         self.pre_norm = norm_position == "pre"
         self.causal = causal
-        self.attn_norm = build_norm(norm_type, hidden_size, eps)
+        self.attn_norm = build_norm(norm_type, hidden_size, eps, dyt_alpha_init)
         self.attn = LNormAttention(hidden_size, num_heads, attention_dropout, layer_idx)
         self.cross_attn = None
         if cross_attention:
-            self.cross_attn_norm = build_norm(norm_type, hidden_size, eps)
+            self.cross_attn_norm = build_norm(norm_type, hidden_size, eps, dyt_alpha_init)
             self.cross_attn = LNormAttention(hidden_size, num_heads, attention_dropout, layer_idx, is_cross_attention=True)
-        self.mlp_norm = build_norm(norm_type, hidden_size, eps)
+        self.mlp_norm = build_norm(norm_type, hidden_size, eps, dyt_alpha_init)
         self.mlp = LNormMLP(hidden_size, intermediate_size, activation)
         self.dropout = nn.Dropout(dropout)
 
@@ -271,12 +280,13 @@ def build_stack(config, num_layers: int, causal: bool, cross_attention: bool = F
                 activation=config.hidden_act,
                 causal=causal,
                 cross_attention=cross_attention,
+                dyt_alpha_init=config.dyt_alpha_init,
             )
             for i in range(num_layers)
         ]
     )
     pre = config.norm_position == "pre"
-    final_norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps) if pre else Passthrough()
+    final_norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps, config.dyt_alpha_init) if pre else Passthrough()
     return layers, final_norm
 
 
@@ -346,6 +356,8 @@ def output_flags(config, output_attentions: Optional[bool], output_hidden_states
 def init_weights(module: nn.Module, std: float, num_layers: int) -> None:
     """GPT-2 initialization: normal(0, std) weights, zero biases, norms at weight 1 / bias 0.
 
+    DyT layers: ``alpha`` at its ``alpha_init``, ``weight`` 1, ``bias`` 0.
+
     Projections that write into the residual stream (``is_residual_projection``) get
     ``std / sqrt(2 * num_layers)`` so the stream's variance does not grow with depth.
 
@@ -361,11 +373,13 @@ def init_weights(module: nn.Module, std: float, num_layers: int) -> None:
             _init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         _init.normal_(module.weight, mean=0.0, std=std)
-    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm, LNormRMSNorm)):
+    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm, LNormRMSNorm, LNormDyT)):
         if module.weight is not None:
             _init.ones_(module.weight)
         if getattr(module, "bias", None) is not None:
             _init.zeros_(module.bias)
+        if isinstance(module, LNormDyT):
+            _init.constant_(module.alpha, module.alpha_init)
 
 
 def check_context(total_length: int, position_ids: Optional[torch.Tensor], max_positions: int) -> None:

@@ -1,7 +1,7 @@
 """LNormGPT: a GPT-style decoder as a Hugging Face model, with switchable normalization.
 
 A GPT-2-shaped decoder (learned absolute positions, SDPA attention, KV cache)
-whose norms are chosen by ``config.norm_type`` (layernorm | rmsnorm | none) and
+whose norms are chosen by ``config.norm_type`` (layernorm | rmsnorm | dyt | none) and
 placed by ``config.norm_position`` (pre | post). Heads: ``LNormGPTModel`` (the
 backbone), ``LNormGPTForCausalLM`` (``generate()`` with a KV cache; also the
 ImageGPT mode over color-cluster tokens) and

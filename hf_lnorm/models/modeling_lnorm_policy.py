@@ -4,7 +4,7 @@
 in the action head: categorical logits, or the mean of a diagonal Gaussian
 with a learned ``log_std``) and the critic (ending in a scalar value). Every
 hidden layer is ``activation(norm(linear(x)))`` with the norm chosen by
-``config.norm_type`` (layernorm | rmsnorm | none).
+``config.norm_type`` (layernorm | rmsnorm | dyt | none).
 
 ``forward(observations)`` returns the action-distribution parameters
 (``logits``) and ``value``; given ``actions`` it also returns their
@@ -44,7 +44,7 @@ from .configuration_lnorm_policy import LNormPolicyConfig
 # transformers copies only the sibling files a remote-code file imports directly as `from .x import ...`
 from .attention_lnorm import LNormAttention  # noqa: F401
 from .norm_layers_lnorm import LNormLayerNorm  # noqa: F401
-from .layers import LNormRMSNorm, build_norm
+from .layers import LNormDyT, LNormRMSNorm, build_norm
 from .remote_code import RemoteCodeMixin
 
 from .layers import _init  # transformers 5.x init functions that skip loaded tensors, else torch.nn.init
@@ -104,11 +104,12 @@ class PolicyStep(NamedTuple):
 class LNormPolicyMLP(nn.Module):
     """Hidden layers ``activation(norm(linear(x)))``; the output is the last hidden layer's activation."""
 
-    def __init__(self, input_size: int, hidden_sizes: Sequence[int], activation: str, norm_type: str, eps: float):
+    def __init__(self, input_size: int, hidden_sizes: Sequence[int], activation: str, norm_type: str, eps: float,
+                 dyt_alpha_init: float = 0.5):
         super().__init__()
         sizes = [input_size, *hidden_sizes]
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.norms = nn.ModuleList(build_norm(norm_type, b, eps) for b in sizes[1:])
+        self.norms = nn.ModuleList(build_norm(norm_type, b, eps, dyt_alpha_init) for b in sizes[1:])
         self.act = ACT2FN[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,18 +164,23 @@ class LNormPolicyPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     card_norm_layout = "each hidden layer of the actor and the critic is `activation(norm(linear(x)))`"
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Orthogonal init (gain sqrt(2) for hidden layers, small for the action head), zero biases, norms at 1 / 0."""
+        """Orthogonal init (gain sqrt(2) for hidden layers, small for the action head), zero biases, norms at 1 / 0.
+
+        DyT layers also get ``alpha`` at their ``alpha_init``.
+        """
         config = self.config
         if isinstance(module, nn.Linear):
             gain = getattr(module, "init_gain", math.sqrt(2.0))
             _init.orthogonal_(module.weight, gain=gain)
             if module.bias is not None:
                 _init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, LNormRMSNorm)):
+        elif isinstance(module, (nn.LayerNorm, LNormRMSNorm, LNormDyT)):
             if module.weight is not None:
                 _init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 _init.zeros_(module.bias)
+            if isinstance(module, LNormDyT):
+                _init.constant_(module.alpha, module.alpha_init)
         elif isinstance(module, LNormPolicyModel) and module.log_std is not None:
             _init.constant_(module.log_std, config.initial_log_std)
 
@@ -202,11 +208,12 @@ class LNormPolicyModel(LNormPolicyPreTrainedModel):
 
     def __init__(self, config: LNormPolicyConfig):
         super().__init__(config)
-        eps = config.layer_norm_eps
-        self.actor = LNormPolicyMLP(config.observation_size, config.hidden_sizes, config.activation, config.norm_type, eps)
+        eps, alpha = config.layer_norm_eps, config.dyt_alpha_init
+        self.actor = LNormPolicyMLP(config.observation_size, config.hidden_sizes, config.activation, config.norm_type, eps, alpha)
         self.action_head = nn.Linear(config.hidden_sizes[-1], config.action_size)
         self.action_head.init_gain = config.actor_output_gain
-        self.critic = LNormPolicyMLP(config.observation_size, config.critic_hidden_sizes, config.activation, config.norm_type, eps)
+        self.critic = LNormPolicyMLP(config.observation_size, config.critic_hidden_sizes, config.activation, config.norm_type, eps,
+                                     alpha)
         self.value_head = nn.Linear(config.critic_hidden_sizes[-1], 1)
         self.value_head.init_gain = config.critic_output_gain
         if config.action_space == "continuous":

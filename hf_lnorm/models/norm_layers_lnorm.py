@@ -2,8 +2,9 @@
 
 ``LNormLayerNorm`` (an ``nn.LayerNorm``) and ``LNormRMSNorm`` (a Llama-convention
 RMSNorm) keep plain parameters (``weight``, ``bias``), so ``hf_lnorm.patch``
-recognises and patches them like any other norm; ``Passthrough`` is
-``norm_type="none"``. A block asks a norm for ``add_forward(x, residual)``
+recognises and patches them like any other norm; ``LNormDyT`` is Dynamic Tanh
+(``norm_type="dyt"``), an elementwise stand-in for a norm that ``hf_lnorm.patch``
+lists as skipped; ``Passthrough`` is ``norm_type="none"``. A block asks a norm for ``add_forward(x, residual)``
 (residual add + norm in one op); when the norm's ``forward`` has been replaced
 on the instance (by ``hf_lnorm.patch``, an accelerate hook, ...), that forward
 is used instead, so patching always takes effect.
@@ -21,6 +22,8 @@ torch and (optionally) hf_lnorm's kernels.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Tuple
 
 import torch
@@ -161,6 +164,96 @@ class LNormRMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}"
+
+
+def check_dyt_alpha_init(value, name: str = "dyt_alpha_init") -> float:
+    """Return ``value`` as a float if it is a positive finite number, else raise naming it.
+
+    Args:
+        value (object): the starting value of DyT's ``alpha``.
+        name: the option's name, used in the message.
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        ValueError: ``value`` is not a real number (bools are refused), or is zero, negative, inf or nan.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ValueError(f"{name}={value!r} is not supported; accepted values: a positive finite float (e.g. 0.5)")
+    return float(value)
+
+
+class LNormDyT(nn.Module):
+    """Dynamic Tanh (DyT): ``weight * tanh(alpha * x) + bias``, elementwise over the last dimension.
+
+    From Zhu et al. 2025, "Transformers without Normalization": a drop-in
+    replacement for a norm layer that computes no statistics. ``alpha`` is a
+    learnable scalar (stored with shape ``(1,)``) that starts at ``alpha_init``;
+    ``weight`` (starts at 1) and ``bias`` (starts at 0) are per channel.
+    ``norm_type="dyt"`` in a family config builds these, with ``alpha_init``
+    from the config's ``dyt_alpha_init``.
+
+    ``hf_lnorm.patch`` does not patch it: it is not a normalization, so there is
+    nothing to fuse, and the patch report lists it as skipped with that reason
+    (the class attribute ``is_elementwise_norm_substitute`` marks it, also in
+    saved remote-code copies of this file).
+
+    Args:
+        hidden_size: size of the last dimension (and of ``weight`` and ``bias``).
+        alpha_init: starting value of ``alpha``; a positive finite float.
+
+    Raises:
+        ValueError: ``alpha_init`` is not a positive finite float.
+
+    Examples:
+        >>> import torch
+        >>> from hf_lnorm.models import LNormDyT
+        >>> dyt = LNormDyT(16, alpha_init=0.5)
+        >>> x = torch.randn(2, 16)
+        >>> torch.allclose(dyt(x), dyt.weight * torch.tanh(0.5 * x) + dyt.bias)
+        True
+        >>> sorted(name for name, _ in dyt.named_parameters())
+        ['alpha', 'bias', 'weight']
+    """
+
+    is_elementwise_norm_substitute = True
+
+    def __init__(self, hidden_size: int, alpha_init: float = 0.5):
+        super().__init__()
+        self.alpha_init = check_dyt_alpha_init(alpha_init, "alpha_init")
+        self.normalized_shape = (hidden_size,)
+        self.alpha = nn.Parameter(torch.full((1,), self.alpha_init))
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """DyT of ``x``.
+
+        Args:
+            x: input ``(..., hidden)``.
+
+        Returns:
+            Tensor shaped like ``x``, in the promoted dtype of the parameters and ``x``.
+        """
+        return self.weight * torch.tanh(self.alpha * x) + self.bias
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Residual add, then DyT (the same interface as the norms; no fused op).
+
+        Args:
+            x: the sublayer output ``(..., hidden)``.
+            residual: the residual stream, same shape.
+
+        Returns:
+            ``(dyt(x + residual), x + residual)``.
+        """
+        summed = x + residual
+        return self(summed), summed
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, alpha_init={self.alpha_init}"
 
 
 class Passthrough(nn.Module):

@@ -70,6 +70,8 @@ def model_card(model, repo_id: Optional[str] = None, training_data: Optional[str
     norm_text = {
         "layernorm": "LayerNorm (mean and variance over the hidden dimension, learned gain and bias)",
         "rmsnorm": "RMSNorm (root mean square over the hidden dimension, learned gain)",
+        "dyt": f"Dynamic Tanh, `weight * tanh(alpha * x) + bias` with a learned scalar `alpha` "
+        f"(initialized at {getattr(config, 'dyt_alpha_init', 0.5)}), no normalization statistics",
         "none": "no normalization (ablation)",
     }[norm_type]
     position_text = {
@@ -106,7 +108,8 @@ def model_card(model, repo_id: Optional[str] = None, training_data: Optional[str
         f"- `norm_type={norm_type!r}`: {norm_text}",
         position_line,
         f"- `layer_norm_eps={getattr(config, 'layer_norm_eps', None)}`",
-        "- The norm layers are plain modules with `weight` (and `bias`) parameters, so `hf_lnorm.patch(model)` can swap in fused kernels.",
+        "- The norm layers are plain modules with `weight` (and `bias`) parameters, so `hf_lnorm.patch(model)` can swap in fused kernels."
+        if norm_type != "dyt" else "- DyT layers are elementwise, not normalizations: `hf_lnorm.patch(model)` leaves them as they are.",
         "",
         "## Intended use",
         "",

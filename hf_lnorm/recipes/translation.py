@@ -37,7 +37,8 @@ def train_joint_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_freq
 
     Returns:
         (transformers.PreTrainedTokenizerFast): the tokenizer, with ``<pad>`` (id 0), ``</s>`` (1), ``<unk>`` (2),
-            ``<s>`` (3).
+            ``<s>`` (3); it returns ``input_ids`` and ``attention_mask`` only, so its output can be passed to a
+            seq2seq model's ``generate`` as is.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -52,7 +53,9 @@ def train_joint_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_freq
     eos = SPECIAL_TOKENS["eos_token"]
     tok.post_processor = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B {eos}",
                                                        special_tokens=[(eos, tok.token_to_id(eos))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    # Only what the seq2seq models take: without this, transformers 4.x also returns ``token_type_ids`` and
+    # ``model.generate(**tokenizer(texts, return_tensors="pt"))`` rejects them.
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=["input_ids", "attention_mask"], **SPECIAL_TOKENS)
 
 
 def parse_config_overrides(text: Optional[str]) -> Dict[str, Any]:
