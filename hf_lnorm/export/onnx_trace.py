@@ -195,21 +195,15 @@ def _export_dynamo(model, out_dir: Path, task: str, opset: int, notes: List[str]
     for name in names:
         dynamic_shapes[name] = {ax: dims.setdefault(label, torch.export.Dim(label)) for ax, label in spec[name].items()}
     path = out_dir / "model.onnx"
-    try:
+
+    def run(**shape_options) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapper,
-                tuple(inputs[n] for n in names),
-                str(path),
-                input_names=names,
-                output_names=output_names,
-                dynamic_shapes={"args": tuple(dynamic_shapes[n] for n in names)},
-                opset_version=opset,
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
+            torch.onnx.export(wrapper, tuple(inputs[n] for n in names), str(path), input_names=names,
+                              output_names=output_names, opset_version=opset, verbose=False, **shape_options)
+
+    try:
+        run(dynamic_shapes={"args": tuple(dynamic_shapes[n] for n in names)}, dynamo=True, external_data=False)
     except Exception as exc:
         if not type(exc).__module__.startswith("torch"):
             raise
@@ -219,18 +213,7 @@ def _export_dynamo(model, out_dir: Path, task: str, opset: int, notes: List[str]
         path.unlink(missing_ok=True)
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    wrapper,
-                    tuple(inputs[n] for n in names),
-                    str(path),
-                    input_names=names,
-                    output_names=output_names,
-                    dynamic_axes={**spec, **{o: _output_axes(task) for o in output_names}},
-                    opset_version=opset,
-                    dynamo=False,
-                )
+            run(dynamic_axes={**spec, **{o: _output_axes(task) for o in output_names}}, dynamo=False)
         except Exception:
             raise exc from None
         notes.append(f"torch.onnx dynamo could not trace {type(model).__name__} ({type(exc).__name__}: {reason}); "
