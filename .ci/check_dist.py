@@ -22,7 +22,7 @@ NEEDED = [
     "hf_lnorm/data/bible_en_es_sample.jsonl",
     "hf_lnorm/models/layers.py",
 ]
-EXTRAS = {"onnx", "optimum", "train", "triton", "dev"}
+EXTRAS = {"onnx", "optimum", "train", "triton", "kernels", "dev"}
 
 
 def main(folder: str) -> int:

@@ -25,6 +25,18 @@ from . import models  # noqa: E402,F401  (registers lnorm-* configs and heads wi
 
 from ._version import __version__  # noqa: E402
 
+_LAZY = ("kernelize", "kernel_mapping")  # from hf_lnorm.hub_kernels
+
+
+def __getattr__(name):
+    """``kernelize`` and ``kernel_mapping`` (``hf_lnorm.hub_kernels``) load on first use: the ``kernels`` extra."""
+    if name in _LAZY:
+        from . import hub_kernels
+
+        return getattr(hub_kernels, name)
+    raise AttributeError(f"module 'hf_lnorm' has no attribute {name!r}")
+
+
 __all__ = [
     "MODES",
     "calibrate",
@@ -35,6 +47,8 @@ __all__ = [
     "classify",
     "is_patched",
     "iter_patched",
+    "kernel_mapping",
+    "kernelize",
     "patch",
     "patch_report",
     "register_mode",

@@ -5,7 +5,7 @@ Subcommands live next to the code they drive; each module named in
 Usage errors exit 2, failures exit 1 with one clear line on stderr.
 
     hf-lnorm patch MODEL            list the norms of a model, patch them, check outputs
-    hf-lnorm bench norms|quantized|generate   benchmarks (table on stdout, --json)
+    hf-lnorm bench norms|quantized|generate|compile   benchmarks (table on stdout, --json)
     hf-lnorm export MODEL OUT       Optimum ONNX / torch.onnx export
     hf-lnorm optimize [MODEL]       the main job: patch, export, optimize, quantize, report
 """
@@ -27,6 +27,7 @@ COMMANDS = {
         "norms": ("hf_lnorm.benchmarks.norms", "Norm kernels against torch eager and a naive mean/var module."),
         "quantized": ("hf_lnorm.benchmarks.quantized", "Int8 norm + GEMM against fp32 and torch/torchao int8."),
         "generate": ("hf_lnorm.benchmarks.generate", "LNormGPT generate() tokens/s against GPT-2 of the same size."),
+        "compile": ("hf_lnorm.benchmarks.compile", "Patched vs stock models, eager and under torch.compile."),
     },
     "export": ("hf_lnorm.export.cli", "Export a model to ONNX (Optimum, or torch.onnx on transformers 5.x)."),
     "optimize": ("hf_lnorm.export.optimize", "The main job: patch, export, optimize, quantize, evaluate, report."),

@@ -36,6 +36,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .norms.fastpath import FastPlan, eager_call
+from .norms.fastpath import plan as fast_plan
 from .norms.fused import fused_norm, resolve_backend, traced_norm, tracing
 from .norms.reference import NormSpec
 from .norms.residual import RESIDUAL_ATTR
@@ -43,10 +45,12 @@ from .patch_report import NormRecord, PatchReport
 from .probe import (  # noqa: F401 - re-exported: hf_lnorm.patching is the documented home of these names
     EPS_ATTRS,
     _NOT_LAST_DIM,
+    _full_shape,
     _is_candidate,
     _qualname,
     _structure,
     classify,
+    meta_model_error,
 )
 
 logger = logging.getLogger("hf_lnorm")
@@ -241,6 +245,7 @@ class _PatchState:
     forward_attr: str  # "forward", or "_old_forward" under an accelerate hook
     previous: Any  # the instance attribute that was there before, or _MISSING
     extra: Dict[str, Any] = field(default_factory=dict)
+    fast: Optional[FastPlan] = None  # what plain eager calls may take without the mode's checks (norms/fastpath.py)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -258,14 +263,16 @@ def _eps_of(module: nn.Module, spec: NormSpec):
 
 def _static_params(module: nn.Module, spec: NormSpec) -> Tuple[Optional[tuple], Optional[torch.dtype]]:
     """(normalized sizes as Python ints, the gain's dtype) of a patched norm, read from the module:
-    ``normalized_shape`` where it has one, else the weight's trailing dims (None when neither says)."""
+    ``normalized_shape`` where it has one, else the weight's trailing dims (None when neither says); the dims
+    of the gathered weight for a sharded one (a DTensor's global shape, a ZeRO-3 placeholder's ``ds_shape``)."""
     n = spec.normalized_ndim
     weight = module._parameters.get("weight") if spec.has_weight else None  # the tensor, never an fx Proxy
     shape = getattr(module, "normalized_shape", None)
     if isinstance(shape, int):
         shape = (shape,)
     if not (isinstance(shape, (tuple, list)) and len(shape) == n and all(isinstance(d, int) for d in shape)):
-        shape = tuple(int(d) for d in weight.shape[-n:]) if weight is not None and weight.dim() >= n else None
+        full = _full_shape(weight)
+        shape = tuple(int(d) for d in full[-n:]) if full is not None and len(full) >= n else None
     return (None if shape is None else tuple(shape)), (None if weight is None else weight.dtype)
 
 
@@ -279,7 +286,20 @@ def original_forward(module: nn.Module):
 
 def _patched_forward(self, hidden_states):
     state = self.__dict__[STATE_ATTR]
+    if state.fast is not None:  # decided at patch time: a few attribute reads, then the kernel
+        if _dynamo_compiling():
+            # torch.compile: the norm steps aside, so inductor sees the stock module's own ops and fuses them
+            # with their neighbours exactly as in the unpatched model
+            if state.previous is not _MISSING:
+                return state.previous(hidden_states)
+            return type(self).forward(self, hidden_states)
+        out = eager_call(state.fast, self, hidden_states)
+        if out is not None:
+            return out
     return MODES[state.mode].forward(self, hidden_states)
+
+
+_dynamo_compiling = torch.compiler.is_dynamo_compiling
 
 
 def is_patched(module: nn.Module) -> bool:
@@ -319,6 +339,10 @@ def _matches(name: str, pattern: str) -> bool:
 
 
 def _set_forward(module: nn.Module, state: _PatchState) -> None:
+    if state.mode == "fused":
+        shape, _ = _static_params(module, state.spec)
+        state.fast = fast_plan(state.spec, module, state.backend, shape[0] if shape and len(shape) == 1 else None,
+                               state.extra.get("mixed_ok", True))
     module.__dict__[STATE_ATTR] = state
     module.__dict__[state.forward_attr] = types.MethodType(_patched_forward, module)
 
@@ -427,7 +451,9 @@ def patch(
         TypeError: ``model`` is not an ``nn.Module``, a bad ``include``/``exclude``,
             or an unknown or mistyped mode option.
         ValueError: unknown ``mode`` or ``backend``, a forced backend that cannot run
-            here, or a bad mode option value.
+            here, or a bad mode option value; a model whose parameters are all on the
+            ``meta`` device, or a norm whose weight or bias is an empty sharding
+            placeholder without a ``ds_shape`` (see the scaling guide).
 
     Examples:
         >>> import torch, hf_lnorm
@@ -450,6 +476,9 @@ def patch(
     excludes = _as_patterns(exclude, "exclude")
     mode_obj = MODES[mode]
     mode_obj.validate_options(**mode_options)
+    meta_problem = meta_model_error(model)
+    if meta_problem:
+        raise ValueError(meta_problem)
 
     snapshot = _snapshot(model)
     try:

@@ -7,6 +7,16 @@ candidate variant beside the original module on random inputs (fp32, bf16, and
 bf16 input with fp32 parameters, plus a tiny-variance input that exposes the
 eps) with random parameters substituted through ``torch.func.functional_call``.
 
+The probe never reads a parameter's values, only its shape, dtype and device, and
+it calls the module's ``forward`` without the module's hooks. So it works on
+sharded models: an FSDP2 ``DTensor`` parameter gives its global shape, a
+DeepSpeed ZeRO-3 placeholder (an empty tensor) its ``ds_shape``, and the
+all-gather hooks FSDP2 and ZeRO-3 put on a module never run during the probe.
+An empty parameter that says nothing about its full shape is refused with a
+``ValueError`` (``_placeholder_error``), and so is a model whose parameters are
+all on the ``meta`` device (``meta_model_error``): ``patch`` needs parameters it
+can run.
+
 Elementwise stand-ins for a norm, such as DyT (Dynamic Tanh, ``weight * tanh(alpha * x) + bias``),
 are norm-like by position but not normalizations: they are reported as skipped,
 never probed or patched. They are recognised by class name (``*DyT``,
@@ -82,6 +92,61 @@ def _forward_signature_problem(module: nn.Module) -> Optional[str]:
     return None
 
 
+def _full_shape(param: Optional[torch.Tensor]) -> Optional[Tuple[int, ...]]:
+    """The shape ``param`` has when gathered: its own, a ``DTensor``'s global shape, or a ZeRO-3 ``ds_shape``."""
+    if param is None:
+        return None
+    ds_shape = getattr(param, "ds_shape", None)  # DeepSpeed ZeRO-3 keeps an empty tensor and the full shape here
+    if ds_shape is not None and param.numel() == 0:
+        return tuple(int(d) for d in ds_shape)
+    return tuple(param.shape)  # a DTensor reports its global shape
+
+
+def _placeholder_error(module: nn.Module, name: str, param: torch.Tensor) -> str:
+    return (
+        f"hf_lnorm.patch: the {name} of {type(module).__name__} is an empty placeholder (shape "
+        f"{tuple(param.shape)}) with no full shape (no ds_shape attribute), as left by a sharding wrapper "
+        "that gathers parameters during forward; call hf_lnorm.patch on the model before sharding it, or "
+        "with its parameters gathered"
+    )
+
+
+def meta_model_error(model: nn.Module) -> Optional[str]:
+    """Why ``patch`` refuses ``model``: its parameters are all on the ``meta`` device; else None.
+
+    ``patch`` runs each norm (and each fused residual block) on probe inputs,
+    which meta tensors cannot do. A model whose meta parameters are loaded by
+    accelerate's hooks at forward time (``device_map`` offloading, a module
+    with ``_hf_hook``) is accepted: its meta norms are reported as skipped.
+
+    Args:
+        model: the model passed to ``patch``.
+
+    Returns:
+        The error message, or None when ``model`` can be patched.
+
+    Examples:
+        >>> import torch
+        >>> with torch.device("meta"):
+        ...     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+        >>> print(meta_model_error(model).split(";")[0])
+        hf_lnorm.patch: every parameter of Sequential is on the meta device (first: '0.weight')
+        >>> meta_model_error(torch.nn.LayerNorm(4)) is None
+        True
+    """
+    params = list(model.named_parameters())
+    if not params or any(p.device.type != "meta" for _, p in params):
+        return None
+    if any("_hf_hook" in m.__dict__ for m in model.modules()):
+        return None
+    return (
+        f"hf_lnorm.patch: every parameter of {type(model).__name__} is on the meta device (first: {params[0][0]!r}); "
+        "patch runs each norm on probe inputs and needs real parameters. Materialise the model first "
+        "(model.to_empty(device=...), then load or initialise the weights), then patch it; under FSDP2 "
+        "that is after fully_shard and to_empty, which patch supports"
+    )
+
+
 def _structure(module: nn.Module):
     """(weight, bias, eps_attr, normalized_shape, channels_first) or a reason string."""
     substitute = _substitute_reason(module)
@@ -100,6 +165,9 @@ def _structure(module: nn.Module):
         return "its gain is a buffer, not a parameter"
     if weight is not None and weight.device.type == "meta":
         return "parameters are on the meta device"
+    for pname, param in (("weight", weight), ("bias", bias)):
+        if param is not None and param.numel() == 0 and getattr(param, "ds_shape", None) is None:
+            raise ValueError(_placeholder_error(module, pname, param))
     eps_attr = next((a for a in EPS_ATTRS if hasattr(module, a)), None)
     if eps_attr is None:
         return f"no eps attribute (looked for {', '.join(EPS_ATTRS)})"
@@ -107,14 +175,14 @@ def _structure(module: nn.Module):
     if eps_value is not None and not isinstance(eps_value, (int, float)):
         return f"eps attribute {eps_attr!r} is not a number ({type(eps_value).__name__})"
     if weight is not None:
-        shape = tuple(weight.shape)
+        shape = _full_shape(weight)
     elif getattr(module, "normalized_shape", None) is not None:
         ns = module.normalized_shape
         shape = tuple(ns) if isinstance(ns, (tuple, list, torch.Size)) else (int(ns),)
     else:
         shape = (16,)
-    if bias is not None and tuple(bias.shape) != shape:
-        return f"bias shape {tuple(bias.shape)} differs from gain shape {shape}"
+    if bias is not None and _full_shape(bias) != shape:
+        return f"bias shape {_full_shape(bias)} differs from gain shape {shape}"
     channels_first = getattr(module, "data_format", None) == "channels_first"
     problem = _forward_signature_problem(module)
     if problem:
@@ -166,6 +234,21 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / max(1.0, float(b.abs().max())))
 
 
+class _WithoutHooks(nn.Module):
+    """Calls ``inner.forward`` directly: the probe runs the module's own computation, not its hooks.
+
+    Sharding wrappers hook a module's call (FSDP2 all-gathers and, on the first call, initialises
+    its root state; ZeRO-3 fetches parameters), and the probe substitutes its own parameters anyway.
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner.forward(x)
+
+
 def _probe(module: nn.Module, spec: NormSpec, struct) -> Tuple[bool, float, float, str]:
     """Run ``spec``'s fused forward beside the original. Returns (ok, fp32 err, half err, why)."""
     result = _probe_rank(module, spec, struct, 4)
@@ -183,6 +266,8 @@ def _probe_rank(module: nn.Module, spec: NormSpec, struct, rank: int) -> Tuple[b
     b = torch.randn(shape, generator=gen).to(device) if bias is not None else None
     eps = getattr(module, eps_attr)
 
+    unhooked = _WithoutHooks(module)
+
     def run_both(xin, pdtype):
         params = {}
         if w is not None:
@@ -191,7 +276,7 @@ def _probe_rank(module: nn.Module, spec: NormSpec, struct, rank: int) -> Tuple[b
             params["bias"] = b.to(pdtype)
         with torch.no_grad():
             try:
-                ref = torch.func.functional_call(module, params, (xin,))
+                ref = torch.func.functional_call(unhooked, {f"inner.{k}": v for k, v in params.items()}, (xin,))
             except Exception as exc:  # the original itself rejects this dtype mix
                 return None, exc
             if not isinstance(ref, torch.Tensor):
@@ -258,6 +343,10 @@ def classify(module: nn.Module, _cache: Optional[dict] = None) -> Tuple[Optional
             with fp32 parameters, ``reason`` is ``"mixed-dtype"``: the patched module
             then runs its original forward for such inputs. ``fp32_err`` and
             ``half_err`` are the probe's largest absolute differences.
+
+    Raises:
+        ValueError: the module's weight or bias is an empty placeholder with no
+            ``ds_shape`` saying its full shape (a sharded parameter outside forward).
 
     Examples:
         >>> import torch

@@ -355,6 +355,52 @@ def generate(res: Results) -> str:
     return page("Generation speed", res, body)
 
 
+def compile_page(res: Results) -> str:
+    name = "bench_compile_cpu.json"
+    d = res.get(name)
+    qa = d["qa"]
+    labels = {"stock": "stock", "twin": "stock twin", "patched": "patched", "compiled_stock": "compiled stock",
+              "compiled_patched": "compiled patched"}
+    rows = []
+    for r in qa["rows"]:
+        med, sp = r["median_ms"], r["speedup"]
+        comp = sp.get("compiled_patched_vs_compiled_stock")
+        rows.append([f"{r['batch']} × {r['seq']}", *[ms(med.get(v)) for v in labels],
+                     f"{sp['patched_vs_stock']:.3f}×", f"{sp['twin_vs_stock']:.3f}×", f"{comp:.3f}×" if comp else "-",
+                     f"{r['max_abs_diff_vs_stock'].get('compiled_patched', float('nan')):.1e}"])
+    graphs = qa.get("graphs", {})
+    body = ["Patched against stock models in eager mode and under `torch.compile` (inductor, CPU). Each variant runs "
+            "once per round, in turn, and the table gives the median over rounds. The *stock twin* is an unpatched "
+            "copy of the stock model: its ratio to the stock model is the run-to-run noise. Speedups are stock ÷ "
+            "variant (compiled: compiled stock ÷ compiled patched).", "",
+            f"## {qa['model']}, question answering", "",
+            table(["batch × seq", *[f"{v} ms" for v in labels.values()], "patched", "twin", "compiled",
+                   "max abs diff (compiled)"], rows), ""]
+    for key, g in graphs.items():
+        body.append(f"- `{labels.get(key, key)}`: {g['graphs']} graph(s), {g['hf_lnorm_custom_ops']} hf_lnorm "
+                    "custom op(s) in them")
+    body += ["", "Under `torch.compile` a patched norm runs the stock module's own forward, so inductor compiles "
+             "the same graph for both models (the counts above).", ""]
+    train = d.get("train") or {}
+    if train.get("rows"):
+        r = train["rows"][0]
+        c = train["config"]
+        body += [f"## Llama causal-LM training step, batch {r['batch']} × seq {r['seq']}", "",
+                 f"`LlamaForCausalLM` from a config (hidden {c['hidden_size']}, {c['layers']} layers, {c['heads']} "
+                 f"heads, MLP {c['intermediate_size']}, vocabulary {c['vocab_size']}, random weights): forward, loss, "
+                 "backward and an AdamW step.", "",
+                 table(["variant", "ms per step", "first loss"],
+                       [[labels.get(k, k), ms(v), f"{r['first_loss'][k]:.6f}"] for k, v in r["median_ms"].items()]), "",
+                 ", ".join(f"{k.replace('_vs_', ' vs ').replace('_', ' ')}: {v:.3f}×" for k, v in r["speedup"].items()),
+                 ""]
+        for key, g in train.get("graphs", {}).items():
+            body.append(f"- `{labels.get(key, key)}`: {g['graphs']} graph(s), {g['hf_lnorm_custom_ops']} hf_lnorm "
+                        "custom op(s) in them")
+        body.append("")
+    body += [provenance_note(d, name, threads=d["environment"].get("threads")), ""]
+    return page("torch.compile and eager: patched vs stock", res, body)
+
+
 def census(res: Results) -> str:
     body = []
     for name in res.names("norm_census_transformers-*.json"):
@@ -415,6 +461,7 @@ PAGES: List[Tuple[str, str, Callable[[Results], str]]] = [
     ("qa_patch_modes.md", "QA exact match and F1 per patch mode", qa_patch_modes),
     ("families.md", "the model families' trained results and the fine-tuning recipes", families),
     ("generate.md", "LNormGPT generation speed against GPT-2", generate),
+    ("compile.md", "patched vs stock, eager and under `torch.compile`", compile_page),
     ("census.md", "every norm class in transformers and what `hf_lnorm.patch` does with it", census),
 ]
 

@@ -9,6 +9,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tests run tiny tensors and check that the C++ kernel computes them: take it at every size (the default
+# sends inputs under 4,096 elements to aten's kernel; tests/norms/test_fastpath.py checks that default)
+os.environ.setdefault("HF_LNORM_CPU_MIN_NUMEL", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

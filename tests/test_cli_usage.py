@@ -33,6 +33,9 @@ BAD_FLAGS = [
     (["bench", "quantized", "--alpha", "2"], "--alpha", "'2'", "[0, 1]"),
     (["bench", "quantized", "--qa-examples", "0"], "--qa-examples", "'0'", ">= 1"),
     (["bench", "generate", "--layers", "0"], "--layers", "'0'", ">= 1"),
+    (["bench", "compile", "--rounds", "0"], "--rounds", "'0'", ">= 1"),
+    (["bench", "compile", "--shapes", "8by384"], "--shapes", "'8by384'", "BATCHxSEQ"),
+    (["bench", "compile", "--train-shape", "8x0"], "--train-shape", "'8x0'", ">= 1"),
     (["bench", "generate", "--new-tokens", "-5"], "--new-tokens", "'-5'", ">= 1"),
 ]
 

@@ -40,6 +40,11 @@ logger = logging.getLogger(__name__)
 # name -> module. Add a module here to make it an experiment.
 EXPERIMENTS: Dict[str, str] = {
     "grad_norms_init": "hf_lnorm.experiments.grad_norms_init",
+    "warmup": "hf_lnorm.experiments.warmup",
+    "fusion_norm": "hf_lnorm.experiments.fusion_norm",
+    "critic_norm_rl": "hf_lnorm.experiments.critic_norm_rl",
+    "norm_choice": "hf_lnorm.experiments.norm_choice",
+    "depth": "hf_lnorm.experiments.depth",
 }
 
 

@@ -43,7 +43,7 @@ from typing import Any, List, Optional, Tuple
 import torch
 from torch import nn
 
-from . import cpu, ops
+from . import cpu, fastpath, ops
 from .fused import tracing
 from .reference import LAYER_NORM
 
@@ -123,11 +123,26 @@ def _norm_args(norm: nn.Module):
 
 def _fused_block_forward(self, hidden_states, input_tensor):
     st = self.__dict__[RESIDUAL_ATTR]
-    norm = getattr(self, st.norm)
-    h = getattr(self, st.dense)(hidden_states)
+    children = self._modules
+    norm = children[st.norm]
+    h = children[st.dense](hidden_states)
     if st.dropout is not None:
-        h = getattr(self, st.dropout)(h)
-    if NORM_STATE_ATTR not in norm.__dict__ or tracing(h) or h.shape != input_tensor.shape:
+        h = children[st.dropout](h)
+    norm_state = norm.__dict__.get(NORM_STATE_ATTR)
+    fast = None if norm_state is None else norm_state.fast
+    if fast is not None and fast.cpp and fast.layer_norm and fastpath.plain_eager(h):
+        # decided when the norm was patched (norms/fastpath.py): plain eager float32 CPU inference of a
+        # LayerNorm the C++ kernel computes; h is the Linear's fresh output, so the sum is written into it
+        params = norm._parameters
+        w = params["weight"] if fast.has_weight else None
+        b = params["bias"] if fast.has_bias else None
+        if (type(input_tensor) is torch.Tensor and input_tensor.dtype is torch.float32 and input_tensor.is_cpu
+                and h.shape == input_tensor.shape and h.is_contiguous()
+                and not (torch.is_grad_enabled() and input_tensor.requires_grad)
+                and fastpath.cpp_inference_ok(h, fast.size, w, b)):
+            x = input_tensor if input_tensor.is_contiguous() else input_tensor.contiguous()
+            return torch.ops.hf_lnorm_cpu.add_norm(x, h, w, b, getattr(norm, fast.eps_attr), False, True)[0]
+    if norm_state is None or tracing(h) or h.shape != input_tensor.shape:
         # the norm was unpatched on its own, a graph is being traced (it records the stock block's add and the
         # patched norm's graph form, see fused.traced_norm), or an unusual call
         return norm(h + input_tensor)

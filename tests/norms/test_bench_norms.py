@@ -85,3 +85,20 @@ def test_bench_norms_e2e_minilm(tmp_path):
     e2e = json.loads(out.read_text())["e2e"]
     assert e2e["max_abs_diff"] <= 1e-5 and e2e["fused_blocks"] == 12
     assert e2e["stock_ms"] > 0 and e2e["patched_ms"] > 0 and e2e["twin_ms"] > 0
+
+
+def test_bench_compile_eager_rows_json(tmp_path, capsys):
+    """``hf-lnorm bench compile`` without compilation: stock, twin and patched rows, exact outputs, provenance."""
+    out = tmp_path / "compile.json"
+    rc = main(["bench", "compile", "--no-compile", "--no-train", "--shapes", "1x16,2x8", "--rounds", "2",
+               "--min-round-s", "0", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert [(r["batch"], r["seq"]) for r in data["qa"]["rows"]] == [(1, 16), (2, 8)]
+    for row in data["qa"]["rows"]:
+        assert set(row["median_ms"]) == {"stock", "twin", "patched"}
+        assert all(len(t) == 2 and min(t) > 0 for t in row["times_ms"].values())
+        assert row["max_abs_diff_vs_stock"]["twin"] == 0.0 and row["max_abs_diff_vs_stock"]["patched"] < 1e-4
+        assert row["speedup"]["patched_vs_stock"] > 0
+    assert "patched (fused)" in data["qa"]["patched_norms"] and data["train"]["rows"] == []
+    assert data["provenance"]["command"] and "QA inference" in capsys.readouterr().out

@@ -29,6 +29,8 @@ The environment variables it reads:
   frees the idle blocks.
 * ``HF_LNORM_CPU_STREAM_MB``: outputs at least this large use streaming stores
   (default 8).
+* ``HF_LNORM_CPU_MIN_NUMEL`` (read by ``norms/fastpath.py``): patched norms send inputs
+  with fewer elements to aten's kernel (default 4096).
 * ``HF_LNORM_CACHE``: the cache root (see ``hf_lnorm.resources.cache_dir``).
 
 Examples:
