@@ -6,12 +6,14 @@ load falls on all of them alike) and reported as the median over rounds:
 * **QA inference**: the bundled MiniLM QA model (or ``--model``) at each ``--shapes`` batch × sequence:
   stock eager, an unpatched deep copy of it (the *twin*: its ratio to stock is the noise floor of the
   run), ``hf_lnorm.patch``-ed eager, ``torch.compile(stock)`` and ``torch.compile(patched)``.
-* **Llama training step** (``--train``, on by default): a small ``LlamaForCausalLM`` built from a config
-  (random weights): forward, loss, backward and an AdamW step, stock and patched, eager and compiled.
+* **Llama training step** (unless ``--no-train``): a small ``LlamaForCausalLM`` built from a config
+  (random weights): forward, loss, backward and an AdamW step, stock (and its twin) and patched, eager
+  and compiled.
 
 For every compiled model the benchmark records how many graphs dynamo produced (graph breaks add
-graphs) and how many hf_lnorm custom ops the graphs contain, which says whether the patched norms
-reach inductor as plain aten ops it can fuse. Outputs are compared with the stock model's (max |diff|).
+graphs), how many hf_lnorm custom ops the graphs contain, and whether the compiled stock and patched
+models hand inductor the same graphs (``same_graphs``), which says whether the patched norms reach
+inductor as the stock model's own ops, for it to fuse. Outputs are compared with the stock model's (max |diff|).
 
     hf-lnorm bench compile --threads 2 --json data/results/bench_compile_cpu.json
     hf-lnorm bench compile --shapes 1x128 --rounds 3 --no-train      # a quick look
@@ -33,7 +35,7 @@ from .._json import write_json
 from .._machine import machine_info, provenance
 
 QA_VARIANTS = ("stock", "twin", "patched", "compiled_stock", "compiled_patched")
-TRAIN_VARIANTS = ("stock", "patched", "compiled_stock", "compiled_patched")
+TRAIN_VARIANTS = ("stock", "twin", "patched", "compiled_stock", "compiled_patched")
 
 
 def shape_list(text: str) -> List[Tuple[int, int]]:
@@ -82,15 +84,18 @@ class _GraphCounter:
         self.graphs = 0
         self.custom_ops = 0
         self.norm_ops: Dict[str, int] = {}
+        self.targets: List[List[str]] = []  # each graph's functions, in order
 
     def __call__(self, gm, example_inputs):
         from torch._inductor.compile_fx import compile_fx
 
         self.graphs += 1
+        self.targets.append([])
         for node in gm.graph.nodes:
             if node.op != "call_function":
                 continue
             name = _target_name(node.target)
+            self.targets[-1].append(name)
             if "hf_lnorm" in name:
                 self.custom_ops += 1
             if "norm" in name:
@@ -109,6 +114,16 @@ def _target_name(target) -> str:
         return str(target)
     module = getattr(target, "__module__", None)
     return f"{module}.{name}" if module else name
+
+
+def _graph_info(counters: Dict[str, "_GraphCounter"]) -> Dict:
+    """Per compiled variant: graphs, hf_lnorm custom ops, norm functions; and whether the stock and patched
+    graphs call the same functions in the same order."""
+    info: Dict = {n: {"graphs": c.graphs, "hf_lnorm_custom_ops": c.custom_ops, "norm_ops": c.norm_ops}
+                  for n, c in counters.items()}
+    if "compiled_stock" in counters and "compiled_patched" in counters:
+        info["same_graphs"] = counters["compiled_stock"].targets == counters["compiled_patched"].targets
+    return info
 
 
 def _calibrate(fn: Callable[[], object], min_s: float) -> int:
@@ -180,9 +195,7 @@ def _qa_rows(args, torch) -> Tuple[List[Dict], Dict]:
             row["speedup"]["compiled_patched_vs_compiled_stock"] = med["compiled_stock"] / med["compiled_patched"]
             row["speedup"]["compiled_stock_vs_stock"] = med["stock"] / med["compiled_stock"]
         rows.append(row)
-    info = {"model": description, "patched_norms": report.summary(),
-            "graphs": {n: {"graphs": c.graphs, "hf_lnorm_custom_ops": c.custom_ops, "norm_ops": c.norm_ops}
-                       for n, c in counters.items()}}
+    info = {"model": description, "patched_norms": report.summary(), "graphs": _graph_info(counters)}
     return rows, info
 
 
@@ -199,7 +212,7 @@ def _train_rows(args, torch) -> Tuple[List[Dict], Dict]:
     ids = torch.randint(0, config.vocab_size, (batch, seq), generator=gen)
     counters: Dict[str, _GraphCounter] = {}
     setups = {}
-    for name in TRAIN_VARIANTS if not args.no_compile else TRAIN_VARIANTS[:2]:
+    for name in TRAIN_VARIANTS if not args.no_compile else TRAIN_VARIANTS[:3]:
         model = copy.deepcopy(base)
         if "patched" in name:
             hf_lnorm.patch(model)
@@ -222,13 +235,12 @@ def _train_rows(args, torch) -> Tuple[List[Dict], Dict]:
     times = _interleaved({name: (lambda n=name: step(n)) for name in setups}, args.rounds, args.min_round_s)
     med = {name: statistics.median(t) for name, t in times.items()}
     row = {"batch": batch, "seq": seq, "median_ms": med, "times_ms": times, "first_loss": first_loss,
-           "speedup": {"patched_vs_stock": med["stock"] / med["patched"]}}
+           "speedup": {"patched_vs_stock": med["stock"] / med["patched"], "twin_vs_stock": med["stock"] / med["twin"]}}
     if "compiled_stock" in med:
         row["speedup"]["compiled_patched_vs_compiled_stock"] = med["compiled_stock"] / med["compiled_patched"]
         row["speedup"]["compiled_stock_vs_stock"] = med["stock"] / med["compiled_stock"]
     info = {"config": {"hidden_size": 256, "layers": 4, "heads": 4, "intermediate_size": 688, "vocab_size": 4000},
-            "graphs": {n: {"graphs": c.graphs, "hf_lnorm_custom_ops": c.custom_ops, "norm_ops": c.norm_ops}
-                       for n, c in counters.items()}}
+            "graphs": _graph_info(counters)}
     return [row], info
 
 
@@ -265,6 +277,9 @@ def format_table(result: Dict) -> str:
         lines.append(f"{row['batch']}x{row['seq']:<6} {cells} {sp['patched_vs_stock']:>7.3f}x {sp['twin_vs_stock']:>5.3f}x "
                      + (f"{comp:>8.3f}x" if comp else f"{'-':>9}"))
     for name, g in result["qa"].get("graphs", {}).items():
+        if not isinstance(g, dict):
+            lines.append(f"  {name}: {g}")
+            continue
         lines.append(f"  {name}: {g['graphs']} graph(s), {g['hf_lnorm_custom_ops']} hf_lnorm custom op(s) in them")
     if result["train"]["rows"]:
         row = result["train"]["rows"][0]
@@ -273,6 +288,9 @@ def format_table(result: Dict) -> str:
             lines.append(f"  {name:<17} {ms:9.2f}   first loss {row['first_loss'][name]:.6f}")
         lines.append("  " + ", ".join(f"{k} {v:.3f}x" for k, v in row["speedup"].items()))
         for name, g in result["train"].get("graphs", {}).items():
+            if not isinstance(g, dict):
+                lines.append(f"  {name}: {g}")
+                continue
             lines.append(f"  {name}: {g['graphs']} graph(s), {g['hf_lnorm_custom_ops']} hf_lnorm custom op(s) in them")
     env = result["environment"]
     lines.append(f"(torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads, {env['cpu']}; "
