@@ -381,7 +381,8 @@ def compile_page(res: Results) -> str:
     body = ["Patched against stock models in eager mode and under `torch.compile` (inductor, CPU). Each variant runs "
             "once per round, in turn, and the table gives the median over rounds. The *stock twin* is an unpatched "
             "copy of the stock model: its ratio to the stock model is the run-to-run noise. Speedups are stock ÷ "
-            "variant (compiled: compiled stock ÷ compiled patched).", "",
+            "variant (compiled: compiled stock ÷ compiled patched), the median over rounds of the ratio within a "
+            "round.", "",
             f"## {qa['model']}, question answering", "",
             table(["batch × seq", *[f"{v} ms" for v in labels.values()], "patched", "twin", "compiled",
                    "max abs diff (compiled)"], rows), ""]

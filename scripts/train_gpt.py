@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import torch  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
+from hf_lnorm._machine import provenance  # noqa: E402
 from hf_lnorm.models import ImageGPTColorProcessor, LNormGPTConfig, LNormGPTForCausalLM, complete_images  # noqa: E402
 from hf_lnorm.outputs import OutputExistsError, check_output_dir, staged_output_dir  # noqa: E402
 
@@ -163,7 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             processor.save_pretrained(tmp_dir)
             _save_completions(model, processor, valid_images[:10], os.path.join(tmp_dir, "completions.png"))
         with open(os.path.join(tmp_dir, "train_results.json"), "w") as handle:
-            json.dump({"eval_loss_before": before, "eval_loss_after": after, "steps": trainer.state.global_step}, handle, indent=2)
+            json.dump({"eval_loss_before": before, "eval_loss_after": after, "steps": trainer.state.global_step,
+                       "provenance": provenance()}, handle, indent=2)
     print(f"saved to {output_dir}")
     return 0
 

@@ -20,6 +20,9 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .._json import write_json
+from .._machine import provenance
+
 __all__ = ["PATCH_CHOICES", "parse_recipe_args", "apply_lnorm_patch", "default_lora_targets", "apply_lora", "resumable_checkpoint",
            "setup_logging", "resume_or_refuse", "train_and_save"]
 
@@ -253,7 +256,7 @@ def resume_or_refuse(training_args, logger: logging.Logger, keep: Sequence[str] 
 
 
 def train_and_save(trainer, resume: Optional[str], **counts: Any) -> Dict[str, Any]:
-    """Train, save the model, state and ``train_results.json``; returns the training metrics.
+    """Train, save the model, state, ``train_results.json`` and ``provenance.json``; returns the training metrics.
 
     Args:
         trainer (transformers.Trainer): the recipe's trainer.
@@ -274,4 +277,6 @@ def train_and_save(trainer, resume: Optional[str], **counts: Any) -> Dict[str, A
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
+    if trainer.is_world_process_zero():  # where the metrics came from: code, versions, machine, command
+        write_json(os.path.join(trainer.args.output_dir, "provenance.json"), provenance())
     return metrics

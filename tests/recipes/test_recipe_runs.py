@@ -55,6 +55,8 @@ def test_qa_train_eval_save_with_fused_patch(run_qa, tiny_qa_model_dir, tmp_path
     assert baseline["f1"] > 0 and res["eval_first_sentence_f1"] == pytest.approx(baseline["f1"])
     assert os.path.isfile(os.path.join(out, "model.safetensors")) and os.path.isfile(os.path.join(out, "tokenizer.json"))
     assert _read(os.path.join(out, "all_results.json"))["eval_f1"] == pytest.approx(res["eval_f1"])
+    prov = _read(os.path.join(out, "provenance.json"))  # where the metrics came from
+    assert prov["versions"]["transformers"] and prov["machine"]["cores"] and prov["created"]
     # The saved (patched during training) model loads in stock transformers.
     from transformers import AutoModelForQuestionAnswering
 
