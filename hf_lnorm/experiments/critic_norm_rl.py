@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._report import provenance_lines
 from ..errors import UsageError
 
 __all__ = ["NAME", "DESCRIPTION", "DEFAULT_SEEDS", "GAMMA", "R_MIN", "Q_MIN", "TOL", "DIVERGE_FACTOR",
@@ -578,21 +579,6 @@ def _seed_counts(result: dict, tol: float) -> str:
     return f" Seeds whose final bias exceeds {tol:.1f} (or is not finite): {', '.join(counts)}."
 
 
-def _provenance_lines(result: dict) -> List[str]:
-    prov = result.get("provenance") or {}
-    machine = prov.get("machine") or {}
-    versions = prov.get("versions") or {}
-    vtext = ", ".join(f"{k} {versions[k]}" for k in ("python", "torch", "transformers") if k in versions)
-    cpu = machine.get("cpu") if isinstance(machine, dict) else None
-    sha = prov.get("git_sha")
-    rev = f"git `{sha[:7]}`" + (" with uncommitted changes" if prov.get("git_dirty") else "") if sha else \
-        f"hf_lnorm {prov.get('hf_lnorm', '?')}"
-    return [f"- command: `{prov.get('command', 'not recorded')}`",
-            f"- machine: {cpu or 'not recorded'}",
-            f"- date {(prov.get('created') or '')[:10] or 'not recorded'}, {rev}; {vtext or 'versions not recorded'}",
-            f"- source: `data/results/experiments/{NAME}.json`"]
-
-
 def render_docs(result: dict) -> str:
     """The user's-guide page (``docs/experiments/critic_norm_rl.md``) for a result JSON.
 
@@ -700,5 +686,5 @@ def render_docs(result: dict) -> str:
               + "; ".join(parts) + "." + gap + f" Source: `{CONTROL_JSON}`, also tabulated on the "
               "[model families results page](../results/families.md); command: "
               f"`{control['command']}`.", ""]
-    lines += ["## Provenance", ""] + _provenance_lines(result)
+    lines += ["## Provenance", ""] + provenance_lines(result, NAME)
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ._charlm import Run, char_data, gpt_model, mean_std, train_interleaved
+from ._report import provenance_lines
 
 __all__ = ["NAME", "DESCRIPTION", "DEFAULT_SEEDS", "VARIANTS", "SPREAD_K", "diverged", "summarize", "run", "plot",
            "render_docs", "summary_lines"]
@@ -266,30 +267,6 @@ def summary_lines(result: dict) -> List[str]:
             f"{state('none')} (unigram baseline {result['settings']['unigram_loss']:.3f})."]
 
 
-def _load_text(machine: object) -> str:
-    """", 2 cores, 1-minute load average 5.1 when the run ended" from the provenance's machine record."""
-    if not isinstance(machine, dict):
-        return ""
-    cores, load = machine.get("cores"), machine.get("load_avg_1min")
-    return (f", {cores} cores" if cores else "") + (
-        f", 1-minute load average {load} when the run ended (step times are wall-clock)" if load is not None else "")
-
-
-def _provenance_lines(result: dict) -> List[str]:
-    prov = result.get("provenance") or {}
-    machine = prov.get("machine") or {}
-    versions = prov.get("versions") or {}
-    vtext = ", ".join(f"{k} {versions[k]}" for k in ("python", "torch", "transformers") if k in versions)
-    cpu = machine.get("cpu") if isinstance(machine, dict) else None
-    sha = prov.get("git_sha")
-    rev = f"git `{sha[:7]}`" + (" with uncommitted changes" if prov.get("git_dirty") else "") if sha else \
-        f"hf_lnorm {prov.get('hf_lnorm', '?')}"
-    return [f"- command: `{prov.get('command', 'not recorded')}`",
-            f"- machine: {cpu or 'not recorded'}{_load_text(machine)}",
-            f"- date {(prov.get('created') or '')[:10] or 'not recorded'}, {rev}; {vtext or 'versions not recorded'}",
-            f"- source: `data/results/experiments/{NAME}.json`"]
-
-
 def render_docs(result: dict) -> str:
     """The user's-guide page (``docs/experiments/depth.md``) for a result JSON.
 
@@ -352,5 +329,5 @@ def render_docs(result: dict) -> str:
                      f"{c['diverged']} of {c['seeds']} |")
     lines += ["", "Mean ± standard deviation over the seeds whose loss stayed finite; a run above the unigram "
               "baseline counts as diverged and is still in the mean.", "", "## Provenance", ""]
-    lines += _provenance_lines(result)
+    lines += provenance_lines(result, NAME, with_load=True)
     return "\n".join(lines) + "\n"

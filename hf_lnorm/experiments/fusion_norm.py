@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-from torch import nn
 
+from ._report import provenance_lines
 from ..errors import UsageError
 
 __all__ = ["NAME", "DESCRIPTION", "DEFAULT_SEEDS", "ACC_MARGIN", "BALANCE", "VARIANTS", "summarize", "run", "plot",
@@ -430,21 +430,6 @@ def summary_lines(result: dict) -> List[str]:
     return lines
 
 
-def _provenance_lines(result: dict) -> List[str]:
-    prov = result.get("provenance") or {}
-    machine = prov.get("machine") or {}
-    versions = prov.get("versions") or {}
-    vtext = ", ".join(f"{k} {versions[k]}" for k in ("python", "torch", "transformers") if k in versions)
-    cpu = machine.get("cpu") if isinstance(machine, dict) else None
-    sha = prov.get("git_sha")
-    rev = f"git `{sha[:7]}`" + (" with uncommitted changes" if prov.get("git_dirty") else "") if sha else \
-        f"hf_lnorm {prov.get('hf_lnorm', '?')}"
-    return [f"- command: `{prov.get('command', 'not recorded')}`",
-            f"- machine: {cpu or 'not recorded'}",
-            f"- date {(prov.get('created') or '')[:10] or 'not recorded'}, {rev}; {vtext or 'versions not recorded'}",
-            f"- source: `data/results/experiments/{NAME}.json`"]
-
-
 def render_docs(result: dict) -> str:
     """The user's-guide page (``docs/experiments/fusion_norm.md``) for a result JSON.
 
@@ -526,5 +511,5 @@ def render_docs(result: dict) -> str:
         cells = [f"{x['image_in']:.1f} → {x['image_out']:.1f} / {x['text_in']:.1f} → {x['text_out']:.1f}"
                  for x in r["feature_scales"]]
         lines.append(f"| {VARIANT_LABELS.get(r['variant'], r['variant'])} | {r['seed']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Provenance", ""] + _provenance_lines(result)
+    lines += ["", "## Provenance", ""] + provenance_lines(result, NAME)
     return "\n".join(lines) + "\n"

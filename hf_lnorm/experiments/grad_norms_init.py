@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ._report import provenance_lines
 from ..resources import data_file
 
 __all__ = ["NAME", "DESCRIPTION", "DEFAULT_SEEDS", "GROWS", "FLAT", "run", "plot", "render_docs", "summary_lines"]
@@ -388,21 +389,6 @@ def summary_lines(result: dict) -> List[str]:
     return [_verdict_sentence(s, verdicts) for s in sorted({v["setting"] for v in verdicts})]
 
 
-def _provenance_lines(result: dict) -> List[str]:
-    prov = result.get("provenance") or {}
-    machine = prov.get("machine") or {}
-    versions = prov.get("versions") or {}
-    vtext = ", ".join(f"{k} {versions[k]}" for k in ("python", "torch", "transformers") if k in versions)
-    cpu = machine.get("cpu") if isinstance(machine, dict) else None
-    sha = prov.get("git_sha")
-    rev = f"git `{sha[:7]}`" + (" with uncommitted changes" if prov.get("git_dirty") else "") if sha else \
-        f"hf_lnorm {prov.get('hf_lnorm', '?')}"
-    return [f"- command: `{prov.get('command', 'not recorded')}`",
-            f"- machine: {cpu or 'not recorded'}",
-            f"- date {(prov.get('created') or '')[:10] or 'not recorded'}, {rev}; {vtext or 'versions not recorded'}",
-            f"- source: `data/results/experiments/{NAME}.json`"]
-
-
 def render_docs(result: dict) -> str:
     """The user's-guide page (``docs/experiments/grad_norms_init.md``) for a result JSON.
 
@@ -476,5 +462,5 @@ def render_docs(result: dict) -> str:
                 cells = [_cell(c[q], i) for q in QUANTITIES for c in (pre, post)]
                 lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
             lines.append("")
-    lines += ["## Provenance", ""] + _provenance_lines(result)
+    lines += ["## Provenance", ""] + provenance_lines(result, NAME)
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ._report import provenance_lines
 from ..errors import UsageError
 from ..resources import cache_dir, data_file
 
@@ -487,21 +488,6 @@ def _speed_lines(result: dict) -> List[str]:
     return lines
 
 
-def _provenance_lines(result: dict) -> List[str]:
-    prov = result.get("provenance") or {}
-    machine = prov.get("machine") or {}
-    versions = prov.get("versions") or {}
-    vtext = ", ".join(f"{k} {versions[k]}" for k in ("python", "torch", "transformers") if k in versions)
-    cpu = machine.get("cpu") if isinstance(machine, dict) else None
-    sha = prov.get("git_sha")
-    rev = f"git `{sha[:7]}`" + (" with uncommitted changes" if prov.get("git_dirty") else "") if sha else \
-        f"hf_lnorm {prov.get('hf_lnorm', '?')}"
-    return [f"- command: `{prov.get('command', 'not recorded')}`",
-            f"- machine: {cpu or 'not recorded'}",
-            f"- date {(prov.get('created') or '')[:10] or 'not recorded'}, {rev}; {vtext or 'versions not recorded'}",
-            f"- source: `data/results/experiments/{NAME}.json`"]
-
-
 def render_docs(result: dict) -> str:
     """The user's-guide page (``docs/experiments/warmup.md``) for a result JSON.
 
@@ -575,5 +561,5 @@ def render_docs(result: dict) -> str:
     for r in sorted(result["per_seed"], key=lambda r: (r["lr"], r["norm_position"] != "pre", r["warmup_steps"], r["seed"])):
         cells = [f"{v:.3f}" for _, v in r["held_out_loss"]] + ["diverged"] * (width - len(r["held_out_loss"]))
         lines.append(f"| {r['lr']:g} | {r['norm_position']}-LN | {r['warmup_steps']} | {r['seed']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Provenance", ""] + _provenance_lines(result)
+    lines += ["", "## Provenance", ""] + provenance_lines(result, NAME)
     return "\n".join(lines) + "\n"
