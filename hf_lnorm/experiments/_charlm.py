@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..resources import data_file
+from ._report import mean_std  # noqa: F401  (re-exported for the char-LM experiments)
 
 __all__ = ["VALIDATION_FRACTION", "CharData", "char_data", "gpt_model", "Run", "train_interleaved", "mean_std"]
 
@@ -206,21 +207,3 @@ def _measure(run: Run) -> Optional[float]:
 def _finite_or_none(value: float) -> Optional[float]:
     """``value``, or ``None`` when it is inf or nan (JSON has no such numbers)."""
     return value if math.isfinite(value) else None
-
-
-def mean_std(values: Sequence[float]) -> Dict[str, float]:
-    """Mean and sample standard deviation (0 for one value) of ``values``.
-
-    Args:
-        values: at least one number.
-
-    Returns:
-        ``{"mean": m, "std": s}``.
-
-    Examples:
-        >>> mean_std([1.0, 3.0])
-        {'mean': 2.0, 'std': 1.4142135623730951}
-    """
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": math.sqrt(var)}

@@ -1,10 +1,11 @@
-"""What every experiment page shares: the provenance lines under its tables."""
+"""What the experiments share in reporting: seed statistics and the provenance lines under their tables."""
 
 from __future__ import annotations
 
-from typing import List
+import math
+from typing import Dict, List, Sequence
 
-__all__ = ["provenance_lines"]
+__all__ = ["mean_std", "provenance_lines"]
 
 
 def _load_text(machine: object) -> str:
@@ -45,3 +46,21 @@ def provenance_lines(result: dict, name: str, with_load: bool = False) -> List[s
             f"- machine: {cpu or 'not recorded'}{load}",
             f"- date {(prov.get('created') or '')[:10] or 'not recorded'}, {rev}; {vtext or 'versions not recorded'}",
             f"- source: `data/results/experiments/{name}.json`"]
+
+
+def mean_std(values: Sequence[float]) -> Dict[str, float]:
+    """Mean and sample standard deviation (0 for one value) of ``values``.
+
+    Args:
+        values: at least one number.
+
+    Returns:
+        ``{"mean": m, "std": s}``.
+
+    Examples:
+        >>> mean_std([1.0, 3.0])
+        {'mean': 2.0, 'std': 1.4142135623730951}
+    """
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": math.sqrt(var)}

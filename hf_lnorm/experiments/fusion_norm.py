@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from ._report import provenance_lines
+from ._report import mean_std, provenance_lines
 from ..errors import UsageError
 
 __all__ = ["NAME", "DESCRIPTION", "DEFAULT_SEEDS", "ACC_MARGIN", "BALANCE", "VARIANTS", "summarize", "run", "plot",
@@ -246,12 +246,6 @@ def _train_one(model, data: dict, sizes: dict, seed: int) -> dict:
 # --------------------------------------------------------------------------- verdict
 
 
-def _mean_std(values: Sequence[float]) -> Dict[str, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": math.sqrt(var)}
-
-
 def summarize(per_seed: Sequence[dict]) -> Dict[str, object]:
     """Seed statistics per variant, the variant chosen on validation, and the verdict.
 
@@ -284,11 +278,11 @@ def summarize(per_seed: Sequence[dict]) -> Dict[str, object]:
         last = [r["feature_scales"][-1] for r in records]
         variants.append({
             "variant": name, "seeds": len(records),
-            "final_val_accuracy": _mean_std([r["final_val_accuracy"] for r in records]),
-            "test_accuracy": _mean_std([r["test_accuracy"] for r in records]),
-            "image_out": _mean_std([s["image_out"] for s in last]),
-            "text_out": _mean_std([s["text_out"] for s in last]),
-            "abs_log_ratio": _mean_std([abs(math.log(s["ratio_out"])) for s in last]),
+            "final_val_accuracy": mean_std([r["final_val_accuracy"] for r in records]),
+            "test_accuracy": mean_std([r["test_accuracy"] for r in records]),
+            "image_out": mean_std([s["image_out"] for s in last]),
+            "text_out": mean_std([s["text_out"] for s in last]),
+            "abs_log_ratio": mean_std([abs(math.log(s["ratio_out"])) for s in last]),
         })
     by_name = {v["variant"]: v for v in variants}
     chosen = max(variants, key=lambda v: v["final_val_accuracy"]["mean"])["variant"] if variants else None

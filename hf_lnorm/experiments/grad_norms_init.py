@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ._report import provenance_lines
+from ._report import mean_std, provenance_lines
 from ..resources import data_file
 
 __all__ = ["NAME", "DESCRIPTION", "DEFAULT_SEEDS", "GROWS", "FLAT", "run", "plot", "render_docs", "summary_lines"]
@@ -190,12 +190,6 @@ def _gpt(vocab_size: int, sizes: dict, depth: int, position: str, seed: int):
 # --------------------------------------------------------------------------- the experiment
 
 
-def _mean_std(values: Sequence[float]) -> Dict[str, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": math.sqrt(var)}
-
-
 def summarize(per_seed: Sequence[dict]) -> Dict[str, object]:
     """Seed means and spreads per layer, last/first-layer ratios, and whether the claim held.
 
@@ -217,7 +211,7 @@ def summarize(per_seed: Sequence[dict]) -> Dict[str, object]:
     for (setting, depth, position), records in sorted(groups.items()):
         curve: Dict[str, object] = {"setting": setting, "depth": depth, "norm_position": position, "seeds": len(records)}
         for q in QUANTITIES:
-            stats = [_mean_std([r[q][i] for r in records]) for i in range(depth)]
+            stats = [mean_std([r[q][i] for r in records]) for i in range(depth)]
             mean = [s["mean"] for s in stats]
             curve[q] = {"mean": mean, "std": [s["std"] for s in stats], "last_over_first": mean[-1] / mean[0]}
         curves.append(curve)

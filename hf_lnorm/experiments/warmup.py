@@ -38,7 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ._report import provenance_lines
+from ._report import mean_std, provenance_lines
 from ..errors import UsageError
 from ..resources import cache_dir, data_file
 
@@ -249,12 +249,6 @@ def _train_one(model, tokenizer, data: dict, sizes: dict, lr: float, warmup_step
 # --------------------------------------------------------------------------- verdict
 
 
-def _mean_std(values: Sequence[float]) -> Dict[str, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": math.sqrt(var)}
-
-
 def summarize(per_seed: Sequence[dict]) -> Dict[str, object]:
     """Seed statistics per configuration and the verdict per learning rate.
 
@@ -288,7 +282,7 @@ def summarize(per_seed: Sequence[dict]) -> Dict[str, object]:
                                     "diverged": len(records) - len(ok)}
         for key in ("final_held_out_loss", "final_bleu", "final_chrf"):
             values = [r[key] for r in ok if r[key] is not None]
-            entry[key] = _mean_std(values) if values else None
+            entry[key] = mean_std(values) if values else None
         configs.append(entry)
     by_run = {(r["norm_position"], r["lr"], r["warmup_steps"] > 0, r["seed"]): r for r in per_seed}
     verdicts = []
