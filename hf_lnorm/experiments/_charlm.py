@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from torch import nn
 from ..resources import data_file
 from ._report import mean_std  # noqa: F401  (re-exported for the char-LM experiments)
 
-__all__ = ["VALIDATION_FRACTION", "CharData", "char_data", "gpt_model", "Run", "train_interleaved", "mean_std"]
+__all__ = ["VALIDATION_FRACTION", "CharData", "char_data", "gpt_model", "Run", "train_interleaved", "lm_objective", "mean_std"]
 
 VALIDATION_FRACTION = 0.1
 
@@ -115,6 +115,31 @@ def gpt_model(vocab_size: int, seq_len: int, hidden_size: int, layers: int, head
                             norm_type=norm_type, norm_position=norm_position, use_cache=False)
     torch.manual_seed(seed)
     return LNormGPTForCausalLM(config).train()
+
+
+def lm_objective(data: CharData, sizes: dict, seed: int) -> Tuple[Callable, Callable]:
+    """The training loss and the validation metric of a character LM run, on batches drawn from ``seed``.
+
+    Args:
+        data: the split text.
+        sizes: ``batch_size``, ``seq_len``, ``steps`` and ``valid_windows``.
+        seed: seeds the training batches (every model of a seed sees the same ones).
+
+    Returns:
+        ``(loss_fn(model, step), evaluate(model))``: the loss of batch ``step``, and the mean validation loss
+        in nats per character.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    batches = [data.train_batch(sizes["batch_size"], sizes["seq_len"], generator) for _ in range(sizes["steps"])]
+    valid = data.valid_batches(64, sizes["seq_len"], sizes["valid_windows"])
+
+    def loss_fn(m: nn.Module, step: int) -> torch.Tensor:
+        return m(input_ids=batches[step], labels=batches[step]).loss
+
+    def evaluate(m: nn.Module) -> float:
+        return sum(float(m(input_ids=b, labels=b).loss) * len(b) for b in valid) / sum(len(b) for b in valid)
+
+    return loss_fn, evaluate
 
 
 def _lr_factor(step: int, steps: int, warmup: int) -> float:

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-from torch import nn
 
-from ._charlm import Run, char_data, gpt_model, mean_std, train_interleaved
+from ._charlm import Run, char_data, gpt_model, lm_objective, mean_std, train_interleaved
 from ._report import provenance_lines
 
 __all__ = ["NAME", "DESCRIPTION", "DEFAULT_SEEDS", "VARIANTS", "SPREAD_K", "diverged", "summarize", "run", "plot",
@@ -121,15 +120,7 @@ def summarize(per_seed: Sequence[dict], unigram_loss: float) -> Dict[str, object
 
 
 def _runs(data, sizes: dict, seed: int) -> List[Run]:
-    generator = torch.Generator().manual_seed(seed)
-    batches = [data.train_batch(sizes["batch_size"], sizes["seq_len"], generator) for _ in range(sizes["steps"])]
-    valid = data.valid_batches(64, sizes["seq_len"], sizes["valid_windows"])
-
-    def loss_fn(m: nn.Module, step: int) -> torch.Tensor:
-        return m(input_ids=batches[step], labels=batches[step]).loss
-
-    def evaluate(m: nn.Module) -> float:
-        return sum(float(m(input_ids=b, labels=b).loss) * len(b) for b in valid) / sum(len(b) for b in valid)
+    loss_fn, evaluate = lm_objective(data, sizes, seed)
 
     runs = []
     for depth in sizes["depths"]:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._charlm import Run, char_data, gpt_model, mean_std, train_interleaved
+from ._charlm import Run, char_data, gpt_model, lm_objective, mean_std, train_interleaved
 from ._report import provenance_lines
 
 __all__ = ["NAME", "DESCRIPTION", "DEFAULT_SEEDS", "NORM_TYPES", "PATHS", "TASKS", "FASTER", "SPREAD_K",
@@ -191,15 +191,7 @@ def _vit_runs(data, sizes: dict, seed: int) -> List[Run]:
 
 def _lm_runs(data, sizes: dict, seed: int) -> List[Run]:
     """One character LM per norm type and path, all from the weights of ``seed`` and seeing the same batches."""
-    generator = torch.Generator().manual_seed(seed)
-    batches = [data.train_batch(sizes["batch_size"], sizes["seq_len"], generator) for _ in range(sizes["steps"])]
-    valid = data.valid_batches(64, sizes["seq_len"], sizes["valid_windows"])
-
-    def loss_fn(m: nn.Module, step: int) -> torch.Tensor:
-        return m(input_ids=batches[step], labels=batches[step]).loss
-
-    def evaluate(m: nn.Module) -> float:
-        return sum(float(m(input_ids=b, labels=b).loss) * len(b) for b in valid) / sum(len(b) for b in valid)
+    loss_fn, evaluate = lm_objective(data, sizes, seed)
 
     runs = []
     for norm_type in NORM_TYPES:
