@@ -1,7 +1,7 @@
 """Run a QA model's norms and Linears in int8 and measure what that costs against fp32.
 
-`hf_lnorm.patch(model, mode="quantized")` makes the Linears that read a norm int8
-(`all_linears=True`: every Linear); `hf_lnorm.smooth` and `hf_lnorm.calibrate(static=True)`
+`hf_lnorm.patch(model, mode="quantized")` makes every Linear int8 (`all_linears=False`:
+only the Linears that read a norm); `hf_lnorm.smooth` and `hf_lnorm.calibrate(static=True)`
 tune the int8 scales on calibration questions (`resources.QA_CALIBRATION_FILE`, never the
 evaluation questions). Each variant is scored on held-out questions (`resources.QA_EVAL_FILE`):
 answer-span agreement with fp32, EM/F1 and the largest logit error. Inference only.
@@ -58,9 +58,10 @@ def main():
     ref = logits(model, enc.inputs)
     ref_spans = best_spans(*ref, enc)
     rows = [("fp32", 1.0, *exact_match_f1(span_texts(ref_spans, enc), enc.examples), 0.0)]
-    for name, options, tune in [("int8 norm readers", {}, None), ("int8 all Linears", {"all_linears": True}, None),
-                                ("int8 norm readers + smooth", {}, hf_lnorm.smooth),
-                                ("int8 norm readers + static scales", {}, static_scales)]:
+    readers = {"all_linears": False}
+    for name, options, tune in [("int8 all Linears (default)", {}, None), ("int8 norm readers", readers, None),
+                                ("int8 norm readers + smooth", readers, hf_lnorm.smooth),
+                                ("int8 norm readers + static scales", readers, static_scales)]:
         hf_lnorm.patch(model, mode="quantized", **options)
         if tune is not None:
             tune(model, calib)

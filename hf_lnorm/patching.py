@@ -442,7 +442,8 @@ def patch(
         backend: force a kernel backend (``"aten"``, ``"triton"``...); default picks
             the fastest available one.
         **mode_options (Any): passed to the mode: ``fuse_residual`` for ``fused``;
-            ``example_inputs``, ``kernel``, ``all_linears`` for ``quantized``.
+            ``example_inputs``, ``kernel``, ``all_linears`` (default True: every Linear
+            in int8) for ``quantized``.
 
     Returns:
         The same ``model`` object, patched.

@@ -3,8 +3,9 @@
 The model is ``transformers.GPT2LMHeadModel`` built from a config (no download),
 trained on the first 95% of the text; perplexity is measured on the last 5%
 (held out, never trained on) in non-overlapping windows. Variants: fp32,
-``torch.ao`` dynamic int8, ``hf_lnorm.patch(mode="quantized")`` and the same
-plus ``hf_lnorm.smooth`` (calibrated on training text).
+``torch.ao`` dynamic int8, ``hf_lnorm.patch(mode="quantized")`` (every Linear int8)
+and the same plus ``hf_lnorm.smooth`` (calibrated on training text), each also with
+``all_linears=False`` (``-readers``: only the norms' readers int8).
 
 Usage:
     python scripts/prepare_data.py shakespeare          # builds data/cache/shakespeare.txt
@@ -161,8 +162,8 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         variants["torch-dynamic-int8"] = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
-    for name, smooth, all_linears in (("hf_lnorm-int8", False, False), ("hf_lnorm-int8-smooth", True, False),
-                                      ("hf_lnorm-int8-all", False, True), ("hf_lnorm-int8-smooth-all", True, True)):
+    for name, smooth, all_linears in (("hf_lnorm-int8", False, True), ("hf_lnorm-int8-smooth", True, True),
+                                      ("hf_lnorm-int8-readers", False, False), ("hf_lnorm-int8-smooth-readers", True, False)):
         m = copy.deepcopy(model)
         hf_lnorm.patch(m, mode="quantized", example_inputs=calib[0], all_linears=all_linears)
         if smooth:

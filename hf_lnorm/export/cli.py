@@ -2,6 +2,7 @@
 
     hf-lnorm export path/to/bert out/ --task question-answering
     hf-lnorm export path/to/bert out/ --target tensorrt --overwrite
+    hf-lnorm export path/to/bert out/ --target openvino
     hf-lnorm export path/to/lnorm-seq2seq out/ --task text2text-generation-with-past --target tensorrt
 
 On transformers 4.57 with optimum-onnx the export goes through Optimum's
@@ -11,6 +12,9 @@ difference between ONNX Runtime and PyTorch on fresh inputs. An encoder-decoder
 model (``lnorm-seq2seq``) writes ``encoder_model.onnx``, ``decoder_model.onnx`` and
 ``decoder_with_past_model.onnx``; ``--target tensorrt`` checks each of them and
 prints one ``trtexec`` command per graph where no engine can be built here.
+``--target openvino`` converts the ONNX file to OpenVINO IR (``openvino_model.xml``
+and ``.bin``, float32 weights) in the same folder, the layout Optimum Intel's
+``OVModelFor*`` classes load, and prints OpenVINO's largest difference from PyTorch.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=list(TASKS), default=None, help="export task (default: from the model's architecture)")
     parser.add_argument("--opset", type=int_at_least(17), default=DEFAULT_OPSET,
                         help=f"ONNX opset, >= 17 (LayerNormalization) (default: {DEFAULT_OPSET})")
-    parser.add_argument("--target", choices=TARGETS, default="onnx", help="onnx (default) or tensorrt (standard ops only; engine where possible)")
+    parser.add_argument("--target", choices=TARGETS, default="onnx",
+                        help="onnx (default), tensorrt (standard ops only; engine where possible) or openvino "
+                             "(OpenVINO IR openvino_model.xml/.bin beside the ONNX file, checked in f32)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier hf-lnorm output there (never a folder hf-lnorm did not write)")
     parser.add_argument("--no-patch", action="store_true", help="export the model as loaded, without hf_lnorm.patch")

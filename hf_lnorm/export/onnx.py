@@ -63,7 +63,7 @@ logger = logging.getLogger("hf_lnorm")
 
 DEFAULT_OPSET = 18
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter emits opset-18 forms (e.g. Split with num_outputs)
-TARGETS = ("onnx", "tensorrt")
+TARGETS = ("onnx", "tensorrt", "openvino")
 METHOD_OPTIMUM = "optimum"
 METHOD_DYNAMO = "torch.onnx-dynamo"
 
@@ -98,7 +98,7 @@ class ExportResult:
         method: ``"optimum"`` or ``"torch.onnx-dynamo"``.
         task: the export task.
         opset: default-domain opset of the written graph(s).
-        target: ``"onnx"`` or ``"tensorrt"``.
+        target: ``"onnx"``, ``"tensorrt"`` or ``"openvino"``.
         op_types: per file, a ``Counter`` of ``"domain::OpType"`` (``""`` domain shown bare).
         max_abs_err: largest |ONNX Runtime - PyTorch| over all outputs on fresh inputs (fp32).
         notes: human-readable lines (path taken, opset adjustments, TensorRT status).
@@ -382,10 +382,12 @@ def export(
         output: output directory; must not exist unless ``overwrite``.
         task: one of ``TASKS``; default: inferred from the model class.
         opset: ONNX opset, >= 17 (the dynamo path needs >= 18 and raises it).
-        target: ``"onnx"`` or ``"tensorrt"`` (standard ops only, checked; an engine
+        target: ``"onnx"``, ``"tensorrt"`` (standard ops only, checked; an engine
             is built where the ``tensorrt`` package and a CUDA GPU are present,
             otherwise the notes give the ``trtexec`` command; the engine-building
-            path is not covered by the test suite).
+            path is not covered by the test suite) or ``"openvino"`` (the ONNX file
+            converted to OpenVINO IR, ``openvino_model.xml`` / ``.bin``, written
+            beside it and checked in f32 against PyTorch; single-graph models).
         overwrite: replace an existing ``output``.
         method: ``"optimum"`` or ``"torch.onnx-dynamo"``; default: Optimum when installed.
         patch: patch a model loaded from a path/hub id before export.
@@ -406,6 +408,7 @@ def export(
             without optimum-onnx; with ``target="tensorrt"``, a graph with non-standard ops.
         TypeError: ``model`` is neither a path, a hub id nor an ``nn.Module``.
         RuntimeError: the exporter wrote no ONNX file.
+        ImportError: ``target="openvino"`` without OpenVINO installed.
 
     Examples:
         ```python
@@ -424,6 +427,8 @@ def export(
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; accepted targets: {', '.join(TARGETS)}")
+    if target == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise ImportError('target "openvino" needs OpenVINO: pip install "hf-lnorm[openvino]"')
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset {opset!r} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
     method = method or default_method()
@@ -496,6 +501,21 @@ def export(
             result.max_abs_err = verify_onnx(model, tmp / "model.onnx", task)
         elif verify and family is not None:
             result.max_abs_err = _verify_family(family, model, tmp)
+        if target == "openvino":  # the IR beside the ONNX file: openvino_model.xml/.bin, verified in f32
+            if files != ["model.onnx"]:
+                raise UnsupportedArchitectureError(
+                    f"target 'openvino' takes single-graph exports; {type(model).__name__} exports as {', '.join(files)}")
+            from .openvino import convert_onnx, save_ir, verify_openvino
+
+            xml = save_ir(convert_onnx(tmp / "model.onnx"), tmp)
+            result.notes.append(f"OpenVINO IR: {xml.name} + {xml.with_suffix('.bin').name} (float32 weights); load with "
+                                "OVModelForQuestionAnswering.from_pretrained(OUT) or openvino.Core().read_model(OUT/openvino_model.xml)"
+                                if task == "question-answering" else
+                                f"OpenVINO IR: {xml.name} + {xml.with_suffix('.bin').name} (float32 weights); load with "
+                                "openvino.Core().read_model(OUT/openvino_model.xml)")
+            if verify:
+                err = verify_openvino(model, xml, task)
+                result.notes.append(f"OpenVINO (f32) vs PyTorch (fresh inputs): max |err| {err:.2e}")
         if target == "tensorrt":
             from .tensorrt import prepare_tensorrt
 

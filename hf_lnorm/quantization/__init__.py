@@ -20,6 +20,11 @@ What the mode does
   (quantized once, shared by Q/K/V) and runs an int8 x int8 -> int32 GEMM with
   per-output-channel int8 weights, dequantizing with ``s_row * s_col``.
   Called with anything else it quantizes that input per token itself.
+* **Other Linears** (``all_linears=True``, the default): every other
+  ``nn.Linear`` / ``Conv1D`` the trace saw (attention output, FFN down
+  projection, heads) runs the same int8 GEMM, quantizing its input per token
+  inside the layer. ``all_linears=False`` keeps them in float and runs only the
+  norms' readers in int8.
 * **Norms with no Linear consumer** quantize-dequantize their output and are
   reported as such (``NormRecord.extra["int8"] == "qdq"``).
 * ``calibrate(model, batches)`` records per-channel activation ranges of every

@@ -16,8 +16,9 @@ from typing import Any, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..norms.int8 import Int8Weight, int8_linear, quantize_activation, resolve_kernel
+from ..norms.int8 import Int8Weight, QuantizedActivation, int8_linear, quantize_activation, resolve_kernel
 from ..patching import STATE_ATTR
+from .cpu_quantizer import quantize_rows_u8
 
 __all__ = ["LINEAR_ATTR", "int8_layers"]
 
@@ -50,6 +51,31 @@ def _is_consumer_candidate(module: nn.Module) -> Optional[bool]:
     return None
 
 
+def quantize_input(y: torch.Tensor, static_scale: Optional[float] = None) -> QuantizedActivation:
+    """Per-token int8 of ``y`` ``(..., K)`` flattened to rows, as ``hf_lnorm.norms.int8.quantize_activation``.
+
+    Eager float32 CPU tensors with dynamic (per-token) scales go through the
+    one-pass kernel of ``cpu_quantizer``; everything else (static scales, CUDA,
+    ``torch.compile``, ``torch.jit`` tracing, a single row) through
+    ``quantize_activation``. The codes are the same either way.
+
+    Args:
+        y: the float activation.
+        static_scale: one calibrated scale for every row, or None for per-token scales.
+
+    Returns:
+        The int8 activation ``(M, K)`` with its per-row scales.
+    """
+    if (static_scale is None and y.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()):
+        yf = y.reshape(-1, y.shape[-1]).float()
+        if yf.shape[0] > 1:
+            out = quantize_rows_u8(yf)
+            if out is not None:
+                return QuantizedActivation(*out)
+    return quantize_activation(y, static_scale)
+
+
 def _int8_linear_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     st: _LinearState = self.__dict__[LINEAR_ATTR]
     if x.is_quantized:
@@ -63,7 +89,7 @@ def _int8_linear_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
             break
     with torch.no_grad():
         if act is None:  # called on something other than the norm's output: quantize it here
-            act = quantize_activation(x if st.inv_smooth is None else x * st.inv_smooth.to(x.dtype))
+            act = quantize_input(x if st.inv_smooth is None else x * st.inv_smooth.to(x.dtype))
         out = int8_linear(act, st.weight, getattr(self, "bias", None))
     return out.view(*x.shape[:-1], out.shape[-1]).to(x.dtype)
 
@@ -96,8 +122,8 @@ def _uninstall_linear(layer: nn.Module) -> None:
 def int8_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     """``(name, module)`` of every Linear that quantized mode runs in int8.
 
-    These are the norms' readers found by the trace (and, with
-    ``all_linears=True``, every other Linear the trace saw). GPT-2 style
+    With the default ``all_linears=True`` these are all the Linears the trace
+    saw; with ``all_linears=False`` only the norms' readers. GPT-2 style
     ``Conv1D`` layers count as Linear.
 
     Args:
@@ -112,6 +138,10 @@ def int8_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
         >>> from hf_lnorm.quantization import int8_layers
         >>> block = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.Linear(32, 64), torch.nn.Linear(64, 8))
         >>> block = hf_lnorm.patch(block, mode="quantized", example_inputs=torch.randn(4, 32))
+        >>> [name for name, _ in int8_layers(block)]
+        ['1', '2']
+        >>> block = hf_lnorm.unpatch(block)
+        >>> block = hf_lnorm.patch(block, mode="quantized", example_inputs=torch.randn(4, 32), all_linears=False)
         >>> [name for name, _ in int8_layers(block)]
         ['1']
         >>> block = hf_lnorm.unpatch(block)

@@ -2,7 +2,7 @@
 
 * :func:`parse_recipe_args`: Hugging Face examples-style argument parsing,
   with a JSON config as the first argument and optional command-line overrides.
-* :func:`apply_lnorm_patch`: the ``--hf_lnorm_patch {none,fused,quantized,quantized-all}`` switch.
+* :func:`apply_lnorm_patch`: the ``--hf_lnorm_patch {none,fused,quantized,quantized-readers,quantized-all}`` switch.
 * :func:`apply_lora` / :func:`default_lora_targets`: the ``--lora`` switch (PEFT).
 * :func:`resumable_checkpoint`: the newest *complete* ``checkpoint-N`` folder.
 * :func:`setup_logging`, :func:`resume_or_refuse`, :func:`train_and_save`: the
@@ -26,7 +26,7 @@ from .._machine import provenance
 __all__ = ["PATCH_CHOICES", "parse_recipe_args", "apply_lnorm_patch", "default_lora_targets", "apply_lora", "resumable_checkpoint",
            "setup_logging", "resume_or_refuse", "train_and_save"]
 
-PATCH_CHOICES = ("none", "fused", "quantized", "quantized-all")
+PATCH_CHOICES = ("none", "fused", "quantized", "quantized-readers", "quantized-all")
 
 # Attention projections tried in order when --lora_target_modules is not given.
 # BERT-style ("query"/"value"), BART/Marian/Llama-style ("q_proj"/"v_proj"), T5-style ("q"/"v"),
@@ -98,9 +98,10 @@ def apply_lnorm_patch(model, mode: str):
 
     Args:
         model (torch.nn.Module): a transformers model.
-        mode: ``"none"``, ``"fused"``, ``"quantized"`` or ``"quantized-all"`` (quantized
-            with ``all_linears=True``: every Linear int8, not only the norms' readers),
-            or any other mode registered with hf_lnorm.
+        mode: ``"none"``, ``"fused"``, ``"quantized"`` (every Linear int8, the quantized mode's default),
+            ``"quantized-readers"`` (``all_linears=False``: only the Linears that read a norm),
+            ``"quantized-all"`` (the same as ``"quantized"``, spelled out), or any other mode registered
+            with hf_lnorm.
 
     Returns:
         (tuple[torch.nn.Module, hf_lnorm.PatchReport | None]): ``(model, report)``; ``report`` is ``None``
@@ -114,8 +115,8 @@ def apply_lnorm_patch(model, mode: str):
         return model, None
     import hf_lnorm
 
-    if mode == "quantized-all":
-        model = hf_lnorm.patch(model, mode="quantized", all_linears=True)
+    if mode in ("quantized-all", "quantized-readers"):
+        model = hf_lnorm.patch(model, mode="quantized", all_linears=mode == "quantized-all")
     else:
         model = hf_lnorm.patch(model, mode=mode)
     return model, hf_lnorm.patch_report(model)

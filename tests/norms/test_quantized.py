@@ -121,9 +121,10 @@ def test_consumers_found_and_float_path_exact():
     with torch.no_grad():
         ref = block(x)
         exact_norm = block.ln(x)
-    hf_lnorm.patch(block, mode="quantized", example_inputs=(x,))
+    hf_lnorm.patch(block, mode="quantized", example_inputs=(x,), all_linears=False)
     rec = hf_lnorm.patch_report(block)[0]
     assert rec.extra["int8"] == "gemm" and rec.extra["consumers"] == ["fc1", "gate"]
+    assert rec.extra["all_linears"] is False
     assert [n for n, _ in int8_layers(block)] == ["fc1", "gate"]  # fc2 reads the GELU product: stays float
     with torch.no_grad():
         # the norm returns the exact float output (the residual path reads it) ...
@@ -378,13 +379,15 @@ def test_quantized_mode_norm_accepts_torch_ao_tensors():
     hf_lnorm.unpatch(ln)
 
 
-def test_all_linears_option_quantizes_the_other_linears():
+@pytest.mark.parametrize("options", [{}, {"all_linears": True}])
+def test_default_runs_every_linear_in_int8(options):
     torch.manual_seed(0)
     block = PreNormBlock().eval()
     x = torch.randn(3, 12, 32)
     with torch.no_grad():
         ref = block(x)
-    hf_lnorm.patch(block, mode="quantized", example_inputs=x, all_linears=True)
+    hf_lnorm.patch(block, mode="quantized", example_inputs=x, **options)
+    assert hf_lnorm.patch_report(block)[0].extra["all_linears"] is True
     assert [n for n, _ in int8_layers(block)] == ["fc1", "gate", "fc2"]
     assert block.fc2.__dict__[LINEAR_ATTR].sources == []
     with torch.no_grad():
@@ -394,3 +397,95 @@ def test_all_linears_option_quantizes_the_other_linears():
     assert not int8_layers(block)
     with torch.no_grad():
         assert torch.equal(block(x), ref)
+
+
+def _count_int8_gemms(model, x):
+    """Forward ``model(x)`` under the profiler; the number of int8 GEMM kernel calls and the output."""
+    from torch.profiler import ProfilerActivity, profile
+
+    names = {"onednn::qlinear_pointwise", "aten::_int_mm"}
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = model(x)
+    return sum(e.count for e in prof.key_averages() if e.key in names), out
+
+
+@pytest.mark.skipif(q.resolve_kernel("auto", torch.device("cpu")) != "onednn", reason="no oneDNN int8 kernel on this CPU")
+def test_default_int8_kernel_runs_once_per_linear():
+    torch.manual_seed(0)
+    block = PreNormBlock().eval()
+    x = torch.randn(4, 24, 32)
+    with torch.no_grad():
+        ref = block(x)
+    hf_lnorm.patch(block, mode="quantized", example_inputs=x)
+    assert hf_lnorm.patch_report(block)[0].extra["kernel"] == "onednn"
+    calls, out = _count_int8_gemms(block, x)
+    assert calls == 3  # fc1, gate, fc2: no Linear falls back to float
+    assert _cos(out, ref) > 0.999
+    hf_lnorm.unpatch(block)
+    hf_lnorm.patch(block, mode="quantized", example_inputs=x, all_linears=False)
+    calls, _ = _count_int8_gemms(block, x)
+    assert calls == 2  # only the norm's readers
+    hf_lnorm.unpatch(block)
+    calls, out = _count_int8_gemms(block, x)
+    assert calls == 0 and torch.equal(out, ref)
+
+
+def test_default_on_a_tiny_bert_quantizes_every_linear_and_agrees():
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    model = BertForQuestionAnswering(config).eval()
+    ids = torch.randint(0, 99, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(input_ids=ids)
+    hf_lnorm.patch(model, mode="quantized", example_inputs={"input_ids": ids})
+    linears = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear) and "pooler" not in n)
+    assert sorted(n for n, _ in int8_layers(model)) == linears  # the pooler is not called by the QA head
+    with torch.no_grad():
+        out = model(input_ids=ids)
+    for a, b in ((out.start_logits, ref.start_logits), (out.end_logits, ref.end_logits)):
+        assert not torch.equal(a, b) and _cos(a, b) > 0.99
+    hf_lnorm.unpatch(model)
+
+
+# --------------------------------------------------------------------------- the one-pass CPU quantizer
+
+
+@pytest.mark.parametrize("rows, cols", [(3072, 384), (7, 1023), (5, 17), (2, 3)])
+def test_cpu_quantizer_equals_eager_codes_and_scales(rows, cols):
+    from hf_lnorm.quantization import cpu_quantizer
+
+    if not cpu_quantizer.is_available():
+        pytest.skip(f"one-pass CPU quantizer unavailable: {cpu_quantizer.unavailable_reason()}")
+    gen = torch.Generator().manual_seed(rows + cols)
+    y = torch.randn(rows, cols, generator=gen) * torch.logspace(-3, 2, rows)[:, None]
+    y[1] = 0.0  # an all-zero row: scale TINY, codes 128
+    ties = torch.tensor([127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -126.5])[:cols]
+    y[0, :len(ties)] = ties  # scale 1 when nothing larger follows: quotients on .5 ties round half to even
+    y[0, len(ties):] = 0.0
+    u8, scale = cpu_quantizer.quantize_rows_u8(y)
+    want_u8, want_scale = q._quantize_rows_u8(y)
+    assert torch.equal(u8, want_u8) and torch.equal(scale, want_scale)
+    assert (u8[1] == 128).all()
+    assert u8[0, :4].tolist() == [255, 128, 130, 130][:min(4, cols)]  # 0.5 -> 0, 1.5 -> 2, 2.5 -> 2
+    assert cpu_quantizer.quantize_rows_u8(y.double()) is None  # not float32: the caller takes another path
+
+
+def test_default_cpu_path_uses_the_one_pass_quantizer(monkeypatch):
+    from hf_lnorm.quantization import cpu_quantizer, linear
+
+    if not cpu_quantizer.is_available():
+        pytest.skip(f"one-pass CPU quantizer unavailable: {cpu_quantizer.unavailable_reason()}")
+    calls = []
+    real = linear.quantize_rows_u8
+    monkeypatch.setattr(linear, "quantize_rows_u8", lambda y: calls.append(tuple(y.shape)) or real(y))
+    block = PreNormBlock().eval()
+    x = torch.randn(2, 6, 32)
+    hf_lnorm.patch(block, mode="quantized", example_inputs=x)
+    calls.clear()
+    with torch.no_grad():
+        block(x)
+    assert calls == [(12, 32), (12, 48)]  # the norm's output (shared by fc1 and gate), then fc2's input
+    hf_lnorm.unpatch(block)

@@ -33,13 +33,14 @@ def test_bench_quantized_tiny_run_writes_rows(tmp_path, capsys):
     qa_file = str(data_file("qa", "sample_dev.json"))
     out = tmp_path / "bench.json"
     argv = ["bench", "quantized", "--model", minilm_path(), "--batch", "2", "--seq", "32", "--repeats", "1",
-            "--warmup", "0", "--variants", "fp32,torch-dynamic-int8,hf_lnorm-int8,hf_lnorm-int8-smooth",
+            "--warmup", "0", "--variants", "fp32,torch-dynamic-int8,hf_lnorm-int8,hf_lnorm-int8-smooth,hf_lnorm-int8-readers",
             "--text-file", text, "--qa-file", qa_file,
             "--qa-examples", "8", "--json", str(out)]
     assert main(argv) == 0
     data = json.loads(out.read_text())
     rows = data["rows"]
-    assert [r["variant"] for r in rows] == ["fp32", "torch-dynamic-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth"]
+    assert [r["variant"] for r in rows] == ["fp32", "torch-dynamic-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth",
+                                            "hf_lnorm-int8-readers"]
     assert data["provenance"]["versions"]["torch"] == torch.__version__ and "git_sha" in data["provenance"]
     for r in rows:
         assert set(r) >= {"variant", "model", "median_ms", "weight_bytes", "metric", "value"}
@@ -47,5 +48,21 @@ def test_bench_quantized_tiny_run_writes_rows(tmp_path, capsys):
         assert r["metric"] in ("span_agreement", "cosine_vs_fp32")
     fp32 = rows[0]
     assert fp32["value"] == 1.0
-    assert rows[2]["weight_bytes"] < fp32["weight_bytes"]  # int8 copies of the norms' readers
+    assert rows[2]["weight_bytes"] < rows[4]["weight_bytes"] < fp32["weight_bytes"]  # int8 copies: all / readers
+    # the default mode runs every Linear in int8; all_linears=False only the norms' readers
+    assert rows[2]["all_linears"] is True and rows[4]["all_linears"] is False
+    assert rows[2]["int8_layers"] > rows[4]["int8_layers"] > 0
     assert "hf_lnorm-int8" in capsys.readouterr().out
+
+
+def test_default_variant_list():
+    import argparse
+
+    from hf_lnorm.benchmarks.quantized import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    # the baselines, the default quantized mode and its explicit alternatives, all run by default
+    assert parser.parse_args([]).variants.split(",") == [
+        "fp32", "torch-dynamic-int8", "torchao-int8", "hf_lnorm-int8", "hf_lnorm-int8-smooth",
+        "hf_lnorm-int8-readers", "hf_lnorm-int8-smooth-readers"]

@@ -146,15 +146,17 @@ def test_patch_switch_none_and_fused(tiny_qa_model_dir):
 
 
 def test_patch_switch_quantized_all(tiny_qa_model_dir):
-    """'quantized' puts only the norms' readers in int8; 'quantized-all' every Linear the forward calls."""
+    """'quantized-readers' puts only the norms' readers in int8; 'quantized' (and 'quantized-all') every Linear."""
     from transformers import AutoModelForQuestionAnswering
 
     from hf_lnorm.quantization import int8_layers
     from hf_lnorm.recipes.common import apply_lnorm_patch
 
-    readers = {n for n, _ in int8_layers(apply_lnorm_patch(AutoModelForQuestionAnswering.from_pretrained(tiny_qa_model_dir), "quantized")[0])}
-    model, report = apply_lnorm_patch(AutoModelForQuestionAnswering.from_pretrained(tiny_qa_model_dir), "quantized-all")
+    readers = {n for n, _ in int8_layers(apply_lnorm_patch(AutoModelForQuestionAnswering.from_pretrained(tiny_qa_model_dir), "quantized-readers")[0])}
+    model, report = apply_lnorm_patch(AutoModelForQuestionAnswering.from_pretrained(tiny_qa_model_dir), "quantized")
     every = {n for n, _ in int8_layers(model)}
+    spelled = apply_lnorm_patch(AutoModelForQuestionAnswering.from_pretrained(tiny_qa_model_dir), "quantized-all")[0]
+    assert {n for n, _ in int8_layers(spelled)} == every
     linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     assert readers < every == linears
     assert all(n.endswith(("query", "key", "value", "intermediate.dense", "qa_outputs")) for n in readers)  # qa_outputs reads the last norm too

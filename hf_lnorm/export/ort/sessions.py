@@ -8,10 +8,13 @@ import numpy as np
 
 from ._common import PathLike
 
-__all__ = ["feed_for", "session"]
+__all__ = ["SPINNING_KEY", "feed_for", "session"]
 
 
-def session(path: PathLike, threads: Optional[int] = None):
+SPINNING_KEY = "session.intra_op.allow_spinning"
+
+
+def session(path: PathLike, threads: Optional[int] = None, spinning: bool = True):
     """A CPU ``InferenceSession`` with all graph optimizations on.
 
     ORT's own warnings are silenced (log severity 3: errors only).
@@ -19,6 +22,9 @@ def session(path: PathLike, threads: Optional[int] = None):
     Args:
         path: ONNX file.
         threads: intra-op threads; default: ORT's choice (all cores).
+        spinning: let the intra-op worker threads spin (busy-wait) after a run, ORT's default. Pass False when
+            several sessions or libraries take turns on the same cores: a spinning pool keeps the cores busy
+            after its run and slows whatever runs next (``scripts/ort_cpu_ops.py`` measures it).
 
     Returns:
         (onnxruntime.InferenceSession): a session on the ``CPUExecutionProvider``.
@@ -27,7 +33,7 @@ def session(path: PathLike, threads: Optional[int] = None):
         ```python
         from hf_lnorm.export.ort import feed_for, session
 
-        sess = session("bert-onnx/model.onnx", threads=4)
+        sess = session("bert-onnx/model.onnx", threads=4, spinning=False)
         start_logits, end_logits = sess.run(None, feed_for(sess, tokenizer("...", return_tensors="np")))
         ```
     """
@@ -38,6 +44,8 @@ def session(path: PathLike, threads: Optional[int] = None):
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry(SPINNING_KEY, "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

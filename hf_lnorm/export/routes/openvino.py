@@ -1,0 +1,195 @@
+"""OpenVINO routes of ``hf-lnorm optimize``: the plain ONNX export converted to OpenVINO, float and NNCF int8.
+
+    openvino               no quantization, the CPU plugin's default inference precision (bf16 on CPUs with bf16
+                           instructions, else f32)
+    openvino-f32           no quantization, f32 forced (exact up to float rounding)
+    openvino-int8-default  NNCF int8 exactly as Optimum Intel's default ``OVQuantizationConfig()`` does it
+    openvino-int8          NNCF int8 with hf_lnorm's choices (symmetric activations, attention's core in float,
+                           SmoothQuant alpha chosen on the calibration questions)
+
+Every route compiles a static-shape copy of the model per input shape on first call (one stream, latency hint, the
+job's threads) and deploys the dynamic-shape model as ``openvino_model.xml`` / ``.bin`` with ``config.json``: the
+folder Optimum Intel's ``OVModelForQuestionAnswering.from_pretrained`` loads, and plain OpenVINO too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .base import Built, Feed, Route, RouteContext
+
+REQUIRES = ("openvino", "nncf")
+INSTALL_HINT = 'pip install "hf-lnorm[openvino]"'
+
+# hf_lnorm's tuned int8 (openvino-int8); scripts/openvino_variants.py --explore measures each choice against the default
+TUNED_ALPHAS = (-1.0, 0.5, 0.75, 0.95)  # SmoothQuant alphas tried; -1 = SmoothQuant off
+TUNED_PRESET = "performance"  # symmetric activations: higher span agreement than "mixed", same speed
+TUNED_FLOAT_ATTENTION = True  # attention's Q.K and P.V MatMuls stay in float (higher agreement, same speed)
+TUNED_PRECISION = "default"  # f32 for the float ops was slower, and not more accurate
+TUNED_IGNORED_TYPES: Tuple[str, ...] = ()
+TUNED_SUBSET = 10_000  # every calibration item
+
+
+def _load_hint(precision: str, task: str) -> Tuple[str, List[str]]:
+    """The one line that loads the folder with plain OpenVINO, and the Optimum Intel equivalent as a note."""
+    config = ', {"INFERENCE_PRECISION_HINT": "f32"}' if precision == "f32" else ""
+    hint = f'openvino.Core().compile_model(PATH + "/openvino_model.xml", "CPU"{config})'
+    from ..tasks import get_task
+
+    optimum = get_task(task).optimum_class.replace("ORTModel", "OVModel") + ".from_pretrained(PATH" + (
+        ', ov_config={"INFERENCE_PRECISION_HINT": "f32"})' if precision == "f32" else ")")
+    return hint, [f"Optimum Intel (optimum-intel installed): {optimum}"]
+
+
+def _deployer(model, hf_config):
+    def deploy(path: Path) -> None:
+        from ..openvino import save_ir
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_ir(model, path, hf_config)
+
+    return deploy
+
+
+def _batches(items: Sequence[Feed], batch: int = 8) -> List[Feed]:
+    """Items of one row each regrouped into batches of ``batch`` rows (same sequence length only)."""
+    out: List[Feed] = []
+    for i in range(0, len(items), batch):
+        group = items[i : i + batch]
+        if len({g["input_ids"].shape[1] for g in group}) == 1:
+            out.append({k: np.concatenate([g[k] for g in group]) for k in group[0]})
+        else:
+            out.extend(group)
+    return out
+
+
+def logit_error(run, ref_run, feeds: Sequence[Feed]) -> float:
+    """Mean |run - ref_run| over the real (unpadded) tokens of ``feeds``, averaged over the outputs."""
+    errs = []
+    for feed in feeds:
+        mask = feed["attention_mask"].astype(bool)
+        got, ref = run(feed), ref_run(feed)
+        errs.append(float(np.mean([np.abs(g - r)[mask].mean() for g, r in zip(got, ref)])))
+    return float(np.mean(errs))
+
+
+def _float_route(precision: str):
+    def build(ctx: RouteContext) -> Built:
+        from ..openvino import OpenVINORunner, convert_onnx, plugin_default_precision
+
+        model = convert_onnx(ctx.onnx_path)
+        run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision)
+        used = run.config["INFERENCE_PRECISION_HINT"]
+        hint, notes = _load_hint(precision, ctx.task)
+        notes.append(f"OpenVINO {used} inference (plugin default here: {plugin_default_precision()}), "
+                     "static shape compiled per input shape")
+        return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
+                     info={"precision": used, "static_shapes": True, "quantization": None,
+                           "compile_config": dict(run.config)})
+
+    return build
+
+
+def build_int8_default(ctx: RouteContext) -> Built:
+    """``openvino-int8-default``: what Optimum Intel's default int8 does, on the job's calibration questions.
+
+    Replicates ``OVQuantizationConfig()`` of optimum-intel 2.2.0 (``to_nncf_dict``): ``preset=MIXED`` (``sym=False``),
+    ``model_type=TRANSFORMER``, SmoothQuant at NNCF's default MatMul alpha (0.95 in NNCF 3.x; the config passes none),
+    ``subset_size=128`` (``num_samples=None``), ``fast_bias_correction=True``, ``overflow_fix=DISABLE``, no ignored
+    scope; calibration items of batch 1 (``OVQuantizer``'s default ``batch_size``). With the 160 shipped training
+    questions NNCF reads the first 128. The model is compiled with the plugin's default precision, as
+    ``OVModelForQuestionAnswering`` does.
+    """
+    from ..openvino import Int8Config, OpenVINORunner, calibration_items, convert_onnx, quantize_int8
+
+    items = calibration_items(ctx.calibration, batch=1)
+    config = Int8Config()  # Optimum Intel's defaults, 128 items at most
+    model = quantize_int8(convert_onnx(ctx.onnx_path), items, config)
+    run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default")
+    hint, notes = _load_hint("default", ctx.task)
+    notes.append(f"NNCF int8 with Optimum Intel's default settings on {min(len(items), config.subset_size)} of "
+                 f"{len(items)} calibration questions")
+    return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
+                 info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": True,
+                       "quantization": config.to_dict(), "calibration_items": len(items),
+                       "compile_config": dict(run.config)})
+
+
+def choose_alpha(fp_model, items: Sequence[Feed], output_names, threads: int, alphas: Sequence[float], base_config,
+                 precision: str) -> Tuple[Any, float, List[Tuple[float, float]]]:
+    """Quantize with each SmoothQuant alpha and keep the one whose logits are closest to f32 on ``items``.
+
+    Only calibration data is used: the error is the mean |int8 - f32| over real tokens of the calibration items.
+
+    Returns:
+        ``(quantized model, chosen alpha, [(alpha, error), ...])``.
+    """
+    from ..openvino import OpenVINORunner, quantize_int8
+
+    feeds = _batches(items)
+    ref = OpenVINORunner(fp_model, output_names, threads=threads, precision="f32")
+    best: Optional[Tuple[float, float, Any]] = None
+    tried = []
+    for alpha in alphas:
+        model = quantize_int8(fp_model, items, replace(base_config, smooth_quant_alpha=alpha))
+        err = logit_error(OpenVINORunner(model, output_names, threads=threads, precision=precision), ref, feeds)
+        tried.append((float(alpha), round(err, 5)))
+        if best is None or err < best[1]:
+            best = (float(alpha), err, model)
+    return best[2], best[0], tried
+
+
+def build_int8_tuned(ctx: RouteContext) -> Built:
+    """``openvino-int8``: NNCF int8 with hf_lnorm's choices.
+
+    Differences from ``openvino-int8-default``: symmetric activations (preset ``TUNED_PRESET``); attention's
+    MatMuls between two activations (Q.K and P.V) kept in floating point (``TUNED_FLOAT_ATTENTION``; an export whose
+    attention OpenVINO reads as one ``ScaledDotProductAttention`` op has none, and NNCF leaves that op in float
+    anyway); SmoothQuant's alpha chosen among ``TUNED_ALPHAS`` by mean |logit error| against f32 on the calibration
+    questions (never the evaluation set; the job's ``smooth_alpha`` fixes it instead); every calibration item used
+    (``subset_size`` not capped at 128). The inference precision is the plugin's default. ``ctx.extra`` keys
+    ``openvino_alphas``, ``openvino_preset``, ``openvino_precision``, ``openvino_float_attention`` and
+    ``openvino_ignored_types`` override these choices.
+    """
+    from ..openvino import Int8Config, OpenVINORunner, activation_matmuls, calibration_items, convert_onnx
+
+    items = calibration_items(ctx.calibration, batch=1)
+    alphas = tuple(ctx.extra.get("openvino_alphas", TUNED_ALPHAS))
+    if ctx.extra.get("smooth_alpha") is not None:
+        alphas = (float(ctx.extra["smooth_alpha"]),)
+    precision = ctx.extra.get("openvino_precision", TUNED_PRECISION)
+    fp_model = convert_onnx(ctx.onnx_path)
+    float_attention = bool(ctx.extra.get("openvino_float_attention", TUNED_FLOAT_ATTENTION))
+    base = Int8Config(preset=ctx.extra.get("openvino_preset", TUNED_PRESET), subset_size=max(1, min(TUNED_SUBSET, len(items))),
+                      ignored_types=list(ctx.extra.get("openvino_ignored_types", TUNED_IGNORED_TYPES)),
+                      ignored_names=activation_matmuls(fp_model) if float_attention else [])
+    model, alpha, tried = choose_alpha(fp_model, items, ctx.output_names, ctx.threads, alphas, base, precision)
+    run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision)
+    hint, notes = _load_hint(precision, ctx.task)
+    how = ", ".join(f"{a:g} -> {e:.4f}" for a, e in tried)
+    notes.append(f"NNCF int8 (hf_lnorm): SmoothQuant alpha {alpha:g} chosen on {len(items)} calibration questions by "
+                 f"mean |logit error| vs f32 ({how}); preset {base.preset}; "
+                 f"{len(base.ignored_names)} attention MatMuls and op types [{', '.join(base.ignored_types)}] kept in float")
+    return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
+                 info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": True,
+                       "quantization": replace(base, smooth_quant_alpha=alpha).to_dict(), "alpha_errors": tried,
+                       "float_attention": float_attention, "calibration_items": len(items), "compile_config": dict(run.config)})
+
+
+def _route(name: str, description: str, build, reference: bool) -> Route:
+    return Route(name=name, runtime="openvino", description=description, build=build, requires=REQUIRES,
+                 install_hint=INSTALL_HINT, needs_onnx=True, reference=reference)
+
+
+ROUTES = [
+    _route("openvino", "OpenVINO, the CPU plugin's default precision (bf16 where the CPU has it)", _float_route("default"), True),
+    _route("openvino-f32", "OpenVINO, f32 forced", _float_route("f32"), False),
+    _route("openvino-int8-default", "OpenVINO + NNCF int8, Optimum Intel's default configuration", build_int8_default, True),
+    _route("openvino-int8", "OpenVINO + NNCF int8, symmetric activations, float attention core, SmoothQuant alpha "
+           "chosen on calibration data (hf_lnorm)", build_int8_tuned, False),
+]

@@ -1,0 +1,213 @@
+"""ONNX Runtime routes of ``hf-lnorm optimize``: the fused fp32 graph and four int8 variants of it.
+
+    ort-fp32             ORT's transformer fusions (the job's shared ``ctx.fused_onnx``)
+    ort-int8             ORT's dynamic int8 of the fused graph
+    ort-int8-smooth      SmoothQuant on the fused graph, then dynamic int8; alpha chosen on the calibration data
+    ort-int8-per-token   hf_lnorm's per-token int8 (one activation scale per row)
+    ort-int8-static      ORT's static QDQ int8 of the plain export, calibrated (MinMax, per-channel weights)
+
+Each deploys ``model.onnx`` and ``config.json``: the folder loads with ``onnxruntime.InferenceSession`` and with
+Optimum's ``ORTModelFor<Task>.from_pretrained`` (optimum-onnx). Timed sessions run with intra-op spinning off
+(``hf_lnorm.export.ort.session(..., spinning=False)``) so that one runtime's idle workers do not take the cores
+from the next.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .base import Built, Feed, Outputs, Route, RouteContext, Runner
+
+__all__ = ["ROUTES", "SMOOTH_ALPHAS", "ort_runner", "quiet_ort_quantizer"]
+
+SMOOTH_ALPHAS = (0.5, 0.75, 0.9)
+_REQUIRES = ("onnxruntime", "onnx")
+_HINT = 'pip install "hf-lnorm[onnx]"'
+
+
+def ort_runner(path: Path, output_names: Sequence[str], threads: int) -> Runner:
+    """A runner over an ONNX file: a CPU session with ``threads`` intra-op threads and spinning off."""
+    from ..ort import feed_for, session
+
+    sess = session(path, threads or None, spinning=False)
+    names = [o.name for o in sess.get_outputs()]
+    missing = [n for n in output_names if n not in names]
+    if missing:
+        raise ValueError(f"{Path(path).name} has no output {missing} (its outputs: {names})")
+    index = [names.index(n) for n in output_names]
+
+    def run(feed: Feed) -> Outputs:
+        outs = sess.run(None, feed_for(sess, feed))
+        return tuple(outs[i] for i in index)
+
+    return run
+
+
+class _OrtQuantizerAdvice(logging.Filter):
+    """Drops the records below ERROR that come from ORT's quantizer modules."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quantizer = record.name.startswith(_ORT_QUANTIZER) or _ORT_QUANTIZER_DIR in record.pathname
+        return record.levelno >= logging.ERROR or not quantizer
+
+
+_ORT_QUANTIZER = "onnxruntime.quantization"
+_ORT_QUANTIZER_DIR = os.path.join("onnxruntime", "quantization") + os.sep
+
+
+class quiet_ort_quantizer:
+    """Keep the job's progress bar clean of ORT's quantizer advice.
+
+    The quantizer logs through its own loggers and, from several modules, through
+    ``logging.warning`` on the root logger. For the block, a filter on the root
+    logger and on the ``onnxruntime.quantization`` loggers drops those records
+    below ERROR; every other record, and every logger's level, is left alone.
+    """
+
+    def __enter__(self):
+        try:
+            importlib.import_module(_ORT_QUANTIZER)  # its module loggers exist from here on
+        except ImportError:
+            pass
+        self._filter = _OrtQuantizerAdvice()
+        self._loggers = [logging.root] + [
+            logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+            if name == _ORT_QUANTIZER or name.startswith(_ORT_QUANTIZER + ".")
+        ]
+        for logger_ in self._loggers:
+            logger_.addFilter(self._filter)
+        return self
+
+    def __exit__(self, *exc):
+        for logger_ in self._loggers:
+            logger_.removeFilter(self._filter)
+
+
+def _deploy_graph(ctx: RouteContext, graph: Path) -> Callable[[Path], None]:
+    def deploy(path: Path) -> None:
+        import onnx
+
+        path.mkdir(parents=True, exist_ok=True)
+        onnx.save(onnx.load(str(graph)), str(path / "model.onnx"))  # external data, if any, read in and saved inline
+        ctx.model.config.save_pretrained(path)
+
+    return deploy
+
+
+_LOAD_HINT = 'onnxruntime.InferenceSession(PATH + "/model.onnx")'
+
+
+def _built(ctx: RouteContext, graph: Path, notes: List[str], info: Optional[Dict] = None) -> Built:
+    return Built(ort_runner(graph, ctx.output_names, ctx.threads), _deploy_graph(ctx, graph), _LOAD_HINT,
+                 notes=notes, info=dict(info or {}, graph_bytes=graph.stat().st_size))
+
+
+def _fused(ctx: RouteContext) -> Path:
+    if ctx.fused_onnx is None:
+        raise ValueError("this route needs the job's fused ONNX graph (ctx.fused_onnx), which was not built")
+    return Path(ctx.fused_onnx)
+
+
+def _build_fp32(ctx: RouteContext) -> Built:
+    return _built(ctx, _fused(ctx), ["ORT's transformer fusions, fp32"])
+
+
+def _build_int8(ctx: RouteContext) -> Built:
+    from ..ort import quantize_dynamic_int8
+
+    with quiet_ort_quantizer():
+        path = quantize_dynamic_int8(_fused(ctx), ctx.workdir / "model.onnx")
+    return _built(ctx, path, ["ORT dynamic int8 of the fused graph (int8 weights, per-tensor activation scales per run)"])
+
+
+def _mean_abs_error(got: Outputs, ref: Outputs, mask: np.ndarray) -> float:
+    errors = []
+    for g, r in zip(got, ref):
+        diff = np.abs(g - r)
+        errors.append(diff[mask].mean() if diff.shape[:2] == mask.shape else diff.mean())
+    return float(np.mean(errors))
+
+
+def _run_all(run: Runner, feeds: Sequence[Feed]) -> Outputs:
+    outs = [run(f) for f in feeds]
+    return tuple(np.concatenate(parts) for parts in zip(*outs))
+
+
+def _build_smooth(ctx: RouteContext) -> Built:
+    """SmoothQuant, then dynamic int8. Without ``ctx.extra["smooth_alpha"]`` each of ``SMOOTH_ALPHAS`` is tried and
+    the one whose int8 outputs are closest to the fp32 graph's on the calibration data (mean absolute error over
+    real tokens) wins; the evaluation data is never used to choose."""
+    from ..ort import activation_ranges, quantize_dynamic_int8, smooth_onnx
+
+    fused = _fused(ctx)
+    if not ctx.calibration:
+        raise ValueError("ort-int8-smooth needs calibration data (ctx.calibration is empty)")
+    given = ctx.extra.get("smooth_alpha")
+    mask = np.concatenate([f["attention_mask"] for f in ctx.calibration]).astype(bool)
+    ranges = activation_ranges(fused, ctx.calibration)  # the same for every alpha
+    ref = _run_all(ort_runner(fused, ctx.output_names, ctx.threads), ctx.calibration)
+    tried: List[Tuple[float, float]] = []
+    best: Optional[Tuple[float, float, Path]] = None
+    count = 0
+    for i, alpha in enumerate(SMOOTH_ALPHAS if given is None else (given,)):
+        smoothed = ctx.workdir / f"smooth_{i}.onnx"
+        count = smooth_onnx(fused, smoothed, alpha=alpha, ranges=ranges)
+        with quiet_ort_quantizer():
+            int8 = quantize_dynamic_int8(smoothed, ctx.workdir / f"smooth_{i}_int8.onnx")
+        smoothed.unlink()
+        err = _mean_abs_error(_run_all(ort_runner(int8, ctx.output_names, ctx.threads), ctx.calibration), ref, mask)
+        tried.append((alpha, err))
+        if best is None or err < best[1]:
+            if best is not None:
+                best[2].unlink()
+            best = (alpha, err, int8)
+        else:
+            int8.unlink()
+    final = best[2].replace(ctx.workdir / "model.onnx")
+    how = "given" if given is not None else "chosen on the calibration data by mean |output error| against fp32: " + ", ".join(
+        f"{a} -> {e:.3f}" for a, e in tried)
+    note = f"SmoothQuant before dynamic int8: alpha {best[0]} ({how}); {count} MatMul/Attention inputs smoothed"
+    return _built(ctx, final, [note], {"alpha": best[0], "alphas_tried": [{"alpha": a, "error": e} for a, e in tried]})
+
+
+def _build_per_token(ctx: RouteContext) -> Built:
+    from ..ort import quantize_per_token_int8
+
+    with quiet_ort_quantizer():
+        counts = quantize_per_token_int8(_fused(ctx), ctx.workdir / "model.onnx", attention="per-token")
+    note = "per-token int8 (hf_lnorm): " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    return _built(ctx, ctx.workdir / "model.onnx", [note], {"counts": dict(counts)})
+
+
+def _build_static(ctx: RouteContext) -> Built:
+    from ..ort import quantize_static_int8
+
+    if ctx.onnx_path is None:
+        raise ValueError("ort-int8-static needs the job's plain ONNX export (ctx.onnx_path), which was not built")
+    if not ctx.calibration:
+        raise ValueError("ort-int8-static needs calibration data (ctx.calibration is empty)")
+    with quiet_ort_quantizer():
+        path = quantize_static_int8(ctx.onnx_path, ctx.workdir / "model.onnx", list(ctx.calibration))
+    rows = sum(next(iter(f.values())).shape[0] for f in ctx.calibration)
+    seq = next(iter(ctx.calibration[0].values())).shape[1]
+    return _built(ctx, path, [f"static int8 (QDQ, per-channel weights, MinMax) calibrated on {rows} inputs at seq {seq}"])
+
+
+def _route(name: str, description: str, build, fused: bool = True) -> Route:
+    return Route(name, "onnxruntime", description, build, requires=_REQUIRES, install_hint=_HINT,
+                 needs_onnx=True, needs_fused_onnx=fused)
+
+
+ROUTES: List[Route] = [
+    _route("ort-fp32", "ONNX Runtime, ORT-fused fp32 graph", _build_fp32),
+    _route("ort-int8", "ONNX Runtime dynamic int8 of the fused graph", _build_int8),
+    _route("ort-int8-smooth", "SmoothQuant, then ONNX Runtime dynamic int8", _build_smooth),
+    _route("ort-int8-per-token", "hf_lnorm's per-token int8 of the fused graph", _build_per_token),
+    _route("ort-int8-static", "ONNX Runtime static QDQ int8 of the plain export, calibrated", _build_static, fused=False),
+]

@@ -1,0 +1,84 @@
+"""Deployed folders of ``hf-lnorm optimize``: load hints, their imports, the README, verify, and (transformers 4.57
+with optimum-onnx) Optimum's ORTModel and ``pipeline`` on an ONNX Runtime folder."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from hf_lnorm.cli import main
+from hf_lnorm.export.deploy import import_lines, load, runner_for, verify
+from hf_lnorm.export.tasks import get_task
+
+from ..conftest import minilm_path
+
+
+def test_import_lines_name_each_module_and_class_of_a_hint():
+    assert import_lines('onnxruntime.InferenceSession(PATH + "/model.onnx")') == ["import onnxruntime"]
+    assert import_lines("hf_lnorm.patch(AutoModelForQuestionAnswering.from_pretrained(PATH).eval())") == [
+        "import hf_lnorm", "from transformers import AutoModelForQuestionAnswering"]
+    with pytest.raises(NameError, match="'NoSuchLoader'"):
+        import_lines("NoSuchLoader(PATH)")
+    with pytest.raises(NameError, match="'NoSuchLoader'"):
+        load("/tmp", "NoSuchLoader(PATH)")
+
+
+@pytest.fixture(scope="module")
+def ort_folder(tmp_path_factory):
+    """A quick job with the fused ONNX Runtime route only: its model/ folder."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path())
+    cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+    root = tmp_path_factory.mktemp("deploy")
+    torch.manual_seed(0)
+    transformers.BertForQuestionAnswering(cfg).save_pretrained(root / "tiny")
+    tokenizer.save_pretrained(root / "tiny")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["optimize", str(root / "tiny"), "--quick", "--routes", "ort-fp32", "--output", str(root / "opt"),
+                     "--repeats", "1", "--threads", "1", "--no-plot"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root / "opt"
+
+
+def test_ort_folder_readme_and_verify(ort_folder):
+    report = json.loads((ort_folder / "report.json").read_text())
+    assert report["chosen"] == "ort-fp32" and report["verify_deploy"]["equal"] == report["verify_deploy"]["total"] == 8
+    folder = ort_folder / "model"
+    assert sorted(p.name for p in folder.iterdir()) >= ["README.md", "answers.json", "config.json", "model.onnx"]
+    readme = (folder / "README.md").read_text()
+    assert 'model = onnxruntime.InferenceSession(PATH + "/model.onnx")' in readme and "import onnxruntime" in readme
+    assert "ORTModelForQuestionAnswering.from_pretrained(PATH)" in readme and "sample_train.json" in readme
+    answers = json.loads((folder / "answers.json").read_text())
+    task = get_task("question-answering")
+    from hf_lnorm.resources import QA_EVAL_FILE, data_file
+
+    hint = report["routes"][0]["load_hint"]
+    same = verify(folder, hint, task, data_file(*QA_EVAL_FILE), 8, 64, answers, threads=1)
+    assert same == {"equal": 8, "total": 8, "differing": [], "error": None}
+    # verify notices answers that are not the folder's
+    changed = dict(answers)
+    first = next(iter(changed))
+    changed[first] = changed[first] + " (not this answer)"
+    differs = verify(folder, hint, task, data_file(*QA_EVAL_FILE), 8, 64, changed, threads=1)
+    assert differs["equal"] == 7 and differs["differing"] == [first]
+
+
+def test_optimum_ortmodel_and_pipeline_load_the_ort_folder(ort_folder):
+    optimum_ort = pytest.importorskip("optimum.onnxruntime", reason="Optimum's ORTModel needs optimum-onnx (transformers 4.57 line)")
+    folder = str(ort_folder / "model")
+    model = optimum_ort.ORTModelForQuestionAnswering.from_pretrained(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    enc = tokenizer("Who speaks?", "Hamlet speaks to the ghost.", return_tensors="np")
+    feed = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+    plain = runner_for(load(folder, 'onnxruntime.InferenceSession(PATH + "/model.onnx")'), ("start_logits", "end_logits"))(feed)
+    via_optimum = runner_for(model, ("start_logits", "end_logits"))(feed)
+    for a, b in zip(via_optimum, plain):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    qa = transformers.pipeline("question-answering", model=model, tokenizer=tokenizer)
+    answer = qa(question="Who speaks?", context="Hamlet speaks to the ghost.")
+    assert set(answer) >= {"answer", "score", "start", "end"} and answer["answer"] in "Hamlet speaks to the ghost."

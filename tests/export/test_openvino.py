@@ -1,0 +1,230 @@
+"""OpenVINO: ONNX conversion, the CPU runner, NNCF int8, the saved IR folder, the routes and ``--target openvino``.
+
+A tiny random BERT is exported once per module (Optimum's exporter on transformers 4.57, torch.onnx on 5.x);
+everything else works on that ONNX file.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from hf_lnorm.cli import main
+from hf_lnorm.export import export
+from hf_lnorm.export.openvino import (
+    OV_BIN,
+    OV_XML,
+    Int8Config,
+    OpenVINORunner,
+    activation_matmuls,
+    calibration_items,
+    compile_config,
+    convert_onnx,
+    plugin_default_precision,
+    quantize_int8,
+    save_ir,
+)
+from hf_lnorm.export.routes import RouteContext, all_routes
+from hf_lnorm.export.routes.openvino import ROUTES
+
+OUTPUTS = ("start_logits", "end_logits")
+VOCAB = 99
+
+
+def tiny_bert_qa():
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=37, max_position_embeddings=64)
+    return transformers.BertForQuestionAnswering(cfg).eval()
+
+
+def feed(batch, seq, seed):
+    rng = np.random.default_rng(seed)
+    mask = np.ones((batch, seq), np.int64)
+    mask[0, seq - 3 :] = 0  # some padding
+    return {"input_ids": rng.integers(0, VOCAB, (batch, seq)).astype(np.int64), "attention_mask": mask,
+            "token_type_ids": (np.arange(seq)[None, :] >= seq // 2).astype(np.int64).repeat(batch, 0)}
+
+
+def torch_out(model, f):
+    with torch.inference_mode():
+        out = model(**{k: torch.from_numpy(v) for k, v in f.items()})
+    return out.start_logits.numpy(), out.end_logits.numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = tiny_bert_qa()
+    out = tmp_path_factory.mktemp("ov") / "onnx"
+    export(model, out, task="question-answering")
+    return model, out / "model.onnx"
+
+
+def test_conversion_matches_pytorch_and_ort_at_f32(exported):
+    from hf_lnorm.export.ort import feed_for, session
+
+    model, onnx_path = exported
+    run = OpenVINORunner(convert_onnx(onnx_path), OUTPUTS, threads=1, precision="f32")
+    f = feed(3, 11, seed=1)
+    got = run(f)
+    ref = torch_out(model, f)
+    sess = session(onnx_path, 1)
+    ort_out = sess.run(list(OUTPUTS), feed_for(sess, f))
+    for g, r, o in zip(got, ref, ort_out):
+        assert g.dtype == np.float32 and g.shape == (3, 11)
+        assert np.abs(g - r).max() < 1e-4
+        assert np.abs(g - o).max() < 1e-4
+
+
+def test_runner_compiles_one_static_shape_per_input_shape(exported):
+    model, onnx_path = exported
+    ov_model = convert_onnx(onnx_path)
+    run = OpenVINORunner(ov_model, OUTPUTS, threads=1, precision="f32", static=True)
+    a, b = feed(2, 8, seed=2), feed(1, 16, seed=3)
+    first = run(a)
+    run(b)
+    again = run(a)
+    assert run.compiled_shapes == [((2, 8),) * 3, ((1, 16),) * 3]
+    np.testing.assert_array_equal(first[0], again[0])  # the output is a copy, not the request's buffer
+    assert ov_model.inputs[0].get_partial_shape().is_dynamic  # the model itself keeps its dynamic axes
+    dynamic = OpenVINORunner(ov_model, OUTPUTS, threads=1, precision="f32", static=False)
+    np.testing.assert_allclose(dynamic(b)[1], run(b)[1], atol=1e-5)
+    assert dynamic.compiled_shapes == [None]
+
+
+def test_compile_config_is_explicit_and_bad_values_are_clear_errors(exported):
+    config = compile_config(2, "default")
+    assert config["PERFORMANCE_HINT"] == "LATENCY" and config["NUM_STREAMS"] == "1"
+    assert config["INFERENCE_NUM_THREADS"] == "2"
+    assert config["INFERENCE_PRECISION_HINT"] == plugin_default_precision() in ("bf16", "f32", "f16")
+    with pytest.raises(ValueError, match=r"'fp64'.*accepted: default, bf16, f32"):
+        compile_config(1, "fp64")
+    with pytest.raises(ValueError, match=r"'fast'.*accepted: mixed, performance"):
+        Int8Config(preset="fast")
+    with pytest.raises(ValueError, match=r"alpha 1.5"):
+        Int8Config(smooth_quant_alpha=1.5)
+    _, onnx_path = exported
+    with pytest.raises(ValueError, match=r"no output 'logits'.*start_logits"):
+        OpenVINORunner(convert_onnx(onnx_path), ("logits",))
+    with pytest.raises(FileNotFoundError, match="nowhere.onnx"):
+        convert_onnx("nowhere.onnx")
+
+
+def test_nncf_int8_runs_and_stays_close_to_fp32(exported):
+    model, onnx_path = exported
+    fp = convert_onnx(onnx_path)
+    items = calibration_items([feed(4, 16, seed=s) for s in range(3)], batch=1)
+    assert len(items) == 12 and items[0]["input_ids"].shape == (1, 16)
+    q = quantize_int8(fp, items, Int8Config(subset_size=len(items)))
+    types = {op.get_type_name() for op in q.get_ordered_ops()}
+    assert "FakeQuantize" in types and "FakeQuantize" not in {op.get_type_name() for op in fp.get_ordered_ops()}
+    f = feed(2, 16, seed=9)
+    got = OpenVINORunner(q, OUTPUTS, threads=1, precision="f32")(f)
+    ref = torch_out(model, f)
+    for g, r in zip(got, ref):
+        assert np.isfinite(g).all()
+        scale = np.abs(r).max()
+        assert np.abs(g - r).max() < 0.1 * scale  # int8 error, well under the logits' range
+    with pytest.raises(ValueError, match="calibration feeds"):
+        quantize_int8(fp, [])
+
+
+def test_activation_matmuls_are_the_attention_core(exported):
+    _, onnx_path = exported
+    fp = convert_onnx(onnx_path)
+    names = activation_matmuls(fp)
+    ops = {op.get_friendly_name(): op for op in fp.get_ordered_ops()}
+    fused = [op for op in fp.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+    # two layers: Q.K and P.V per layer as MatMuls, or one fused attention op per layer and no such MatMul
+    assert len(names) == 4 or (len(fused) == 2 and names == [])
+    for name in names:
+        assert ops[name].get_type_name() == "MatMul"
+        assert all(i.get_source_output().get_node().get_type_name() != "Constant" for i in ops[name].inputs())
+
+
+def test_saved_folder_reloads_in_a_fresh_process_with_plain_openvino(exported, tmp_path):
+    model, onnx_path = exported
+    ov_model = convert_onnx(onnx_path)
+    folder = tmp_path / "ir"
+    folder.mkdir()
+    save_ir(ov_model, folder, model.config)
+    assert {p.name for p in folder.iterdir()} == {OV_XML, OV_BIN, "config.json"}
+    f = feed(2, 12, seed=4)
+    np.savez(tmp_path / "feed.npz", **f)
+    expected = OpenVINORunner(ov_model, OUTPUTS, threads=1, precision="f32")(f)
+    code = (
+        "import sys, numpy as np, openvino as ov\n"
+        "core = ov.Core()\n"
+        "m = core.compile_model(core.read_model(sys.argv[1]), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})\n"
+        "f = dict(np.load(sys.argv[2]))\n"
+        "r = m(f)\n"
+        "np.save(sys.argv[3], np.stack([r[m.output('start_logits')], r[m.output('end_logits')]]))\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(folder / OV_XML), str(tmp_path / "feed.npz"), str(tmp_path / "out.npy")],
+                   check=True, timeout=120)
+    got = np.load(tmp_path / "out.npy")
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(got[1], expected[1], atol=1e-5)
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "bert"
+
+
+def test_every_route_builds_runs_and_deploys(exported, tmp_path):
+    model, onnx_path = exported
+    assert [r.name for r in ROUTES] == ["openvino", "openvino-f32", "openvino-int8-default", "openvino-int8"]
+    assert [r.name for r in all_routes() if r.runtime == "openvino"] == [r.name for r in ROUTES]
+    ctx = RouteContext(model=model, tokenizer=None, task="question-answering", output_names=OUTPUTS, workdir=tmp_path,
+                       threads=1, calibration=[feed(4, 16, seed=s) for s in range(2)], shapes=[(2, 16)],
+                       onnx_path=onnx_path, extra={"openvino_alphas": (-1.0, 0.5)})
+    f = feed(2, 16, seed=7)
+    ref = torch_out(model, f)
+    builds = {}
+    for route in ROUTES:
+        assert route.requires == ("openvino", "nncf") and route.needs_onnx and not route.missing()
+        built = builds[route.name] = route.build(ctx)
+        out = built.runner(f)
+        err = max(np.abs(o - r).max() for o, r in zip(out, ref))
+        bound = 1e-4 if route.name == "openvino-f32" else 0.1 * np.abs(ref[0]).max()
+        assert err < bound, (route.name, err)
+        assert built.load_hint.startswith('openvino.Core().compile_model(PATH + "/openvino_model.xml", "CPU"')
+        assert ("INFERENCE_PRECISION_HINT" in built.load_hint) == (route.name == "openvino-f32")
+        assert any("OVModelForQuestionAnswering.from_pretrained(PATH" in n for n in built.notes)
+        from hf_lnorm.export import deploy as deploy_module
+        assert built.info["static_shapes"] is True and built.info["precision"] in ("bf16", "f32")
+        target = tmp_path / route.name
+        built.deploy(target)
+        assert {p.name for p in target.iterdir()} == {OV_XML, OV_BIN, "config.json"}
+        loaded = deploy_module.runner_for(deploy_module.load(str(target), built.load_hint), ("start_logits", "end_logits"))
+        assert all(np.abs(a - b).max() < bound for a, b in zip(loaded(f), out))  # the load line gives the model back
+    int8 = builds["openvino-int8"]
+    assert [a for a, _ in int8.info["alpha_errors"]] == [-1.0, 0.5]
+    assert int8.info["quantization"]["smooth_quant_alpha"] == min(int8.info["alpha_errors"], key=lambda t: t[1])[0]
+    assert int8.info["quantization"]["preset"] == "performance" and int8.info["float_attention"] is True
+    assert int8.info["quantization"]["ignored_names"] == activation_matmuls(convert_onnx(onnx_path))
+    assert int8.info["calibration_items"] == int8.info["quantization"]["subset_size"] == 8  # every item, not 128
+    q = builds["openvino-int8-default"].info["quantization"]
+    assert (q["preset"], q["subset_size"], q["smooth_quant_alpha"], q["overflow_fix"]) == ("mixed", 128, None, "disable")
+
+
+def test_cli_export_target_openvino(tmp_path, capsys):
+    src = tmp_path / "bert"
+    tiny_bert_qa().save_pretrained(src)
+    out = tmp_path / "out"
+    assert main(["export", str(src), str(out), "--task", "question-answering", "--target", "openvino"]) == 0
+    printed = capsys.readouterr().out
+    assert "OpenVINO (f32) vs PyTorch (fresh inputs): max |err|" in printed
+    err = float(printed.split("OpenVINO (f32) vs PyTorch (fresh inputs): max |err| ")[1].split()[0])
+    assert err < 1e-4
+    assert {OV_XML, OV_BIN, "config.json", "model.onnx"} <= {p.name for p in out.iterdir()}
+    assert {p.name for p in tmp_path.iterdir()} == {"bert", "out"}  # no staging folder left beside it
+
+
+def test_cli_bad_target_is_a_usage_error(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "m"), str(tmp_path / "o"), "--target", "openvino-int8"]) == 2
+    assert "invalid choice: 'openvino-int8'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"unknown target 'ov'.*onnx, tensorrt, openvino"):
+        export(tiny_bert_qa(), tmp_path / "o", target="ov")
+    assert not (tmp_path / "o").exists()
