@@ -4,12 +4,12 @@
                            instructions, else f32)
     openvino-f32           no quantization, f32 forced (exact up to float rounding)
     openvino-int8-default  NNCF int8 exactly as Optimum Intel's default ``OVQuantizationConfig()`` does it
-    openvino-int8          NNCF int8 with hf_lnorm's choices (symmetric activations, attention's core in float,
-                           SmoothQuant alpha chosen on the calibration questions)
+    openvino-int8          NNCF int8 with hf_lnorm's choices (preset and SmoothQuant alpha chosen together on the
+                           calibration questions, attention's core in float, every calibration question)
 
-Every route compiles a static-shape copy of the model per input shape on first call (one stream, latency hint, the
-job's threads) and deploys the dynamic-shape model as ``openvino_model.xml`` / ``.bin`` with ``config.json``: the
-folder Optimum Intel's ``OVModelForQuestionAnswering.from_pretrained`` loads, and plain OpenVINO too.
+Every route times and evaluates the dynamic-shape model (one stream, latency hint, the job's threads) that it
+deploys as ``openvino_model.xml`` / ``.bin`` with ``config.json``: the folder Optimum Intel's
+``OVModelForQuestionAnswering.from_pretrained`` loads, and plain OpenVINO too.
 """
 
 from __future__ import annotations
@@ -26,12 +26,16 @@ REQUIRES = ("openvino", "nncf")
 INSTALL_HINT = 'pip install "hf-lnorm[openvino]"'
 
 # hf_lnorm's tuned int8 (openvino-int8); scripts/openvino_variants.py --explore measures each choice against the default
-TUNED_ALPHAS = (-1.0, 0.5, 0.75, 0.95)  # SmoothQuant alphas tried; -1 = SmoothQuant off
-TUNED_PRESET = "performance"  # symmetric activations: higher span agreement than "mixed", same speed
+TUNED_ALPHAS = (0.75, 0.95)  # SmoothQuant alphas tried; -1 = SmoothQuant off
+TUNED_PRESETS = ("mixed", "performance")  # asymmetric / symmetric activations, tried with every alpha
 TUNED_FLOAT_ATTENTION = True  # attention's Q.K and P.V MatMuls stay in float (higher agreement, same speed)
 TUNED_PRECISION = "default"  # f32 for the float ops was slower, and not more accurate
 TUNED_IGNORED_TYPES: Tuple[str, ...] = ()
 TUNED_SUBSET = 10_000  # every calibration item
+# Static shapes are off: an int8 model compiled for a static shape computes different logits from the dynamic-shape
+# model a user loads from the folder (on the bundled QA model 6 of 200 answers changed), so the job times and
+# evaluates exactly what it deploys. ``ctx.extra["openvino_static_shapes"]`` turns them on.
+STATIC_SHAPES = False
 
 
 def _load_hint(precision: str, task: str) -> Tuple[str, List[str]]:
@@ -83,13 +87,14 @@ def _float_route(precision: str):
         from ..openvino import OpenVINORunner, convert_onnx, plugin_default_precision
 
         model = convert_onnx(ctx.onnx_path)
-        run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision)
+        static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
+        run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision, static=static)
         used = run.config["INFERENCE_PRECISION_HINT"]
         hint, notes = _load_hint(precision, ctx.task)
         notes.append(f"OpenVINO {used} inference (plugin default here: {plugin_default_precision()}), "
-                     "static shape compiled per input shape")
+                     + ("static shape compiled per input shape" if static else "dynamic shapes, as deployed"))
         return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
-                     info={"precision": used, "static_shapes": True, "quantization": None,
+                     info={"precision": used, "static_shapes": static, "quantization": None,
                            "compile_config": dict(run.config)})
 
     return build
@@ -110,50 +115,57 @@ def build_int8_default(ctx: RouteContext) -> Built:
     items = calibration_items(ctx.calibration, batch=1)
     config = Int8Config()  # Optimum Intel's defaults, 128 items at most
     model = quantize_int8(convert_onnx(ctx.onnx_path), items, config)
-    run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default")
+    static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
+    run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default", static=static)
     hint, notes = _load_hint("default", ctx.task)
     notes.append(f"NNCF int8 with Optimum Intel's default settings on {min(len(items), config.subset_size)} of "
                  f"{len(items)} calibration questions")
     return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
-                 info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": True,
+                 info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": static,
                        "quantization": config.to_dict(), "calibration_items": len(items),
                        "compile_config": dict(run.config)})
 
 
 def choose_alpha(fp_model, items: Sequence[Feed], output_names, threads: int, alphas: Sequence[float], base_config,
-                 precision: str) -> Tuple[Any, float, List[Tuple[float, float]]]:
-    """Quantize with each SmoothQuant alpha and keep the one whose logits are closest to f32 on ``items``.
+                 precision: str, presets: Sequence[str] = ()) -> Tuple[Any, Tuple[str, float], List[Tuple[str, float, float]]]:
+    """Quantize with each (preset, SmoothQuant alpha) and keep the one whose logits are closest to f32 on ``items``.
 
     Only calibration data is used: the error is the mean |int8 - f32| over real tokens of the calibration items.
 
+    Args:
+        presets: NNCF presets to try (``"mixed"``, ``"performance"``); empty: ``base_config.preset`` only.
+
     Returns:
-        ``(quantized model, chosen alpha, [(alpha, error), ...])``.
+        ``(quantized model, (chosen preset, chosen alpha), [(preset, alpha, error), ...])``.
     """
     from ..openvino import OpenVINORunner, quantize_int8
 
     feeds = _batches(items)
-    ref = OpenVINORunner(fp_model, output_names, threads=threads, precision="f32")
-    best: Optional[Tuple[float, float, Any]] = None
+    ref = OpenVINORunner(fp_model, output_names, threads=threads, precision="f32", static=False)
+    best: Optional[Tuple[Tuple[str, float], float, Any]] = None
     tried = []
-    for alpha in alphas:
-        model = quantize_int8(fp_model, items, replace(base_config, smooth_quant_alpha=alpha))
-        err = logit_error(OpenVINORunner(model, output_names, threads=threads, precision=precision), ref, feeds)
-        tried.append((float(alpha), round(err, 5)))
-        if best is None or err < best[1]:
-            best = (float(alpha), err, model)
+    for preset in presets or (base_config.preset,):
+        for alpha in alphas:
+            model = quantize_int8(fp_model, items, replace(base_config, preset=preset, smooth_quant_alpha=alpha))
+            run = OpenVINORunner(model, output_names, threads=threads, precision=precision, static=False)
+            err = logit_error(run, ref, feeds)
+            tried.append((preset, float(alpha), round(err, 5)))
+            if best is None or err < best[1]:
+                best = ((preset, float(alpha)), err, model)
     return best[2], best[0], tried
 
 
 def build_int8_tuned(ctx: RouteContext) -> Built:
     """``openvino-int8``: NNCF int8 with hf_lnorm's choices.
 
-    Differences from ``openvino-int8-default``: symmetric activations (preset ``TUNED_PRESET``); attention's
+    Differences from ``openvino-int8-default``: the NNCF preset (``TUNED_PRESETS``: asymmetric or symmetric
+    activations) and SmoothQuant's alpha (``TUNED_ALPHAS``) chosen together by mean |logit error| against f32 on the
+    calibration questions (never the evaluation set; the job's ``smooth_alpha`` fixes the alpha instead); attention's
     MatMuls between two activations (Q.K and P.V) kept in floating point (``TUNED_FLOAT_ATTENTION``; an export whose
     attention OpenVINO reads as one ``ScaledDotProductAttention`` op has none, and NNCF leaves that op in float
-    anyway); SmoothQuant's alpha chosen among ``TUNED_ALPHAS`` by mean |logit error| against f32 on the calibration
-    questions (never the evaluation set; the job's ``smooth_alpha`` fixes it instead); every calibration item used
+    anyway); every calibration item used
     (``subset_size`` not capped at 128). The inference precision is the plugin's default. ``ctx.extra`` keys
-    ``openvino_alphas``, ``openvino_preset``, ``openvino_precision``, ``openvino_float_attention`` and
+    ``openvino_alphas``, ``openvino_presets``, ``openvino_precision``, ``openvino_float_attention`` and
     ``openvino_ignored_types`` override these choices.
     """
     from ..openvino import Int8Config, OpenVINORunner, activation_matmuls, calibration_items, convert_onnx
@@ -165,19 +177,23 @@ def build_int8_tuned(ctx: RouteContext) -> Built:
     precision = ctx.extra.get("openvino_precision", TUNED_PRECISION)
     fp_model = convert_onnx(ctx.onnx_path)
     float_attention = bool(ctx.extra.get("openvino_float_attention", TUNED_FLOAT_ATTENTION))
-    base = Int8Config(preset=ctx.extra.get("openvino_preset", TUNED_PRESET), subset_size=max(1, min(TUNED_SUBSET, len(items))),
+    presets = tuple(ctx.extra.get("openvino_presets", TUNED_PRESETS))
+    base = Int8Config(preset=presets[0], subset_size=max(1, min(TUNED_SUBSET, len(items))),
                       ignored_types=list(ctx.extra.get("openvino_ignored_types", TUNED_IGNORED_TYPES)),
                       ignored_names=activation_matmuls(fp_model) if float_attention else [])
-    model, alpha, tried = choose_alpha(fp_model, items, ctx.output_names, ctx.threads, alphas, base, precision)
-    run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision)
+    model, (preset, alpha), tried = choose_alpha(fp_model, items, ctx.output_names, ctx.threads, alphas, base, precision,
+                                                 presets)
+    base = replace(base, preset=preset)
+    static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
+    run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision, static=static)
     hint, notes = _load_hint(precision, ctx.task)
-    how = ", ".join(f"{a:g} -> {e:.4f}" for a, e in tried)
-    notes.append(f"NNCF int8 (hf_lnorm): SmoothQuant alpha {alpha:g} chosen on {len(items)} calibration questions by "
-                 f"mean |logit error| vs f32 ({how}); preset {base.preset}; "
+    how = ", ".join(f"{p} {a:g} -> {e:.4f}" for p, a, e in tried)
+    notes.append(f"NNCF int8 (hf_lnorm): preset {preset} and SmoothQuant alpha {alpha:g} chosen on {len(items)} calibration "
+                 f"questions by mean |logit error| vs f32 ({how}); "
                  f"{len(base.ignored_names)} attention MatMuls and op types [{', '.join(base.ignored_types)}] kept in float")
     return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
-                 info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": True,
-                       "quantization": replace(base, smooth_quant_alpha=alpha).to_dict(), "alpha_errors": tried,
+                 info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": static,
+                       "quantization": replace(base, smooth_quant_alpha=alpha).to_dict(), "search": tried,
                        "float_attention": float_attention, "calibration_items": len(items), "compile_config": dict(run.config)})
 
 
