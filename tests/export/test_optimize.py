@@ -14,19 +14,14 @@ import transformers
 import hf_lnorm.export.routes.pytorch as pytorch_routes
 from hf_lnorm.cli import main
 from hf_lnorm.export import onnx_op_types
-from hf_lnorm.export.routes import Built, Route
+from hf_lnorm.export.routes import Route
 from hf_lnorm.loading import default_qa_model
 from hf_lnorm.outputs import MARKER, is_hf_lnorm_output
 
 from ..conftest import minilm_path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(path: Path, cls, num_labels: int = 2) -> Path:

@@ -28,12 +28,7 @@ from ..conftest import minilm_path, tree_digest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _save_tiny_bert(path: Path, tokenizer=None) -> Path:

@@ -106,12 +106,9 @@ else:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The test models are tiny: one intra-op thread is faster than several (and much faster on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every family test runs with one intra-op thread (``tests/conftest.py::one_thread``)."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
