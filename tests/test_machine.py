@@ -71,3 +71,11 @@ def test_cpu_model_name_from_cpuinfo():
     assert _machine._cpuinfo_field(lines, "model name") == "AMD EPYC 9B14"
     assert _machine._cpuinfo_field(lines, "flags") == "fpu avx2 avx512_vnni"
     assert _machine._cpuinfo_field(lines, "microcode") is None
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="no /proc/cpuinfo on this OS")
+def test_cpu_flags_are_the_listed_ones_this_cpu_has():
+    flags = (_machine._cpuinfo_field(Path("/proc/cpuinfo").read_text().splitlines(), "flags") or "").split()
+    info = _machine.machine_info()
+    assert info["cpu_flags"] == [f for f in _machine.CPU_FLAGS if f in flags]  # report order, nothing else
+    assert set(info["int8_isa"]) <= set(info["cpu_flags"])  # every int8 ISA flag is among the listed ones

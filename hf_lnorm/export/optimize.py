@@ -51,7 +51,6 @@ DEFAULT_OUTPUT = "hf-lnorm-optimized"
 STAGES = ("load", "patch", "verify", "export", "build", "evaluate", "benchmark", "choose", "deploy", "verify-deploy", "report")
 REFERENCE_ROUTE = "pytorch-fp32"
 CORE_RUNTIMES = ("pytorch", "onnxruntime")  # what `hf-lnorm[onnx]` installs: a missing one is an error
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 _SETTLE_S = 0.02  # idle between two routes' runs, so the previous runtime's worker threads have gone to sleep
 
 
@@ -379,19 +378,6 @@ def _load(source: str, seed: int, task: str = "question-answering"):
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"model {source!r} needs a fast tokenizer (answer decoding uses offset and special-token masks)")
     return model.eval(), tokenizer
-
-
-def cpu_flags() -> List[str]:
-    """The ``CPU_FLAGS`` (AVX-512, VNNI, BF16, AMX) that /proc/cpuinfo lists; empty where there is none."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -791,7 +777,7 @@ class _Job:
         self.stage("deploy")
         self.deployed: Dict[str, str] = {}
         final = Path(self.args.output).expanduser().absolute()
-        machine = machine_info()
+        self.machine = machine = machine_info()  # one reading of the load, for the READMEs and the report
         self.machine_line = (f"Measured on {machine.get('cpu')} ({machine.get('cores')} cores), {self.threads} threads, "
                              f"load average {machine.get('load_avg_1min')}, median of {self.args.repeats} rounds.")
         order = [self.choice.chosen] if self.choice.chosen else []
@@ -869,8 +855,8 @@ class _Job:
             "fused_ops": self.fused_ops,
             "patch": self.patch_summary,
             "threads": self.threads,
-            "machine": machine_info(),
-            "cpu_flags": cpu_flags(),
+            "machine": self.machine,
+            "cpu_flags": self.machine.get("cpu_flags", []),
             "eval_file": str(self.eval_file),
             "qa_file": str(self.eval_file),
             "examples": len(self.examples),
