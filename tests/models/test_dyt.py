@@ -247,14 +247,23 @@ assert "hf_lnorm" not in sys.modules
 # --------------------------------------------------------------------------- export
 
 
-def test_dyt_gpt_exports_to_onnx_matching_pytorch(tmp_path):
-    model, _, _, _ = _build("gpt")
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_dyt_family_exports_to_onnx_matching_pytorch(family, tmp_path):
+    """Each family exports with its default task; the ONNX model has one Tanh per DyT, no LayerNormalization, no
+    custom op, and its outputs match PyTorch (``export`` checks them and reports the largest difference)."""
+    model, _, _, _ = _build(family)
     _scramble_dyt(model)
-    result = export(model, tmp_path / "out", task="text-generation")
-    assert result.max_abs_err is not None and result.max_abs_err <= 1e-4
-    ops = onnx_op_types(tmp_path / "out" / "model.onnx")
-    assert ops.get("Tanh", 0) == len([m for m in model.modules() if isinstance(m, LNormDyT)])
-    assert "LayerNormalization" not in ops and all("::" not in op for op in ops)
+    result = export(model, tmp_path / "out", task="text-generation" if family == "gpt" else None)
+    assert result.max_abs_err is not None and result.max_abs_err <= 1e-4, (family, result.max_abs_err)
+    files = sorted((tmp_path / "out").glob("*.onnx"))
+    assert files, family
+    ops = {}
+    for f in files:
+        for op, n in onnx_op_types(f).items():
+            ops[op] = ops.get(op, 0) + n
+    dyts = len([m for m in model.modules() if isinstance(m, LNormDyT)])
+    assert ops.get("Tanh", 0) >= dyts, (family, ops.get("Tanh"), dyts)
+    assert "LayerNormalization" not in ops and all("::" not in op for op in ops), (family, sorted(ops))
 
 
 # --------------------------------------------------------------------------- patch
