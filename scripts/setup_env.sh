@@ -2,7 +2,7 @@
 # Build a virtual environment with hf_lnorm and everything its tests need.
 #   bash scripts/setup_env.sh [5|4.57] [VENV_DIR]
 # 5    : latest transformers 5.x (torch.onnx export path, no optimum-onnx)
-# 4.57 : transformers 4.57.x with optimum-onnx (the Optimum export path)
+# 4.57 : transformers 4.57.x with optimum-onnx (the Optimum export path) and optimum-intel 1.x
 # torch is the CPU build (torch==2.13.0+cpu, from the machine's wheel folder);
 # the package metadata itself only asks for torch>=2.4.
 set -euo pipefail
@@ -11,7 +11,7 @@ VENV="${2:-.venv}"
 cd "$(dirname "$0")/.."
 case "$LINE" in
   5) TF='transformers>=5.0,<6'; EXTRA=() ;;
-  4.57) TF='transformers>=4.57,<4.58'; EXTRA=(optimum-onnx) ;;
+  4.57) TF='transformers>=4.57,<4.58'; EXTRA=(optimum-onnx 'optimum-intel>=1.27,<2') ;;
   *) echo "setup_env.sh: unknown transformers line '$LINE' (accepted: 5, 4.57)" >&2; exit 2 ;;
 esac
 if [ ! -x "$VENV/bin/python" ]; then

@@ -175,8 +175,11 @@ def readme(route: str, description: str, hint: str, folder_name: str, task, mode
                   f'`transformers.pipeline("{task.pipeline}", model=model, tokenizer=tokenizer)`.', ""]
     elif hint.startswith("openvino."):
         ov_class = task.optimum_class.replace("ORTModel", "OVModel")
-        lines += [f"With Optimum Intel (optimum-intel) the folder also loads as "
-                  f"`optimum.intel.{ov_class}.from_pretrained(PATH)`.", ""]
+        # The same inference precision as the load line: Optimum Intel otherwise compiles with the plugin's default.
+        ov_config = ', ov_config={"INFERENCE_PRECISION_HINT": "f32"}' if '"INFERENCE_PRECISION_HINT": "f32"' in hint else ""
+        lines += [f"With Optimum Intel (optimum-intel 1.x on transformers 4.57) the folder also loads as "
+                  f"`optimum.intel.{ov_class}.from_pretrained(PATH{ov_config})`, which works in "
+                  f'`transformers.pipeline("{task.pipeline}", model=model, tokenizer=tokenizer)`.', ""]
     else:
         lines += ["The folder holds the fp32 weights (`save_pretrained`); the call around `from_pretrained` above is "
                   "the route.", ""]

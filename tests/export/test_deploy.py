@@ -1,5 +1,6 @@
 """Deployed folders of ``hf-lnorm optimize``: load hints, their imports, the README, verify, and (transformers 4.57
-with optimum-onnx) Optimum's ORTModel and ``pipeline`` on an ONNX Runtime folder."""
+with optimum-onnx and optimum-intel) Optimum's ORTModel / OVModel and ``pipeline`` on ONNX Runtime and OpenVINO
+folders."""
 
 import json
 
@@ -82,3 +83,58 @@ def test_optimum_ortmodel_and_pipeline_load_the_ort_folder(ort_folder):
     qa = transformers.pipeline("question-answering", model=model, tokenizer=tokenizer)
     answer = qa(question="Who speaks?", context="Hamlet speaks to the ghost.")
     assert set(answer) >= {"answer", "score", "start", "end"} and answer["answer"] in "Hamlet speaks to the ghost."
+
+
+TRANSFORMERS_4 = int(transformers.__version__.split(".")[0]) < 5
+
+
+@pytest.fixture(scope="module")
+def openvino_folder(tmp_path_factory):
+    """A quick job with the OpenVINO f32 route only: its model/ folder."""
+    pytest.importorskip("openvino", reason="the OpenVINO routes need the openvino extra")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path())
+    cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+    root = tmp_path_factory.mktemp("deploy_ov")
+    torch.manual_seed(0)
+    transformers.BertForQuestionAnswering(cfg).save_pretrained(root / "tiny")
+    tokenizer.save_pretrained(root / "tiny")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["optimize", str(root / "tiny"), "--quick", "--routes", "openvino-f32", "--output", str(root / "opt"),
+                     "--repeats", "1", "--threads", "1", "--no-plot"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root / "opt"
+
+
+def test_optimum_intel_ovmodel_and_pipeline_load_the_openvino_folder(openvino_folder):
+    """Optimum Intel 1.x (transformers < 4.58; the 4.57 test environment installs it) loads the OpenVINO folder
+    with the README's class, gives the runtime's logits, and serves ``pipeline("question-answering")``."""
+    if TRANSFORMERS_4:
+        import optimum.intel as optimum_intel  # installed with the 4.57 line: a missing one is an error here
+    else:
+        optimum_intel = pytest.importorskip("optimum.intel", reason="optimum-intel 1.x needs transformers < 4.58; its "
+                                            "2.x releases pull torchvision, which this CPU-only environment avoids")
+    report = json.loads((openvino_folder / "report.json").read_text())
+    assert report["chosen"] == "openvino-f32" and report["verify_deploy"]["equal"] == report["verify_deploy"]["total"]
+    folder = str(openvino_folder / "model")
+    # the README's Optimum line keeps the route's f32 inference (Optimum Intel's own default here would be bf16)
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    readme = (openvino_folder / "model" / "README.md").read_text()
+    assert f"optimum.intel.OVModelForQuestionAnswering.from_pretrained(PATH, ov_config={json.dumps(f32)})" in readme
+    assert 'transformers.pipeline("question-answering", model=model, tokenizer=tokenizer)' in readme
+    model = optimum_intel.OVModelForQuestionAnswering.from_pretrained(folder, ov_config=f32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    enc = tokenizer("Who speaks?", "Hamlet speaks to the ghost.", return_tensors="np")
+    feed = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+    hint = report["routes"][0]["load_hint"]
+    plain = runner_for(load(folder, hint), ("start_logits", "end_logits"))(feed)
+    via_optimum = runner_for(model, ("start_logits", "end_logits"))(feed)
+    for a, b in zip(via_optimum, plain):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    if TRANSFORMERS_4:
+        qa = transformers.pipeline("question-answering", model=model, tokenizer=tokenizer)
+        answer = qa(question="Who speaks?", context="Hamlet speaks to the ghost.")
+        assert set(answer) >= {"answer", "score", "start", "end"} and answer["answer"] in "Hamlet speaks to the ghost."

@@ -191,7 +191,6 @@ def test_every_route_builds_runs_and_deploys(exported, tmp_path):
         assert err < bound, (route.name, err)
         assert built.load_hint.startswith('openvino.Core().compile_model(PATH + "/openvino_model.xml", "CPU"')
         assert ("INFERENCE_PRECISION_HINT" in built.load_hint) == (route.name == "openvino-f32")
-        assert any("OVModelForQuestionAnswering.from_pretrained(PATH" in n for n in built.notes)
         from hf_lnorm.export import deploy as deploy_module
         assert built.info["static_shapes"] is False and built.info["precision"] in ("bf16", "f32")
         target = tmp_path / route.name

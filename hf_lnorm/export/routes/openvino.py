@@ -38,15 +38,10 @@ TUNED_SUBSET = 10_000  # every calibration item
 STATIC_SHAPES = False
 
 
-def _load_hint(precision: str, task: str) -> Tuple[str, List[str]]:
-    """The one line that loads the folder with plain OpenVINO, and the Optimum Intel equivalent as a note."""
+def _load_hint(precision: str) -> Tuple[str, List[str]]:
+    """The one line that loads the folder with plain OpenVINO (the README adds the Optimum Intel equivalent)."""
     config = ', {"INFERENCE_PRECISION_HINT": "f32"}' if precision == "f32" else ""
-    hint = f'openvino.Core().compile_model(PATH + "/openvino_model.xml", "CPU"{config})'
-    from ..tasks import get_task
-
-    optimum = get_task(task).optimum_class.replace("ORTModel", "OVModel") + ".from_pretrained(PATH" + (
-        ', ov_config={"INFERENCE_PRECISION_HINT": "f32"})' if precision == "f32" else ")")
-    return hint, [f"Optimum Intel (optimum-intel installed): {optimum}"]
+    return f'openvino.Core().compile_model(PATH + "/openvino_model.xml", "CPU"{config})', []
 
 
 def _deployer(model, hf_config):
@@ -90,7 +85,7 @@ def _float_route(precision: str):
         static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
         run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision, static=static)
         used = run.config["INFERENCE_PRECISION_HINT"]
-        hint, notes = _load_hint(precision, ctx.task)
+        hint, notes = _load_hint(precision)
         notes.append(f"OpenVINO {used} inference (plugin default here: {plugin_default_precision()}), "
                      + ("static shape compiled per input shape" if static else "dynamic shapes, as deployed"))
         return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
@@ -117,7 +112,7 @@ def build_int8_default(ctx: RouteContext) -> Built:
     model = quantize_int8(convert_onnx(ctx.onnx_path), items, config)
     static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
     run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default", static=static)
-    hint, notes = _load_hint("default", ctx.task)
+    hint, notes = _load_hint("default")
     notes.append(f"NNCF int8 with Optimum Intel's default settings on {min(len(items), config.subset_size)} of "
                  f"{len(items)} calibration questions")
     return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
@@ -186,7 +181,7 @@ def build_int8_tuned(ctx: RouteContext) -> Built:
     base = replace(base, preset=preset)
     static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
     run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision, static=static)
-    hint, notes = _load_hint(precision, ctx.task)
+    hint, notes = _load_hint(precision)
     how = ", ".join(f"{p} {a:g} -> {e:.4f}" for p, a, e in tried)
     notes.append(f"NNCF int8 (hf_lnorm): preset {preset} and SmoothQuant alpha {alpha:g} chosen on {len(items)} calibration "
                  f"questions by mean |logit error| vs f32 ({how}); "
