@@ -118,8 +118,9 @@ def first_sentence(context: str) -> str:
     return (m.group(1) if m else context).strip()
 
 
-class QuestionAnsweringTrainer(Trainer):
-    """A Trainer whose ``evaluate`` decodes span logits into answers and reports SQuAD EM/F1."""
+class QuestionAnsweringTrainer(common.InOrderEvaluation, Trainer):
+    """A Trainer whose ``evaluate`` decodes span logits into answers and reports SQuAD EM/F1 (windows are read in
+    their own order, which the answer decoding relies on)."""
 
     def __init__(self, *args, eval_examples=None, data_args: DataTrainingArguments = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -231,6 +232,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
             preds, nbest = trainer.last_predictions
             for name, obj in (("eval_predictions.json", preds), ("eval_nbest.json", nbest)):
                 write_json(os.path.join(training_args.output_dir, name), obj, indent=1)
+        if not training_args.do_train:
+            common.save_provenance(trainer)
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_path, tasks="question-answering",
                             dataset=data_args.dataset_name or data_args.train_file)

@@ -60,9 +60,15 @@ from transformers import (  # noqa: E402
 
 import hf_lnorm  # noqa: E402,F401  (registers the lnorm-* model types with the Auto classes)
 from hf_lnorm.recipes import common  # noqa: E402
-from hf_lnorm.recipes.common import PATCH_CHOICES, apply_lnorm_patch, apply_lora, parse_recipe_args  # noqa: E402
+from hf_lnorm.recipes.common import PATCH_CHOICES, InOrderEvaluation, apply_lnorm_patch, apply_lora, parse_recipe_args  # noqa: E402
 from hf_lnorm.recipes.data_files import DataFileError, load_translation_file  # noqa: E402
-from hf_lnorm.recipes.translation import build_seq2seq_from_config, parse_config_overrides, train_joint_tokenizer, translation_scores  # noqa: E402
+from hf_lnorm.recipes.translation import (  # noqa: E402
+    build_seq2seq_from_config,
+    check_label_order,
+    parse_config_overrides,
+    train_joint_tokenizer,
+    translation_scores,
+)
 
 logger = logging.getLogger("run_translation")
 
@@ -70,6 +76,10 @@ try:  # registers the model families when the models package is importable
     import hf_lnorm.models  # noqa: F401
 except ImportError:  # pragma: no cover - only while the families are being written
     pass
+
+
+class TranslationTrainer(InOrderEvaluation, Seq2SeqTrainer):
+    """``Seq2SeqTrainer`` that evaluates the held-out pairs in their own order, so prediction i is pair i's."""
 
 
 @dataclass
@@ -223,13 +233,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
         # padding samples appended (accelerate's even_batches); the first len(eval_refs) rows are the real ones.
         if len(preds) < len(eval_refs):
             raise ValueError(f"evaluation returned {len(preds)} predictions for {len(eval_refs)} references")
+        check_label_order(eval_pred.label_ids, eval_features["labels"], tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(preds[: len(eval_refs)], skip_special_tokens=True)
         scores = translation_scores(texts, eval_refs)
         compute_metrics.last_texts = texts
         return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
 
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8)
-    trainer = Seq2SeqTrainer(model=model, args=training_args, train_dataset=train_features, eval_dataset=eval_features,
+    trainer = TranslationTrainer(model=model, args=training_args, train_dataset=train_features, eval_dataset=eval_features,
                              processing_class=tokenizer, data_collator=collator,
                              compute_metrics=compute_metrics if training_args.predict_with_generate else None)
 
@@ -256,6 +267,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
             os.replace(tmp, os.path.join(training_args.output_dir, "eval_translations.jsonl"))
+        if not training_args.do_train:
+            common.save_provenance(trainer)
     if training_args.push_to_hub:
         trainer.push_to_hub(tasks="translation", dataset=data_args.dataset_name or data_args.train_file)
     return results

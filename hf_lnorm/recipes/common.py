@@ -7,6 +7,7 @@
 * :func:`resumable_checkpoint`: the newest *complete* ``checkpoint-N`` folder.
 * :func:`setup_logging`, :func:`resume_or_refuse`, :func:`train_and_save`: the
   steps every recipe's ``main`` runs before and after its task-specific part.
+* :class:`InOrderEvaluation`: a Trainer mixin that evaluates the dataset in its own order.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .._json import write_json
 from .._machine import provenance
 
 __all__ = ["PATCH_CHOICES", "parse_recipe_args", "apply_lnorm_patch", "default_lora_targets", "apply_lora", "resumable_checkpoint",
-           "setup_logging", "resume_or_refuse", "train_and_save"]
+           "setup_logging", "resume_or_refuse", "train_and_save", "save_provenance", "InOrderEvaluation"]
 
 PATCH_CHOICES = ("none", "fused", "quantized", "quantized-readers", "quantized-all")
 
@@ -278,6 +279,33 @@ def train_and_save(trainer, resume: Optional[str], **counts: Any) -> Dict[str, A
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
-    if trainer.is_world_process_zero():  # where the metrics came from: code, versions, machine, command
-        write_json(os.path.join(trainer.args.output_dir, "provenance.json"), provenance())
+    save_provenance(trainer)
     return metrics
+
+
+def save_provenance(trainer) -> None:
+    """Write ``output_dir/provenance.json`` (code, versions, machine, command line, time) from the main process.
+
+    Training runs write it after saving the model (:func:`train_and_save`); evaluation-only runs after evaluating.
+    """
+    if trainer.is_world_process_zero():
+        write_json(os.path.join(trainer.args.output_dir, "provenance.json"), provenance())
+
+
+class InOrderEvaluation:
+    """Trainer mixin: evaluation and prediction read the evaluation set in its own order.
+
+    With ``group_by_length`` (5.x: ``train_sampling_strategy="group_by_length"``) the Trainer of transformers 4.57
+    and 5.x also length-groups the *evaluation* set, so predictions come back in another order than the dataset's.
+    The recipes pair each prediction with its reference (translation) or its example (QA) by position, so they
+    evaluate sequentially (one process) or in accelerate's contiguous shards (several), whatever the training
+    sampler is. Put it before the Trainer class: ``class MyTrainer(InOrderEvaluation, Seq2SeqTrainer)``.
+    """
+
+    def _get_eval_sampler(self, eval_dataset):  # transformers' hook, the same name and arguments on 4.57 and 5.x
+        import torch
+        from transformers.trainer_utils import has_length
+
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None

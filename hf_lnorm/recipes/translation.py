@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-__all__ = ["SPECIAL_TOKENS", "train_joint_tokenizer", "parse_config_overrides", "build_seq2seq_from_config", "translation_scores"]
+__all__ = ["SPECIAL_TOKENS", "train_joint_tokenizer", "parse_config_overrides", "build_seq2seq_from_config", "translation_scores",
+           "check_label_order"]
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "bos_token": "<s>"}
 
@@ -144,3 +145,38 @@ def translation_scores(predictions: Sequence[str], references: Sequence[str]) ->
     preds: List[str] = [p.strip() for p in predictions]
     refs: List[str] = [r.strip() for r in references]
     return {"bleu": sacrebleu.corpus_bleu(preds, [refs]).score, "chrf": sacrebleu.corpus_chrf(preds, [refs]).score, "count": len(refs)}
+
+
+def check_label_order(label_ids, expected: Sequence[Sequence[int]], pad_token_id: int) -> None:
+    """Raise unless the evaluated rows are the evaluation set's, in its order.
+
+    Predictions are scored against references by position, so a sampler that reorders the evaluation set
+    (transformers' length grouping does, with ``group_by_length``) would pair each prediction with another
+    sentence's reference and report scores near zero for a model that translates.
+
+    Args:
+        label_ids: the ``(rows, length)`` labels the trainer returned beside the predictions (``-100`` or the pad id
+            where padded); rows after ``len(expected)`` (distributed wrap-around padding) are not checked.
+        expected: the evaluation set's label ids, in dataset order.
+        pad_token_id: the tokenizer's pad id.
+
+    Raises:
+        ValueError: labels are missing, or a row holds another example's labels (its index is named).
+
+    Examples:
+        >>> check_label_order([[5, 6, 1, -100], [7, 1, -100, -100]], [[5, 6, 1], [7, 1]], pad_token_id=0)
+        >>> check_label_order([[7, 1, -100], [5, 6, 1]], [[5, 6, 1], [7, 1]], pad_token_id=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: evaluation row 0 holds the labels of another example than the evaluation set's row 0: predictions would be scored against the wrong references (the evaluation sampler reordered the set)
+    """
+    if label_ids is None:
+        raise ValueError("evaluation returned no labels, so the order of its predictions cannot be checked")
+    if len(label_ids) < len(expected):
+        raise ValueError(f"evaluation returned {len(label_ids)} label rows for {len(expected)} references")
+    for i, want in enumerate(expected):
+        got = [int(t) for t in label_ids[i] if int(t) not in (-100, pad_token_id)]
+        if got != [int(t) for t in want if int(t) != pad_token_id]:
+            raise ValueError(f"evaluation row {i} holds the labels of another example than the evaluation set's row {i}: "
+                             "predictions would be scored against the wrong references (the evaluation sampler "
+                             "reordered the set)")
