@@ -26,24 +26,29 @@ def test_import_lines_name_each_module_and_class_of_a_hint():
         load("/tmp", "NoSuchLoader(PATH)")
 
 
-@pytest.fixture(scope="module")
-def ort_folder(tmp_path_factory):
-    """A quick job with the fused ONNX Runtime route only: its model/ folder."""
+def _quick_job(tmp_path_factory, route: str):
+    """``hf-lnorm optimize --quick`` of a tiny BERT QA model with one route; returns the job's output folder."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path())
     cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
-    root = tmp_path_factory.mktemp("deploy")
+    root = tmp_path_factory.mktemp(f"deploy-{route}")
     torch.manual_seed(0)
     transformers.BertForQuestionAnswering(cfg).save_pretrained(root / "tiny")
     tokenizer.save_pretrained(root / "tiny")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(["optimize", str(root / "tiny"), "--quick", "--routes", "ort-fp32", "--output", str(root / "opt"),
+        assert main(["optimize", str(root / "tiny"), "--quick", "--routes", route, "--output", str(root / "opt"),
                      "--repeats", "1", "--threads", "1", "--no-plot"]) == 0
     finally:
         torch.set_num_threads(threads)
     return root / "opt"
+
+
+@pytest.fixture(scope="module")
+def ort_folder(tmp_path_factory):
+    """A quick job with the ONNX Runtime fp32 route only."""
+    return _quick_job(tmp_path_factory, "ort-fp32")
 
 
 def test_ort_folder_readme_and_verify(ort_folder):
@@ -90,23 +95,9 @@ TRANSFORMERS_4 = int(transformers.__version__.split(".")[0]) < 5
 
 @pytest.fixture(scope="module")
 def openvino_folder(tmp_path_factory):
-    """A quick job with the OpenVINO f32 route only: its model/ folder."""
+    """A quick job with the OpenVINO f32 route only."""
     pytest.importorskip("openvino", reason="the OpenVINO routes need the openvino extra")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path())
-    cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
-    root = tmp_path_factory.mktemp("deploy_ov")
-    torch.manual_seed(0)
-    transformers.BertForQuestionAnswering(cfg).save_pretrained(root / "tiny")
-    tokenizer.save_pretrained(root / "tiny")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["optimize", str(root / "tiny"), "--quick", "--routes", "openvino-f32", "--output", str(root / "opt"),
-                     "--repeats", "1", "--threads", "1", "--no-plot"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    return root / "opt"
+    return _quick_job(tmp_path_factory, "openvino-f32")
 
 
 def test_optimum_intel_ovmodel_and_pipeline_load_the_openvino_folder(openvino_folder):
