@@ -111,7 +111,7 @@ def _vit():
 
 def _speech():
     config = LNormSpeechConfig(vocab_size=30, num_mel_bins=8, conv_channels=8, max_source_positions=16,
-                               max_position_embeddings=12, num_decoder_layers=1, **STACK)
+                               max_position_embeddings=32, num_decoder_layers=1, **STACK)
     inputs = {"input_features": torch.randn(B, 20, 8), "labels": torch.randint(3, 30, (B, 5))}
     return LNormSpeechForConditionalGeneration(config), inputs, "AutoModelForSpeechSeq2Seq", "logits"
 
