@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 START, END = "<!-- results:headline:start -->", "<!-- results:headline:end -->"
 OPTIMIZE = "optimize_qa-minilm_transformers-4.57.6.json"
+TRANSLATION = "translation_lnorm_seq2seq_cpu.json"
 VERSION_ORDER = ("python", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "optimum", "optimum-onnx",
                  "peft", "triton", "openvino", "torchao", "accelerate", "gymnasium")
 
@@ -340,21 +341,89 @@ def families(res: Results) -> str:
           "qa_minilm_cpu_2ep.json": "MiniLM-L6 full fine-tuning, 2 epochs",
           "qa_minilm_lora_cpu.json": "MiniLM-L6 + LoRA (the bundled adapter)"}
     q = {nm: res.get(nm) for nm in qa}
-    tr = res.get("translation_lnorm_seq2seq_h100.json")
+    tr = res.get(TRANSLATION)
     body += ["## Fine-tuning recipes", "",
              "Extractive QA, EM / F1 on the 600 held-out dev questions (baseline: answer with the first sentence):", "",
              table(["recipe", "EM / F1", "first-sentence EM / F1", "train seconds", "trained on"],
                    [[what, f"{q[nm]['eval_exact_match']:.1f} / {q[nm]['eval_f1']:.1f}",
                      f"{q[nm]['eval_first_sentence_exact_match']:.1f} / {q[nm]['eval_first_sentence_f1']:.1f}",
                      f"{q[nm]['train_wall_s']:.0f}", device(q[nm])] for nm, what in qa.items()]), "",
-             "Translation en→es with LNormSeq2Seq:", "",
-             table(["BLEU", "chrF", "copy-the-source BLEU / chrF", "eval loss", "eval sentences", "train seconds", "trained on"],
-                   [[f"{tr['eval_bleu']:.2f}", f"{tr['eval_chrf']:.1f}",
-                     f"{tr['eval_copy_source_bleu']:.2f} / {tr['eval_copy_source_chrf']:.1f}", f"{tr['eval_loss']:.2f}",
-                     tr["eval_samples"], f"{tr['train_wall_s']:.0f}", device(tr)]]), "", "### Provenance", ""]
-    for nm in (*policy, *qa, "translation_lnorm_seq2seq_h100.json"):
+             "Translation en→es with LNormSeq2Seq, the recipe's default config (learning curve and sample "
+             "translations: [translation](translation.md)):", "",
+             table(["BLEU", "chrF", "copy-the-source BLEU / chrF", "held-out verses", "train seconds", "trained on"],
+                   [[f"{tr['final']['eval_bleu']:.2f}", f"{tr['final']['eval_chrf']:.1f}",
+                     f"{tr['final']['eval_copy_source_bleu']:.2f} / {tr['final']['eval_copy_source_chrf']:.1f}",
+                     tr["final"]["eval_samples"], f"{tr['final']['train_wall_s']:.0f}", device(tr)]]), "",
+             "### Provenance", ""]
+    for nm in (*policy, *qa, TRANSLATION):
         body += [f"`{nm}`:", "", provenance_note(res.get(nm), nm), ""]
     return page("Model families", res, body)
+
+
+TRANSLATION_COMMANDS = [
+    "python scripts/prepare_data.py bible   # writes data/cache/bible_en_es.jsonl from the bundled corpora",
+    "python scripts/run_translation.py configs/translation_lnorm_seq2seq.json --output_dir runs/translation-default",
+    "python scripts/translation_report.py runs/translation-default --config configs/translation_lnorm_seq2seq.json \\",
+    "    --json data/results/translation_lnorm_seq2seq_cpu.json --png docs/results/img/translation_curve.png"]
+
+
+def translation(res: Results) -> str:
+    d = res.get(TRANSLATION)
+    s, f, c = d["settings"], d["final"], d["curve"]
+    m = json.loads(s["config_overrides"]) if isinstance(s.get("config_overrides"), str) else s.get("config_overrides", {})
+    threads = (d["provenance"].get("machine") or {}).get("threads")
+    books = s["holdout_books"].replace(",", ", ")
+    size = (f"{m.get('hidden_size')}-wide, {m.get('num_hidden_layers')} encoder + {m.get('num_decoder_layers')} decoder "
+            f"layers, {m.get('num_attention_heads')} heads, MLP {m.get('intermediate_size')}, dropout {m.get('dropout')}, "
+            f"{m.get('norm_position')}-{m.get('norm_type')}")
+    setup = (f"LNormSeq2Seq ({size}) with a {s['tokenizer_vocab_size']:,}-token joint BPE vocabulary, trained from "
+             f"scratch on {f['train_samples']:,} KJV → Reina-Valera verse pairs for {s['max_steps']:,} steps of "
+             f"{s['per_device_train_batch_size']} pairs ({f['epoch']:.1f} epochs): AdamW, peak learning rate "
+             f"{s['learning_rate']} after {s['warmup_steps']} warm-up steps, {s['lr_scheduler_type']} decay, label "
+             f"smoothing {s.get('label_smoothing_factor', 0.0)}. Scored with sacreBLEU BLEU and chrF on the "
+             f"{f['eval_samples']} verses of the held-out books ({books}), beam {s['generation_num_beams']}.")
+    curve_rows = [[f"{p['step']:,}", f"{p['loss']:.3f}", f"{p['bleu']:.2f}", f"{p['chrf']:.1f}", p.get("from", "during training")]
+                  for p in c["eval"]]
+    reevaluated = [p for p in c["eval"] if p.get("from") == "evaluation-only run"]
+    first, last = c["eval"][0], c["eval"][-1]
+    prev = [p for p in c["eval"] if p["step"] < last["step"]]
+    trend = (f"Between steps {prev[-1]['step']:,} and {last['step']:,} BLEU moved by {last['bleu'] - prev[-1]['bleu']:+.2f} "
+             f"and chrF by {last['chrf'] - prev[-1]['chrf']:+.1f}." if prev else "")
+    n = d["names"]
+    names = (f"Of the {n['shared']} capitalised words (mostly names) that a held-out source shares with its reference, "
+             f"the translations keep {n['kept']} ({pct(100 * n['share_kept'])})"
+             + (f"; the most often kept: {', '.join(n['most_kept'])}." if n["most_kept"] else ".") if n["shared"] else "")
+    samples = [[x["id"] or "", _short(x["source"], 150), _short(x["reference"], 150), _short(x["prediction"], 150)]
+               for x in d["samples"]]
+    body = ["The translation recipe (`scripts/run_translation.py`) with its default config, "
+            "`configs/translation_lnorm_seq2seq.json`: does it train a model that translates, on this CPU, "
+            "in about two hours?", "",
+            "## Setup", "", setup, "",
+            "## Result", "",
+            table(["", "BLEU", "chrF"], [["LNormSeq2Seq, default config", f"{f['eval_bleu']:.2f}", f"{f['eval_chrf']:.1f}"],
+                                         ["copy the source", f"{f['eval_copy_source_bleu']:.2f}",
+                                          f"{f['eval_copy_source_chrf']:.1f}"]]), "",
+            f"Training took {f['train_wall_s'] / 60:.0f} min ({f['train_wall_s']:,.0f} s"
+            + (f", {threads} threads" if threads else "") + f"), evaluation {f['eval_wall_s']:.0f} s. {names}", "",
+            "## Learning curve", "",
+            "Held-out loss (label-smoothed, as in training) and scores at each evaluation:", "",
+            table(["step", "held-out loss", "BLEU", "chrF", "scored"], curve_rows), "",
+            f"From step {first['step']:,} to step {last['step']:,} BLEU went from {first['bleu']:.2f} to "
+            f"{last['bleu']:.2f} and chrF from {first['chrf']:.1f} to {last['chrf']:.1f}. {trend}", "",
+            "![Training loss and held-out scores against steps](img/translation_curve.png)", "",
+            "## Sample translations", "",
+            "The first held-out verse of each book:", "",
+            table(["verse", "source (KJV)", "reference (Reina-Valera)", "model"], samples), "",
+            "## Reproduce", "", "```bash", *TRANSLATION_COMMANDS, "```", ""]
+    if reevaluated:
+        body += [f"The scores at step{'s' if len(reevaluated) > 1 else ''} "
+                 + ", ".join(f"{p['step']:,}" for p in reevaluated)
+                 + " come from evaluation-only runs of the recipe on the checkpoint saved at that step (the last one "
+                 "on the final model):", "", "```bash", *[p["command"] for p in reevaluated], "```", ""]
+    body += ["Training run:", "", provenance_note(d, TRANSLATION, threads=threads), ""]
+    if d.get("evaluation_provenance"):
+        body += ["Final evaluation:", "", provenance_note({"provenance": d["evaluation_provenance"]}, TRANSLATION), ""]
+    return page("Translation: the recipe's default config", res, body)
 
 
 def generate(res: Results) -> str:
@@ -470,6 +539,12 @@ def headline_rows(res: Results, prefix: str) -> List[List[str]]:
     rows.append([f"QA F1, stock vs {' / '.join(f'`{m}`' for m in modes)}, {qa['dev_questions']} questions",
                  f"{a['none']['eval_f1']:.2f} vs " + " / ".join(f"{a[m]['eval_f1']:.2f}" for m in modes),
                  f"CPU, {date(qa)}", f"[QA per patch mode]({prefix}qa_patch_modes.md)"])
+    t = res.get(TRANSLATION)
+    f = t["final"]
+    rows.append(["Translation recipe default: LNormSeq2Seq from scratch, KJV → Reina-Valera, held-out books",
+                 f"BLEU {f['eval_bleu']:.1f} / chrF {f['eval_chrf']:.1f} (copy the source: {f['eval_copy_source_bleu']:.1f} / "
+                 f"{f['eval_copy_source_chrf']:.1f}), {f['train_wall_s'] / 60:.0f} min of training",
+                 f"CPU, {date(t)}", f"[translation]({prefix}translation.md)"])
     g = res.get("bench_norms_cuda_h100_graph.json")
     t = {r["impl"]: r["median_ms"] for r in g["results"] if r["op"] == "layer_norm" and r["dtype"] == "float32"
          and (r["tokens"], r["hidden"]) == (4096, 1024) and r["pass"] == "fwd"}
@@ -486,6 +561,7 @@ PAGES: List[Tuple[str, str, Callable[[Results], str]]] = [
     ("optimize.md", "`hf-lnorm optimize`: every route's speed and accuracy; ONNX Runtime operators", optimize),
     ("qa_patch_modes.md", "QA exact match and F1 per patch mode", qa_patch_modes),
     ("families.md", "the model families' trained results and the fine-tuning recipes", families),
+    ("translation.md", "the translation recipe's default: BLEU / chrF, learning curve, sample translations", translation),
     ("generate.md", "LNormGPT generation speed against GPT-2", generate),
     ("compile.md", "patched vs stock, eager and under `torch.compile`", compile_page),
     ("census.md", "every norm class in transformers and what `hf_lnorm.patch` does with it", census),
