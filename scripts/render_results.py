@@ -391,7 +391,7 @@ def translation(res: Results) -> str:
              f"and chrF by {last['chrf'] - prev[-1]['chrf']:+.1f}." if prev else "")
     n = d["names"]
     names = (f"Of the {n['shared']} capitalised words (mostly names) that a held-out source shares with its reference, "
-             f"the translations keep {n['kept']} ({pct(100 * n['share_kept'])})"
+             f"the translations keep {n['kept']} ({pct(n['share_kept'])})"
              + (f"; the most often kept: {', '.join(n['most_kept'])}." if n["most_kept"] else ".") if n["shared"] else "")
     samples = [[x["id"] or "", _short(x["source"], 150), _short(x["reference"], 150), _short(x["prediction"], 150)]
                for x in d["samples"]]

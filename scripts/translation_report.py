@@ -154,7 +154,7 @@ def plot(result: dict, path: Path) -> None:
     c, f = result["curve"], result["final"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot([p["step"] for p in c["train"]], [p["loss"] for p in c["train"]], label="training loss (label-smoothed)")
-    a.plot([p["step"] for p in c["eval"]], [p["loss"] for p in c["eval"]], "o-", label="held-out loss")
+    a.plot([p["step"] for p in c["eval"]], [p["loss"] for p in c["eval"]], "o-", label="held-out loss (label-smoothed)")
     a.set_xlabel("step")
     a.set_ylabel("cross-entropy (nats)")
     a.legend()
