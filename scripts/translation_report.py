@@ -81,8 +81,7 @@ def samples(rows: Sequence[dict], corpus: Optional[Path], source_lang: str) -> L
     """One sample per held-out book (its first verse) when the corpus is there to name the books, else every 40th row."""
     ids: Dict[str, str] = {}
     if corpus is not None and corpus.is_file():
-        for line in open(corpus, encoding="utf-8"):
-            row = json.loads(line)
+        for row in _read_lines(corpus):
             ids.setdefault(row.get(source_lang, ""), row.get("id", ""))
     picked, seen = [], set()
     for i, r in enumerate(rows):

@@ -855,8 +855,7 @@ class _Job:
             "fused_ops": self.fused_ops,
             "patch": self.patch_summary,
             "threads": self.threads,
-            "machine": self.machine,
-            "cpu_flags": self.machine.get("cpu_flags", []),
+            "machine": self.machine,  # with cpu_flags, load_avg_1min
             "eval_file": str(self.eval_file),
             "qa_file": str(self.eval_file),
             "examples": len(self.examples),

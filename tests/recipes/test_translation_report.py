@@ -49,8 +49,7 @@ def test_report_holds_the_curve_scores_samples_and_provenance(report, finished_r
     assert 0 <= names["kept"] <= names["shared"]
 
 
-def test_names_counts_shared_capitalised_words():
-    report = load_script("translation_report")
+def test_names_counts_shared_capitalised_words(report):
     rows = [{"source": "And Elimelech went to the land of Moab.", "reference": "Y Elimelech fue a la tierra de Moab.",
              "prediction": "Y fue a la tierra de Moab."},
             {"source": "Go to Nineveh.", "reference": "Ve a Nínive.", "prediction": "Ve."}]

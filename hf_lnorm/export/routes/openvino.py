@@ -38,10 +38,10 @@ TUNED_SUBSET = 10_000  # every calibration item
 STATIC_SHAPES = False
 
 
-def _load_hint(precision: str) -> Tuple[str, List[str]]:
+def _load_hint(precision: str) -> str:
     """The one line that loads the folder with plain OpenVINO (the README adds the Optimum Intel equivalent)."""
     config = ', {"INFERENCE_PRECISION_HINT": "f32"}' if precision == "f32" else ""
-    return f'openvino.Core().compile_model(PATH + "/openvino_model.xml", "CPU"{config})', []
+    return f'openvino.Core().compile_model(PATH + "/openvino_model.xml", "CPU"{config})'
 
 
 def _deployer(model, hf_config):
@@ -85,9 +85,9 @@ def _float_route(precision: str):
         static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
         run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision, static=static)
         used = run.config["INFERENCE_PRECISION_HINT"]
-        hint, notes = _load_hint(precision)
-        notes.append(f"OpenVINO {used} inference (plugin default here: {plugin_default_precision()}), "
-                     + ("static shape compiled per input shape" if static else "dynamic shapes, as deployed"))
+        hint = _load_hint(precision)
+        notes = [f"OpenVINO {used} inference (plugin default here: {plugin_default_precision()}), "
+                 + ("static shape compiled per input shape" if static else "dynamic shapes, as deployed")]
         return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
                      info={"precision": used, "static_shapes": static, "quantization": None,
                            "compile_config": dict(run.config)})
@@ -112,9 +112,9 @@ def build_int8_default(ctx: RouteContext) -> Built:
     model = quantize_int8(convert_onnx(ctx.onnx_path), items, config)
     static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
     run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default", static=static)
-    hint, notes = _load_hint("default")
-    notes.append(f"NNCF int8 with Optimum Intel's default settings on {min(len(items), config.subset_size)} of "
-                 f"{len(items)} calibration questions")
+    hint = _load_hint("default")
+    notes = [f"NNCF int8 with Optimum Intel's default settings on {min(len(items), config.subset_size)} of "
+             f"{len(items)} calibration questions"]
     return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
                  info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": static,
                        "quantization": config.to_dict(), "calibration_items": len(items),
@@ -181,12 +181,11 @@ def build_int8_tuned(ctx: RouteContext) -> Built:
     base = replace(base, preset=preset)
     static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
     run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision=precision, static=static)
-    hint, notes = _load_hint(precision)
     how = ", ".join(f"{p} {a:g} -> {e:.4f}" for p, a, e in tried)
-    notes.append(f"NNCF int8 (hf_lnorm): preset {preset} and SmoothQuant alpha {alpha:g} chosen on {len(items)} calibration "
-                 f"questions by mean |logit error| vs f32 ({how}); "
-                 f"{len(base.ignored_names)} attention MatMuls and op types [{', '.join(base.ignored_types)}] kept in float")
-    return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=hint, notes=notes,
+    notes = [f"NNCF int8 (hf_lnorm): preset {preset} and SmoothQuant alpha {alpha:g} chosen on {len(items)} calibration "
+             f"questions by mean |logit error| vs f32 ({how}); "
+             f"{len(base.ignored_names)} attention MatMuls and op types [{', '.join(base.ignored_types)}] kept in float"]
+    return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=_load_hint(precision), notes=notes,
                  info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": static,
                        "quantization": replace(base, smooth_quant_alpha=alpha).to_dict(), "search": tried,
                        "float_attention": float_attention, "calibration_items": len(items), "compile_config": dict(run.config)})
