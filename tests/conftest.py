@@ -17,6 +17,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _openvino_telemetry_off():
+    """No OpenVINO telemetry from the test process, including code that imports OpenVINO or Optimum Intel itself (the
+    library keeps it off only in its own calls): its worker threads fork, which can deadlock an import running beside
+    them. Tests that check the telemetry run it in subprocesses."""
+    from hf_lnorm.export.openvino import telemetry_off
+
+    with telemetry_off():
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

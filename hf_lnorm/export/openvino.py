@@ -13,6 +13,14 @@ The steps, each one function:
     save_ir             ``openvino_model.xml`` + ``.bin`` (+ ``config.json``): the folder layout Optimum Intel's
                         ``OVModelFor*`` classes read, loadable with plain ``openvino.Core`` as well
     verify_openvino     max |OpenVINO - PyTorch| on fresh inputs
+    telemetry_off       the block in which the two calls above that run OpenVINO's tools keep its telemetry silent
+
+Telemetry: ``openvino.convert_model`` and NNCF report usage through ``openvino_telemetry`` unless the user opted out
+(``opt_in_out --opt_out``). It sends each event from a worker thread by forking a process, which can deadlock a
+process that imports modules at the same moment, and it cannot reach its server offline. ``convert_onnx`` and
+``quantize_int8`` therefore run inside ``telemetry_off()``: no event is sent from them, whatever the consent file
+says; the user's consent file is neither read for them nor changed. The first ``import openvino`` (which sends an
+event of its own) happens inside it too.
 
 Inference precision: on a CPU with bf16 instructions (AVX512-BF16, AMX) the CPU plugin computes in bf16 unless told
 otherwise; ``precision="f32"`` forces float32 (exact up to float rounding), ``"bf16"`` asks for bf16 and
@@ -65,16 +73,59 @@ __all__ = [
     "plugin_default_precision",
     "quantize_int8",
     "save_ir",
+    "telemetry_off",
     "verify_openvino",
 ]
 
 
 def _openvino():
+    """``openvino``, imported with telemetry off (its import initialises OpenVINO's telemetry and sends an event)."""
     try:
-        import openvino
+        with telemetry_off():
+            import openvino
     except ImportError:
         raise ImportError(f"OpenVINO is not installed: {INSTALL_HINT}") from None
     return openvino
+
+
+@contextlib.contextmanager
+def telemetry_off():
+    """Keep OpenVINO's usage telemetry from sending any event inside the block (restored after it).
+
+    ``openvino_telemetry`` decides consent when a tool initialises it (``OptInChecker.check``) and checks the stored
+    ``consent`` before each event. Inside the block the check answers "declined" and an already initialised telemetry
+    object holds ``consent = False``; both are put back on exit. Nothing on disk is read or written.
+    Without ``openvino_telemetry`` installed the block does nothing.
+    """
+    try:
+        from openvino_telemetry import Telemetry
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:
+        yield
+        return
+    check = OptInChecker.__dict__["check"]
+    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+    # the singleton the package's metaclass keeps (None until a tool first initialises it)
+    instance = getattr(Telemetry, "_SingletonMetaClass__single_instance", None)
+    had_consent = getattr(instance, "consent", None)
+    if had_consent is not None:
+        instance.consent = False
+    try:
+        yield
+    finally:
+        OptInChecker.check = check
+        if had_consent is not None:
+            instance.consent = had_consent
+
+
+def _nncf():
+    """``nncf``, imported with telemetry off (its import initialises OpenVINO's telemetry)."""
+    try:
+        with telemetry_off():
+            import nncf
+    except ImportError:
+        raise ImportError(f"NNCF is not installed: {INSTALL_HINT}") from None
+    return nncf
 
 
 def check_precision(precision: str) -> str:
@@ -105,7 +156,8 @@ def convert_onnx(onnx_path: PathLike):
     path = Path(onnx_path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {str(path)!r} does not exist")
-    return ov.convert_model(str(path))
+    with telemetry_off():
+        return ov.convert_model(str(path))
 
 
 def plugin_default_precision() -> str:
@@ -270,7 +322,7 @@ class Int8Config:
 
     def nncf_kwargs(self) -> Dict[str, Any]:
         """The keyword arguments of ``nncf.quantize``."""
-        import nncf
+        nncf = _nncf()
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
         advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(self.overflow_fix))
@@ -323,10 +375,7 @@ def quantize_int8(model, feeds: Sequence[Mapping[str, np.ndarray]], config: Opti
     """
     if not feeds:
         raise ValueError("int8 quantization needs calibration feeds; none were given")
-    try:
-        import nncf
-    except ImportError:
-        raise ImportError(f"NNCF is not installed: {INSTALL_HINT}") from None
+    nncf = _nncf()
     config = config or Int8Config()
     names = [p.get_any_name() for p in model.inputs]
     dataset = nncf.Dataset(list(feeds), lambda item: {n: item[n] for n in names})
@@ -335,7 +384,7 @@ def quantize_int8(model, feeds: Sequence[Mapping[str, np.ndarray]], config: Opti
     nncf_logger.setLevel(logging.ERROR)  # NNCF's INFO lines would fill the job's output
     try:
         # NNCF draws its progress bars on stdout (rich), which belongs to the caller's output
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), telemetry_off():
             return nncf.quantize(model.clone(), dataset, **config.nncf_kwargs())
     finally:
         nncf_logger.setLevel(level)

@@ -5,6 +5,7 @@ everything else works on that ONNX file.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -27,6 +28,7 @@ from hf_lnorm.export.openvino import (
     plugin_default_precision,
     quantize_int8,
     save_ir,
+    telemetry_off,
 )
 from hf_lnorm.export.routes import RouteContext, all_routes
 from hf_lnorm.export.routes.openvino import ROUTES
@@ -131,6 +133,59 @@ def test_nncf_int8_runs_and_stays_close_to_fp32(exported):
         assert np.abs(g - r).max() < 0.1 * scale  # int8 error, well under the logits' range
     with pytest.raises(ValueError, match="calibration feeds"):
         quantize_int8(fp, [])
+
+
+TELEMETRY_PROBE = """
+import json, os, sys
+import numpy as np
+from openvino_telemetry.utils import sender
+events = []
+sender.TelemetrySender.send = lambda self, backend, message, *a, **k: events.append(message)  # count, send nothing
+mode, onnx_path = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(0)
+items = [{"input_ids": rng.integers(0, 99, (1, 8)), "attention_mask": np.ones((1, 8), np.int64),
+          "token_type_ids": np.zeros((1, 8), np.int64)} for _ in range(2)]
+if mode == "direct":  # what a script calling OpenVINO's tools itself gets
+    import nncf, openvino as ov
+    model = ov.convert_model(onnx_path)
+    nncf.quantize(model, nncf.Dataset(items), subset_size=2)
+else:
+    from hf_lnorm.export.openvino import Int8Config, convert_onnx, quantize_int8
+    quantize_int8(convert_onnx(onnx_path), items, Int8Config(subset_size=2))
+print(json.dumps({"events": len(events), "home": sorted(os.listdir(os.path.expanduser("~")))}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["direct", "hf_lnorm"])
+def test_openvino_telemetry_stays_silent_in_hf_lnorm_calls(exported, tmp_path, mode):
+    """OpenVINO's telemetry forks a process per event from worker threads (a deadlock hazard) and writes a client id
+    under HOME. In a HOME without a consent file it is on: the direct calls send events, hf_lnorm's send none and
+    write nothing there."""
+    _, onnx_path = exported
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL", "NNCF_CI", "NNCF_DEV")}
+    env["HOME"] = str(home)
+    done = subprocess.run([sys.executable, "-c", TELEMETRY_PROBE, mode, str(onnx_path)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if mode == "direct":
+        assert report["events"] > 0 and report["home"] == ["intel"]
+    else:
+        assert report == {"events": 0, "home": []}
+
+
+def test_telemetry_off_restores_the_consent_check():
+    from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+
+    before = OptInChecker.__dict__["check"]
+    with telemetry_off():
+        assert OptInChecker().check(False) == ConsentCheckResult.DECLINED
+    assert OptInChecker.__dict__["check"] is before
+    with pytest.raises(RuntimeError), telemetry_off():
+        raise RuntimeError("boom")
+    assert OptInChecker.__dict__["check"] is before
 
 
 def test_activation_matmuls_are_the_attention_core(exported):
