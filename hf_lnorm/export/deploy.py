@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .._json import write_json
+from .openvino import telemetry_off
 
 __all__ = ["EVAL_BATCH", "batched", "import_lines", "load", "readme", "runner_for", "verify", "write_folder"]
 
@@ -43,18 +44,21 @@ _SEARCH = ("transformers", "optimum.onnxruntime", "optimum.intel", "hf_lnorm")
 
 
 def _resolve(name: str) -> Tuple[str, Optional[str], Any]:
-    """``(module, attribute or None, object)`` for a top-level name of a load hint."""
-    try:
-        return name, None, importlib.import_module(name)
-    except ImportError:
-        pass
-    for module_name in _SEARCH:
+    """``(module, attribute or None, object)`` for a top-level name of a load hint.
+
+    The imports run with OpenVINO's telemetry off (importing ``openvino`` or ``optimum.intel`` initialises it)."""
+    with telemetry_off():
         try:
-            module = importlib.import_module(module_name)
+            return name, None, importlib.import_module(name)
         except ImportError:
-            continue
-        if hasattr(module, name):
-            return module_name, name, getattr(module, name)
+            pass
+        for module_name in _SEARCH:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            if hasattr(module, name):
+                return module_name, name, getattr(module, name)
     raise NameError(f"load hint name {name!r} is neither a module nor a class of {', '.join(_SEARCH)}")
 
 
@@ -223,7 +227,7 @@ def _answer(folder: str, hint: str, task_name: str, data: str, limit: str, seq: 
     from .tasks import get_task
 
     task = get_task(task_name)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), telemetry_off():
         warnings.simplefilter("ignore")
         model = load(folder, hint)
     tokenizer = AutoTokenizer.from_pretrained(folder)

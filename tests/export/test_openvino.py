@@ -31,7 +31,7 @@ from hf_lnorm.export.openvino import (
     telemetry_off,
 )
 from hf_lnorm.export.routes import RouteContext, all_routes
-from hf_lnorm.export.routes.openvino import ROUTES
+from hf_lnorm.export.routes.openvino import ROUTES, _load_hint
 
 OUTPUTS = ("start_logits", "end_logits")
 VOCAB = 99
@@ -149,19 +149,26 @@ if mode == "direct":  # what a script calling OpenVINO's tools itself gets
     import nncf, openvino as ov
     model = ov.convert_model(onnx_path)
     nncf.quantize(model, nncf.Dataset(items), subset_size=2)
-else:
+elif mode == "hf_lnorm":
     from hf_lnorm.export.openvino import Int8Config, convert_onnx, quantize_int8
     quantize_int8(convert_onnx(onnx_path), items, Int8Config(subset_size=2))
+else:  # a deployed IR folder loaded through its load hint, as the job's fresh-process check does
+    from hf_lnorm.export.deploy import load
+    load(onnx_path, mode)
 print(json.dumps({"events": len(events), "home": sorted(os.listdir(os.path.expanduser("~")))}))
 """
 
 
-@pytest.mark.parametrize("mode", ["direct", "hf_lnorm"])
+@pytest.mark.parametrize("mode", ["direct", "hf_lnorm", "deploy"])
 def test_openvino_telemetry_stays_silent_in_hf_lnorm_calls(exported, tmp_path, mode):
     """OpenVINO's telemetry forks a process per event from worker threads (a deadlock hazard) and writes a client id
-    under HOME. In a HOME without a consent file it is on: the direct calls send events, hf_lnorm's send none and
-    write nothing there."""
-    _, onnx_path = exported
+    under HOME. In a HOME without a consent file it is on: the direct calls send events, hf_lnorm's (conversion,
+    int8, loading a deployed folder through its load hint) send none and write nothing there."""
+    model, onnx_path = exported
+    if mode == "deploy":
+        folder = tmp_path / "ir"
+        save_ir(convert_onnx(onnx_path), folder, model.config)
+        onnx_path, mode = folder, _load_hint("f32")
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL", "NNCF_CI", "NNCF_DEV")}
@@ -212,7 +219,10 @@ def test_saved_folder_reloads_in_a_fresh_process_with_plain_openvino(exported, t
     np.savez(tmp_path / "feed.npz", **f)
     expected = OpenVINORunner(ov_model, OUTPUTS, threads=1, precision="f32")(f)
     code = (
-        "import sys, numpy as np, openvino as ov\n"
+        "import sys, numpy as np\n"
+        "from hf_lnorm.export.openvino import telemetry_off\n"
+        "with telemetry_off():\n"
+        "    import openvino as ov\n"
         "core = ov.Core()\n"
         "m = core.compile_model(core.read_model(sys.argv[1]), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})\n"
         "f = dict(np.load(sys.argv[2]))\n"
