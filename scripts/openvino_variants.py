@@ -16,6 +16,10 @@ float, the attention MatMuls (Q.K and P.V) kept in float, f32 inference precisio
 plugin's denormals optimization, CPU pinning off, and the four MatMuls whose int8 outputs differ most from f32 on the
 calibration questions kept in float.
 
+``--profile N`` also runs each OpenVINO variant N times per shape with the CPU plugin's per-node counters on and
+records where the time goes: milliseconds per inference by kind of node (int8 and float matrix products, attention,
+the rest by node type), and for the matrix products with a weight the multiply-accumulates per second they reach.
+
 Calibration uses the shipped training-split questions only (``sample_train.json``), encoded at the shortest
 sequence length as ``hf-lnorm optimize`` does; accuracy (span agreement with
 PyTorch fp32, EM/F1 against the gold answers) is measured on the first ``--eval`` questions of ``dev.json`` at the
@@ -99,6 +103,57 @@ def sensitive_matmuls(fp_model, int8_config, items, output_names, threads: int, 
     return sorted(errs.items(), key=lambda kv: -kv[1])[:top]
 
 
+def _node_kind(node_type: str, exec_type: str) -> str:
+    if node_type.startswith("FullyConnected") or node_type == "MatMul":
+        precision = "int8" if ("I8" in exec_type.upper() or "U8" in exec_type.upper()) else "float"
+        return f"{precision} {'weight' if node_type.startswith('FullyConnected') else 'activation'} matmul"
+    if node_type in ("ScaledDotProductAttention", "ScaledAttn", "SDPA"):
+        return "attention (fused)"
+    return node_type
+
+
+def profile(run, feed: Dict[str, np.ndarray], repeats: int) -> Dict[str, object]:
+    """Per-node CPU plugin counters of an ``OpenVINORunner``'s model on ``feed``, summed by kind, per inference."""
+    import openvino as ov
+
+    model = run._model.clone()
+    if run.static:
+        model.reshape({n: list(feed[n].shape) for n in run.input_names})
+    compiled = ov.Core().compile_model(model, "CPU", {**run.config, "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    # multiply-accumulates of each weighted matmul (FullyConnected: input [..., K] over every token, weight [N, K])
+    tokens = int(np.prod(feed[run.input_names[0]].shape))
+    macs: Dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        shapes = [i.get_partial_shape() for i in op.inputs()]
+        if (op.get_rt_info()["layerType"].astype(str).startswith("FullyConnected") and len(shapes) >= 2
+                and shapes[1].is_static and len(shapes[1].to_shape()) == 2):
+            macs[op.get_friendly_name()] = tokens * int(np.prod(shapes[1].to_shape()))
+    feed = {n: np.ascontiguousarray(feed[n]) for n in run.input_names}
+    request.infer(feed)  # warm-up
+    by_kind: Dict[str, float] = {}
+    exec_types: Dict[str, set] = {}
+    gemm_s = 0.0
+    for _ in range(repeats):
+        request.infer(feed)
+        for info in request.profiling_info:
+            if info.status != info.Status.EXECUTED:
+                continue
+            k = _node_kind(info.node_type, info.exec_type)
+            sec = info.real_time.total_seconds()
+            by_kind[k] = by_kind.get(k, 0.0) + sec
+            exec_types.setdefault(k, set()).add(info.exec_type)
+            if info.node_name in macs:
+                gemm_s += sec
+    total = sum(by_kind.values())
+    weighted_macs = sum(macs.values())
+    return {"ms_per_inference": round(total * 1000.0 / repeats, 2),
+            "by_kind_ms": {k: round(v * 1000.0 / repeats, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "exec_types": {k: sorted(v) for k, v in exec_types.items()},
+            "weight_matmul_macs": weighted_macs,
+            "weight_matmul_gmac_per_s": round(weighted_macs * repeats / gemm_s / 1e9, 1) if gemm_s else None}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", type=parse_shapes, default=parse_shapes("8x384,1x128"), help="BATCHxSEQ cells (default 8x384,1x128)")
@@ -110,6 +165,8 @@ def main(argv=None) -> int:
     parser.add_argument("--explore", action="store_true", help="add one int8 variant per knob (see the module docstring)")
     parser.add_argument("--knobs", default=None,
                         help="with --explore: comma-separated knob variants (default: every single knob, x-...)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile each OpenVINO variant, N inferences per shape (default 0: off)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -279,6 +336,19 @@ def main(argv=None) -> int:
             rows.append({"variant": name, "batch": b, "seq": s, "median_ms": round(statistics.median(times[name]), 3),
                          "min_ms": round(min(times[name]), 3), **quality[name]})
 
+    profiles: Dict[str, Dict[str, object]] = {}
+    if args.profile:
+        from hf_lnorm.export.openvino import OpenVINORunner
+
+        for b, s in args.shapes:
+            data = enc.inputs if s == eval_seq else encode(tokenizer, examples, s).inputs
+            idx = np.arange(b) % data["input_ids"].shape[0]
+            feed = {k: np.ascontiguousarray(v[idx]) for k, v in data.items()}
+            for name, run in runners.items():
+                if isinstance(run, OpenVINORunner):
+                    log(f"profiling {name} at {b}x{s}")
+                    profiles[f"{name} {b}x{s}"] = profile(run, feed, args.profile)
+
     head = f"{'variant':24s} {'shape':>7s} {'median ms':>10s} {'min ms':>8s} {'agree':>6s} {'EM':>6s} {'F1':>6s}"
     print(head)
     for r in rows:
@@ -289,8 +359,12 @@ def main(argv=None) -> int:
         if base_ms:
             print(f"{b}x{s} speed vs openvino-int8-default: " + ", ".join(
                 f"{r['variant']} {base_ms / r['median_ms']:.2f}x" for r in rows if (r["batch"], r["seq"]) == (b, s)))
+    for key, prof in profiles.items():
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in list(prof["by_kind_ms"].items())[:6])
+        print(f"profile {key}: {prof['ms_per_inference']:.1f} ms ({parts}); weight matmuls "
+              f"{prof['weight_matmul_macs'] / 1e9:.2f} GMAC at {prof['weight_matmul_gmac_per_s']} GMAC/s")
     if args.json:
-        write_json(args.json, {"model": description, "export_method": result.method, "threads": args.threads,
+        write_json(args.json, {"model": description, "profiles": profiles, "export_method": result.method, "threads": args.threads,
                                "rounds": args.rounds, "questions": len(examples), "calibration_questions": len(calib_examples),
                                "eval_seq": eval_seq, "rows": rows, "info": info, "build_s": build_s,
                                "machine": machine_info(), "provenance": provenance()})

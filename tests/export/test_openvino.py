@@ -195,6 +195,30 @@ def test_telemetry_off_restores_the_consent_check():
     assert OptInChecker.__dict__["check"] is before
 
 
+def test_variants_script_profile_counts_the_weight_matmuls(exported):
+    """``scripts/openvino_variants.py --profile``: time by kind of node, and the weighted matmuls' work, which for
+    the tiny BERT is every token through Q, K, V, O, the two FFN matmuls of each layer and the span head."""
+    from ..conftest import load_script
+
+    script = load_script("openvino_variants")
+    _, onnx_path = exported
+    f = feed(2, 16, seed=3)
+    cfg = tiny_bert_qa().config
+    per_token = cfg.num_hidden_layers * (4 * cfg.hidden_size ** 2 + 2 * cfg.hidden_size * cfg.intermediate_size)
+    expected_macs = 2 * 16 * (per_token + cfg.hidden_size * 2)
+    fp = convert_onnx(onnx_path)
+    for precision, kind in (("f32", "float weight matmul"), ("default", None)):
+        prof = script.profile(OpenVINORunner(fp, OUTPUTS, threads=1, precision=precision, static=False), f, repeats=2)
+        assert prof["weight_matmul_macs"] == expected_macs
+        assert prof["weight_matmul_gmac_per_s"] > 0
+        assert prof["ms_per_inference"] == pytest.approx(sum(prof["by_kind_ms"].values()), abs=0.05)
+        if kind:
+            assert kind in prof["by_kind_ms"]
+    q = quantize_int8(fp, calibration_items([feed(4, 16, seed=s) for s in range(2)], batch=1), Int8Config(subset_size=8))
+    prof = script.profile(OpenVINORunner(q, OUTPUTS, threads=1, static=False), f, repeats=2)
+    assert "int8 weight matmul" in prof["by_kind_ms"]
+
+
 def test_activation_matmuls_are_the_attention_core(exported):
     _, onnx_path = exported
     fp = convert_onnx(onnx_path)

@@ -11,6 +11,8 @@ import torch
 import hf_lnorm  # noqa: F401  (registers the Auto classes)
 from hf_lnorm.models import LNormGPTConfig, LNormSeq2SeqConfig
 
+from ..conftest import load_script  # noqa: F401 (the family tests import it from here)
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -117,17 +119,6 @@ def tmp_hf_home(tmp_path, monkeypatch):
     home = tmp_path / "hf_home"
     monkeypatch.setenv("HF_HOME", str(home))
     return home
-
-
-def load_script(name: str):
-    """Import ``scripts/<name>.py`` as a module (scripts are not a package)."""
-    import importlib.util
-
-    path = os.path.join(REPO_ROOT, "scripts", name + ".py")
-    spec = importlib.util.spec_from_file_location(f"hf_lnorm_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def family_norms(model) -> list:

@@ -1,6 +1,5 @@
 """Fixtures for the recipe tests: tiny models and the scripts loaded as modules."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,23 +9,13 @@ import pytest
 
 from hf_lnorm.resources import data_file
 
-from ..conftest import minilm_path
+from ..conftest import load_script, minilm_path  # noqa: F401 (load_script: the recipe tests import it from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QA_SAMPLE_TRAIN = str(data_file("qa", "sample_train.json"))
 QA_SAMPLE_DEV = str(data_file("qa", "sample_dev.json"))
 BIBLE_SAMPLE = str(data_file("bible_en_es_sample.jsonl"))
 HOLDOUT_BOOKS = "Ruth,Jonah,Hag,Joel,Titus,Phlm,Jude"
-
-
-def load_script(name: str):
-    """Import ``scripts/<name>.py`` as a module (its ``main(argv)`` runs the recipe in-process)."""
-    path = os.path.join(ROOT, "scripts", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"_recipe_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
