@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 # Distributions whose versions are recorded when installed (torch and transformers always are).
 OPTIONAL_DISTRIBUTIONS = ("onnx", "onnxruntime", "onnxruntime-gpu", "optimum", "optimum-onnx", "peft", "triton",
-                          "openvino", "torchao", "accelerate")
+                          "openvino", "nncf", "optimum-intel", "torchao", "accelerate")
 
 
 # The CPU features the int8 and bf16 kernels of torch, ONNX Runtime and OpenVINO choose by, in report order.

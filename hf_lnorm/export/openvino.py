@@ -40,6 +40,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -78,14 +79,22 @@ __all__ = [
 ]
 
 
-def _openvino():
-    """``openvino``, imported with telemetry off (its import initialises OpenVINO's telemetry and sends an event)."""
+def _import_quietly(module: str, label: str):
+    """``module``, imported with telemetry off: importing ``openvino`` (which ``nncf`` imports) initialises OpenVINO's
+    telemetry and sends an event."""
     try:
         with telemetry_off():
-            import openvino
+            return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"OpenVINO is not installed: {INSTALL_HINT}") from None
-    return openvino
+        raise ImportError(f"{label} is not installed: {INSTALL_HINT}") from None
+
+
+def _openvino():
+    return _import_quietly("openvino", "OpenVINO")
+
+
+def _nncf():
+    return _import_quietly("nncf", "NNCF")
 
 
 @contextlib.contextmanager
@@ -116,16 +125,6 @@ def telemetry_off():
         OptInChecker.check = check
         if had_consent is not None:
             instance.consent = had_consent
-
-
-def _nncf():
-    """``nncf``, imported with telemetry off (its import initialises OpenVINO's telemetry)."""
-    try:
-        with telemetry_off():
-            import nncf
-    except ImportError:
-        raise ImportError(f"NNCF is not installed: {INSTALL_HINT}") from None
-    return nncf
 
 
 def check_precision(precision: str) -> str:
