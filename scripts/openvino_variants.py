@@ -20,7 +20,7 @@ calibration questions kept in float.
 records where the time goes: milliseconds per inference by kind of node (int8 and float matrix products, attention,
 the rest by node type), and for the matrix products with a weight the multiply-accumulates per second they reach.
 
-Calibration uses the shipped training-split questions only (``sample_train.json``), encoded at the shortest
+Calibration uses the shipped training-split questions only (``sample_train.json``), encoded at the longest
 sequence length as ``hf-lnorm optimize`` does; accuracy (span agreement with
 PyTorch fp32, EM/F1 against the gold answers) is measured on the first ``--eval`` questions of ``dev.json`` at the
 longest sequence length. Timing: for each shape, ``--rounds`` rounds, each running every variant once in turn
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     examples = load_squad(data_file(*QA_EVAL_FILE), limit=args.eval)
     calib_examples = load_squad(data_file(*QA_CALIBRATION_FILE), limit=args.calibration)
     enc = encode(tokenizer, examples, eval_seq)
-    calib = encode(tokenizer, calib_examples, min(s for _, s in args.shapes))  # as hf-lnorm optimize calibrates
+    calib = encode(tokenizer, calib_examples, eval_seq)  # as hf-lnorm optimize calibrates: at the longest length
     calibration = [{k: v[i : i + 8] for k, v in calib.inputs.items()} for i in range(0, len(calib_examples), 8)]
     work = Path(tempfile.mkdtemp(prefix="openvino_variants_"))
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
