@@ -13,7 +13,7 @@ The steps, each one function:
     save_ir             ``openvino_model.xml`` + ``.bin`` (+ ``config.json``): the folder layout Optimum Intel's
                         ``OVModelFor*`` classes read, loadable with plain ``openvino.Core`` as well
     verify_openvino     max |OpenVINO - PyTorch| on fresh inputs
-    telemetry_off       the block in which the two calls above that run OpenVINO's tools keep its telemetry silent
+    telemetry_off       a block in which OpenVINO's usage telemetry sends nothing (the calls above run in one)
 
 Telemetry: ``openvino.convert_model`` and NNCF report usage through ``openvino_telemetry`` unless the user opted out
 (``opt_in_out --opt_out``). It sends each event from a worker thread by forking a process, which can deadlock a
