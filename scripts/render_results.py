@@ -362,9 +362,18 @@ def families(res: Results) -> str:
 
 TRANSLATION_COMMANDS = [
     "python scripts/prepare_data.py bible   # writes data/cache/bible_en_es.jsonl from the bundled corpora",
-    "python scripts/run_translation.py configs/translation_lnorm_seq2seq.json --output_dir runs/translation-default",
-    "python scripts/translation_report.py runs/translation-default --config configs/translation_lnorm_seq2seq.json \\",
-    "    --json data/results/translation_lnorm_seq2seq_cpu.json --png docs/results/img/translation_curve.png"]
+    "python scripts/run_translation.py configs/translation_lnorm_seq2seq.json --output_dir runs/translation-default"]
+
+
+def translation_report_command(evaluations: Sequence[dict]) -> List[str]:
+    """The ``translation_report.py`` call that collects the run and its evaluation-only runs (``--output_dir`` of each)."""
+    flags = []
+    for p in evaluations:
+        words = p["command"].split()
+        folder = words[words.index("--output_dir") + 1]
+        flags.append(f"    --evaluation {p['step']}={folder} \\")
+    return ["python scripts/translation_report.py runs/translation-default --config configs/translation_lnorm_seq2seq.json \\",
+            *flags, "    --json data/results/translation_lnorm_seq2seq_cpu.json --png docs/results/img/translation_curve.png"]
 
 
 def translation(res: Results) -> str:
@@ -420,6 +429,7 @@ def translation(res: Results) -> str:
                  + ", ".join(f"{p['step']:,}" for p in reevaluated)
                  + " come from evaluation-only runs of the recipe on the checkpoint saved at that step (the last one "
                  "on the final model):", "", "```bash", *[p["command"] for p in reevaluated], "```", ""]
+    body += ["The result JSON and the plot:", "", "```bash", *translation_report_command(reevaluated), "```", ""]
     body += ["Training run:", "", provenance_note(d, TRANSLATION, threads=threads), ""]
     if d.get("evaluation_provenance"):
         body += ["Final evaluation:", "", provenance_note({"provenance": d["evaluation_provenance"]}, TRANSLATION), ""]

@@ -104,12 +104,13 @@ def import_lines(hint: str, strict: bool = True) -> List[str]:
 
 
 def load(path, hint: str):
-    """Evaluate a route's load hint with ``PATH`` bound to ``str(path)``.
+    """Evaluate a route's load hint with ``PATH`` bound to ``str(path)`` (OpenVINO's telemetry off meanwhile).
 
     Raises:
         NameError: the hint names something that cannot be imported.
     """
-    return eval(compile(hint, "<load hint>", "eval"), {"__builtins__": __builtins__}, _Namespace(PATH=str(path)))
+    with telemetry_off():  # the hint may import and call OpenVINO or Optimum Intel
+        return eval(compile(hint, "<load hint>", "eval"), {"__builtins__": __builtins__}, _Namespace(PATH=str(path)))
 
 
 def runner_for(model, output_names: Sequence[str]):
@@ -227,7 +228,7 @@ def _answer(folder: str, hint: str, task_name: str, data: str, limit: str, seq: 
     from .tasks import get_task
 
     task = get_task(task_name)
-    with warnings.catch_warnings(), telemetry_off():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = load(folder, hint)
     tokenizer = AutoTokenizer.from_pretrained(folder)

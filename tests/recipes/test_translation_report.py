@@ -56,7 +56,7 @@ def test_names_counts_shared_capitalised_words(report):
     assert report.shared_names(rows) == {"shared": 2, "kept": 1, "share_kept": 0.5, "most_kept": ["Moab"]}
 
 
-def test_unfinished_run_is_refused(report, tmp_path, capsys):
+def test_unfinished_run_is_refused(report, tmp_path):
     config = write_config(str(tmp_path / "c.json"), {"train_file": "x.jsonl"})
     (tmp_path / "run").mkdir()
     with pytest.raises(SystemExit, match="lacks trainer_state.json"):
