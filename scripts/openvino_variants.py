@@ -14,7 +14,10 @@ Variants (``--variants`` picks a subset, comma-separated):
 SmoothQuant off or at 0.5, preset ``performance``, every calibration question instead of 128, MVN/Softmax kept in
 float, the attention MatMuls (Q.K and P.V) kept in float, f32 inference precision, a dynamic-shape compile, the CPU
 plugin's denormals optimization, CPU pinning off, and the four MatMuls whose int8 outputs differ most from f32 on the
-calibration questions kept in float.
+calibration questions kept in float. Two more knobs leave the quantization as it is and change something else:
+``x-unpadded-calibration`` calibrates on the questions without their padding tokens (each item cut to its real
+length, which the dynamic-shape model accepts), and ``x-split-streams`` runs the deployed dynamic-shape model on
+``--threads`` CPU streams of one thread each, every batch split across them (``SplitStreamsRunner``).
 
 ``--profile N`` also runs each OpenVINO variant N times per shape with the CPU plugin's per-node counters on and
 records where the time goes: milliseconds per inference by kind of node (int8 and float matrix products, attention,
@@ -23,7 +26,8 @@ the rest by node type), and for the matrix products with a weight the multiply-a
 Calibration uses the shipped training-split questions only (``sample_train.json``), encoded at the longest
 sequence length as ``hf-lnorm optimize`` does; accuracy (span agreement with
 PyTorch fp32, EM/F1 against the gold answers) is measured on the first ``--eval`` questions of ``dev.json`` at the
-longest sequence length. Timing: for each shape, ``--rounds`` rounds, each running every variant once in turn
+longest sequence length; with more than 200 questions the report also gives the agreement of each block of 200,
+which shows how far 200 questions can move it. Timing: for each shape, ``--rounds`` rounds, each running every variant once in turn
 (interleaved, so that load from other processes hits them alike); the median per variant is reported.
 
 Example:
@@ -41,7 +45,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -64,6 +68,62 @@ def _batched(run, inputs: Dict[str, np.ndarray], batch: int = 8):
     n = next(iter(inputs.values())).shape[0]
     outs = [run({k: v[i : i + batch] for k, v in inputs.items()}) for i in range(0, n, batch)]
     return tuple(np.concatenate([o[j] for o in outs]) for j in range(2))
+
+
+def unpadded(items: List[Dict[str, np.ndarray]]) -> List[Dict[str, np.ndarray]]:
+    """Calibration items cut to their longest real length (right padding dropped), so padding tokens do not enter
+    the activation ranges. Items of one row each lose all their padding."""
+    out = []
+    for item in items:
+        n = max(1, int(item["attention_mask"].sum(axis=1).max()))
+        out.append({k: np.ascontiguousarray(v[:, :n]) for k, v in item.items()})
+    return out
+
+
+def block_agreement(spans, ref_spans, block: int = 200) -> List[float]:
+    """Span agreement of each consecutive block of ``block`` questions (a last, shorter block is dropped)."""
+    from hf_lnorm.export.qa import span_agreement
+
+    return [round(span_agreement(spans[i : i + block], ref_spans[i : i + block]), 4)
+            for i in range(0, len(spans) - block + 1, block)]
+
+
+class SplitStreamsRunner:
+    """An OpenVINO model compiled for ``streams`` CPU streams of one thread each; a batch is split into ``streams``
+    parts of consecutive rows, run at once on one infer request per stream, and the outputs joined in order.
+
+    Args:
+        model (openvino.Model): the model (dynamic shapes: every part may have its own batch size).
+        output_names: the outputs to return, in order.
+        streams: streams, and threads in all.
+        precision: ``INFERENCE_PRECISION_HINT`` (``"f32"``, ``"bf16"``); None: the plugin's default.
+    """
+
+    def __init__(self, model, output_names, streams: int = 2, precision: Optional[str] = None):
+        import openvino as ov
+
+        self.streams = int(streams)
+        self.config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.streams),
+                       "INFERENCE_NUM_THREADS": str(self.streams)}
+        if precision:
+            self.config["INFERENCE_PRECISION_HINT"] = precision
+        self.compiled = ov.Core().compile_model(model, "CPU", self.config)
+        self.input_names = [p.get_any_name() for p in model.inputs]
+        self.ports = [self.compiled.output(n) for n in output_names]
+        self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
+        self.parts_run = 0  # infer requests started so far (tests read it)
+
+    def __call__(self, feed: Dict[str, np.ndarray]):
+        rows = feed[self.input_names[0]].shape[0]
+        parts = [p for p in np.array_split(np.arange(rows), min(self.streams, rows)) if len(p)]
+        used = self.requests[: len(parts)]
+        for request, idx in zip(used, parts):
+            request.start_async({n: np.ascontiguousarray(feed[n][idx[0] : idx[-1] + 1]) for n in self.input_names})
+        for request in used:
+            request.wait()
+        self.parts_run += len(used)
+        return tuple(np.concatenate([np.array(r.get_tensor(p).data, dtype=np.float32, copy=True) for r in used])
+                     for p in self.ports)
 
 
 def sensitive_matmuls(fp_model, int8_config, items, output_names, threads: int, top: int) -> List[Tuple[str, float]]:
@@ -282,9 +342,10 @@ def main(argv=None) -> int:
             "c-float-attention+f32": (replace(base, ignored_names=attention), "f32", True, None),
         }
         chosen = [k for k in args.knobs.split(",") if k] if args.knobs else [k for k in knobs if k.startswith("x-")]
-        unknown = [k for k in chosen if k not in knobs and k != "x-skip-4-sensitive"]
+        special = ("x-skip-4-sensitive", "x-unpadded-calibration", "x-split-streams")
+        unknown = [k for k in chosen if k not in knobs and k not in special]
         if unknown:
-            parser.error(f"unknown knob {unknown[0]!r}; accepted: {', '.join(knobs)}, x-skip-4-sensitive")
+            parser.error(f"unknown knob {unknown[0]!r}; accepted: {', '.join([*knobs, *special])}")
         knobs = {k: v for k, v in knobs.items() if k in chosen}
         for name, (cfg, precision, static, extra) in knobs.items():
             log(f"building {name}")
@@ -301,6 +362,15 @@ def main(argv=None) -> int:
         cfg = replace(base, ignored_names=[n for n, _ in ranked])
         runners["x-skip-4-sensitive"] = OpenVINORunner(quantize_int8(fp, items, cfg), ctx.output_names, threads=args.threads)
         info["x-skip-4-sensitive"] = {"quantization": cfg.to_dict(), "sensitivity": ranked}
+    if args.explore and "x-unpadded-calibration" in chosen:
+        log("building x-unpadded-calibration")
+        runners["x-unpadded-calibration"] = OpenVINORunner(quantize_int8(fp, unpadded(items), base), ctx.output_names,
+                                                           threads=args.threads)
+        info["x-unpadded-calibration"] = {"quantization": base.to_dict(), "calibration": "padding tokens dropped"}
+    if args.explore and "x-split-streams" in chosen:
+        runners["x-split-streams"] = SplitStreamsRunner(default_q, ctx.output_names, streams=args.threads)
+        info["x-split-streams"] = {"quantization": base.to_dict(), "compile_config": runners["x-split-streams"].config,
+                                   "static_shapes": False}
 
     log("evaluating")
     ref = _batched(runners.get("pytorch-fp32") or torch_runner(stock), enc.inputs)
@@ -314,6 +384,8 @@ def main(argv=None) -> int:
         err = float(max(np.abs(st - ref[0])[mask].max(), np.abs(en - ref[1])[mask].max()))
         quality[name] = {"span_agreement": round(span_agreement(spans, ref_spans), 4), "em": em, "f1": f1,
                          "max_abs_err": err}
+        if len(spans) > 200:
+            quality[name]["span_agreement_per_200"] = block_agreement(spans, ref_spans)
 
     rows = []
     for b, s in args.shapes:
@@ -353,7 +425,8 @@ def main(argv=None) -> int:
     print(head)
     for r in rows:
         print(f"{r['variant']:24s} {r['batch']}x{r['seq']:<5d} {r['median_ms']:10.2f} {r['min_ms']:8.2f} "
-              f"{r['span_agreement']:6.3f} {r['em']:6.1f} {r['f1']:6.1f}")
+              f"{r['span_agreement']:6.3f} {r['em']:6.1f} {r['f1']:6.1f}"
+              + (f"  per 200: {', '.join(f'{a:.3f}' for a in r['span_agreement_per_200'])}" if "span_agreement_per_200" in r else ""))
     for b, s in args.shapes:
         base_ms = next((r["median_ms"] for r in rows if r["variant"] == "openvino-int8-default" and (r["batch"], r["seq"]) == (b, s)), None)
         if base_ms:

@@ -219,6 +219,45 @@ def test_variants_script_profile_counts_the_weight_matmuls(exported):
     assert "int8 weight matmul" in prof["by_kind_ms"]
 
 
+def test_variants_script_split_streams_runs_each_part_on_its_own_request(exported):
+    """``x-split-streams``: a batch of 3 on 2 streams runs as 2 requests (2 rows and 1), and the joined outputs
+    are the one-stream model's, row for row."""
+    from ..conftest import load_script
+
+    script = load_script("openvino_variants")
+    _, onnx_path = exported
+    fp = convert_onnx(onnx_path)
+    f = feed(3, 12, seed=6)
+    split = script.SplitStreamsRunner(fp, OUTPUTS, streams=2, precision="f32")
+    got = split(f)
+    assert split.parts_run == 2
+    assert split.compiled.get_property("NUM_STREAMS") == 2
+    expected = OpenVINORunner(fp, OUTPUTS, threads=1, precision="f32", static=False)(f)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    split(feed(1, 12, seed=7))  # one row: one request
+    assert split.parts_run == 3
+
+
+def test_variants_script_unpadded_calibration_and_block_agreement():
+    from ..conftest import load_script
+
+    script = load_script("openvino_variants")
+    item = feed(2, 10, seed=8)
+    item["attention_mask"][:] = 1
+    item["attention_mask"][0, 6:] = 0
+    item["attention_mask"][1, 8:] = 0
+    one = {k: v[:1] for k, v in item.items()}
+    cut = script.unpadded([item, one])
+    assert [c["input_ids"].shape for c in cut] == [(2, 8), (1, 6)]
+    np.testing.assert_array_equal(cut[1]["input_ids"], one["input_ids"][:, :6])
+    assert all(c["attention_mask"][:, -1].any() for c in cut)
+    spans = [(1, 2)] * 450
+    ref = [(1, 2)] * 200 + [(0, 0)] * 10 + [(1, 2)] * 240
+    assert script.block_agreement(spans, ref) == [1.0, 0.95]
+
+
 def test_activation_matmuls_are_the_attention_core(exported):
     _, onnx_path = exported
     fp = convert_onnx(onnx_path)
