@@ -14,10 +14,11 @@ Variants (``--variants`` picks a subset, comma-separated):
 SmoothQuant off or at 0.5, preset ``performance``, every calibration question instead of 128, MVN/Softmax kept in
 float, the attention MatMuls (Q.K and P.V) kept in float, f32 inference precision, a dynamic-shape compile, the CPU
 plugin's denormals optimization, CPU pinning off, and the four MatMuls whose int8 outputs differ most from f32 on the
-calibration questions kept in float. Two more knobs leave the quantization as it is and change something else:
-``x-unpadded-calibration`` calibrates on the questions without their padding tokens (each item cut to its real
-length, which the dynamic-shape model accepts), and ``x-split-streams`` runs the deployed dynamic-shape model on
-``--threads`` CPU streams of one thread each, every batch split across them (``SplitStreamsRunner``).
+calibration questions kept in float. These knob variants are compiled for each static input shape (except the
+dynamic-shape one); two more run the dynamic-shape model the routes deploy: ``x-unpadded-calibration``, calibrated
+on the questions without their padding tokens (each item cut to its real length), and ``x-split-streams``, the
+default int8 model on ``--threads`` CPU streams of one thread each, every batch split across them
+(``SplitStreamsRunner``).
 
 ``--profile N`` also runs each OpenVINO variant N times per shape with the CPU plugin's per-node counters on and
 records where the time goes: milliseconds per inference by kind of node (int8 and float matrix products, attention,
@@ -365,8 +366,9 @@ def main(argv=None) -> int:
     if args.explore and "x-unpadded-calibration" in chosen:
         log("building x-unpadded-calibration")
         runners["x-unpadded-calibration"] = OpenVINORunner(quantize_int8(fp, unpadded(items), base), ctx.output_names,
-                                                           threads=args.threads)
-        info["x-unpadded-calibration"] = {"quantization": base.to_dict(), "calibration": "padding tokens dropped"}
+                                                           threads=args.threads, static=False)
+        info["x-unpadded-calibration"] = {"quantization": base.to_dict(), "calibration": "padding tokens dropped",
+                                          "static_shapes": False}
     if args.explore and "x-split-streams" in chosen:
         runners["x-split-streams"] = SplitStreamsRunner(default_q, ctx.output_names, streams=args.threads)
         info["x-split-streams"] = {"quantization": base.to_dict(), "compile_config": runners["x-split-streams"].config,
