@@ -184,7 +184,12 @@ def readme(route: str, description: str, hint: str, folder_name: str, task, mode
         ov_config = ', ov_config={"INFERENCE_PRECISION_HINT": "f32"}' if '"INFERENCE_PRECISION_HINT": "f32"' in hint else ""
         lines += [f"With Optimum Intel (optimum-intel 1.x on transformers 4.57) the folder also loads as "
                   f"`optimum.intel.{ov_class}.from_pretrained(PATH{ov_config})`, which works in "
-                  f'`transformers.pipeline("{task.pipeline}", model=model, tokenizer=tokenizer)`.', ""]
+                  f'`transformers.pipeline("{task.pipeline}", model=model, tokenizer=tokenizer)`.', "",
+                  "The model takes any batch size and sequence length. To serve one input shape only, "
+                  f"`optimum.intel.{ov_class}.from_pretrained(PATH{ov_config}, compile=False).reshape(BATCH, SEQ)` "
+                  "compiles it for that shape, which the CPU plugin may run faster; it then accepts inputs of that "
+                  "shape only (pad to it), and an int8 model's logits, and so some answers, can differ from the "
+                  "dynamic-shape model's measured below.", ""]
     else:
         lines += ["The folder holds the fp32 weights (`save_pretrained`); the call around `from_pretrained` above is "
                   "the route.", ""]

@@ -125,6 +125,15 @@ def test_optimum_intel_ovmodel_and_pipeline_load_the_openvino_folder(openvino_fo
     via_optimum = runner_for(model, ("start_logits", "end_logits"))(feed)
     for a, b in zip(via_optimum, plain):
         np.testing.assert_allclose(a, b, atol=1e-4)
+    # the README's one-shape line: a static-shape compile that gives the same f32 logits at that shape
+    static_line = (f"optimum.intel.OVModelForQuestionAnswering.from_pretrained(PATH, ov_config={json.dumps(f32)}, "
+                   "compile=False).reshape(BATCH, SEQ)")
+    assert static_line in readme
+    seq = feed["input_ids"].shape[1]
+    static = optimum_intel.OVModelForQuestionAnswering.from_pretrained(folder, ov_config=f32, compile=False).reshape(1, seq)
+    assert all(p.get_partial_shape().is_static for p in static.model.inputs)
+    for a, b in zip(runner_for(static, ("start_logits", "end_logits"))(feed), plain):
+        np.testing.assert_allclose(a, b, atol=1e-4)
     if TRANSFORMERS_4:
         qa = transformers.pipeline("question-answering", model=model, tokenizer=tokenizer)
         answer = qa(question="Who speaks?", context="Hamlet speaks to the ghost.")
