@@ -177,7 +177,7 @@ def profile(run, feed: Dict[str, np.ndarray], repeats: int) -> Dict[str, object]
     """Per-node CPU plugin counters of an ``OpenVINORunner``'s model on ``feed``, summed by kind, per inference."""
     import openvino as ov
 
-    model = run._model.clone()
+    model = run.model.clone()
     if run.static:
         model.reshape({n: list(feed[n].shape) for n in run.input_names})
     compiled = ov.Core().compile_model(model, "CPU", {**run.config, "PERF_COUNT": True})

@@ -215,6 +215,7 @@ class OpenVINORunner:
     Attributes:
         config: the compile options used.
         compiled_shapes: the input shapes compiled so far (``None`` for the dynamic compile).
+        model: the model it runs.
     """
 
     def __init__(self, model, output_names: Sequence[str], threads: int = 0, precision: str = "default",
@@ -235,6 +236,11 @@ class OpenVINORunner:
     @property
     def compiled_shapes(self) -> List[Any]:
         return list(self._compiled)
+
+    @property
+    def model(self):
+        """The ``openvino.Model`` it runs (clone it before changing it)."""
+        return self._model
 
     def _request(self, feed: Mapping[str, np.ndarray]):
         key = tuple(tuple(feed[n].shape) for n in self.input_names) if self.static else None
