@@ -116,7 +116,7 @@ class SplitStreamsRunner:
 
     def __call__(self, feed: Dict[str, np.ndarray]):
         rows = feed[self.input_names[0]].shape[0]
-        parts = [p for p in np.array_split(np.arange(rows), min(self.streams, rows)) if len(p)]
+        parts = np.array_split(np.arange(rows), min(self.streams, rows))  # none empty: at most one part per row
         used = self.requests[: len(parts)]
         for request, idx in zip(used, parts):
             request.start_async({n: np.ascontiguousarray(feed[n][idx[0] : idx[-1] + 1]) for n in self.input_names})
