@@ -56,7 +56,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from hf_lnorm._json import write_json  # noqa: E402
 from hf_lnorm._machine import provenance  # noqa: E402
-from hf_lnorm.export.ort import quantize_dynamic_int8, quantize_per_token_int8  # noqa: E402
+from hf_lnorm.export.ort import quantize_dynamic_int8, quantize_per_token_int8, weight_qmax  # noqa: E402
 
 
 def _model(nodes, inputs, inits, outputs=("y",)):
@@ -91,8 +91,9 @@ def _time_group(cases, repeats, warmup):
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def _int8_attention_consts(batch, seq, heads, size):
+def _int8_attention_consts(batch, seq, heads, size, qmax=127):
     return [numpy_helper.from_array(v, k) for k, v in {
+        "inv_signed": np.array(1 / qmax, np.float32),  # K and V codes: 63 where u8 x s8 saturates (weight_qmax)
         "heads_shape": np.array([batch, seq, heads, size], np.int64), "out_shape": np.array([batch, seq, heads * size], np.int64),
         "last": np.array([-1], np.int64), "second_last": np.array([-2], np.int64), "inv127": np.array(1 / 127, np.float32),
         "inv255": np.array(1 / 255, np.float32), "tiny": np.array(1e-12, np.float32), "c128": np.array(128, np.float32),
@@ -108,7 +109,8 @@ def _int8_attention_nodes(batch, seq, heads, size):
 
     def sym(x, axes, signed):  # symmetric codes of x over ``axes``: (codes, scale)
         nodes = [n("ReduceMax", [x, axes], [x + "_hi"]), n("ReduceMin", [x, axes], [x + "_lo"]), n("Neg", [x + "_lo"], [x + "_nlo"]),
-                 n("Max", [x + "_hi", x + "_nlo", "tiny"], [x + "_am"]), n("Mul", [x + "_am", "inv127"], [x + "_s"]),
+                 n("Max", [x + "_hi", x + "_nlo", "tiny"], [x + "_am"]),
+                 n("Mul", [x + "_am", "inv_signed" if signed else "inv127"], [x + "_s"]),
                  n("Div", [x, x + "_s"], [x + "_d"]), n("Round", [x + "_d"], [x + "_r"])]
         if signed:
             return nodes + [n("Cast", [x + "_r"], [x + "_c"], to=TensorProto.INT8)]
@@ -189,8 +191,9 @@ def main(argv=None) -> int:
         record("ffn_gemms", [m, d, f], _time_group(runs, args.repeats, args.warmup))
 
     # --- one int8 GEMM, unsigned vs signed activation codes
-    w_scale = (np.abs(w1).max(axis=0) / 127).astype(np.float32)
-    w_q = np.clip(np.round(w1 / w_scale), -127, 127).astype(np.int8)
+    qmax = weight_qmax()  # 63 where full-range u8 x s8 products saturate (no VNNI)
+    w_scale = (np.abs(w1).max(axis=0) / qmax).astype(np.float32)
+    w_q = np.clip(np.round(w1 / w_scale), -qmax, qmax).astype(np.int8)
     codes = rng.integers(-127, 128, (m, d), dtype=np.int8)
     runs = []
     for name, dtype, data, zero in (("MatMulIntegerToFloat u8 x s8", TensorProto.UINT8, (codes.astype(np.int16) + 128).astype(np.uint8), 128),
@@ -219,7 +222,7 @@ def main(argv=None) -> int:
                                       num_heads=args.heads, scale=float(1 / np.sqrt(d // args.heads)))],
                     [("q", TensorProto.FLOAT, [args.batch, seq, wide]), ("k", TensorProto.FLOAT, [args.batch, seq, wide]), three[2]],
                     [numpy_helper.from_array(rng.standard_normal(2 * wide + d).astype(np.float32), "mha_bias2")])
-    int8_core = _model(_int8_attention_nodes(args.batch, seq, args.heads, d // args.heads), three, _int8_attention_consts(args.batch, seq, args.heads, d // args.heads))
+    int8_core = _model(_int8_attention_nodes(args.batch, seq, args.heads, d // args.heads), three, _int8_attention_consts(args.batch, seq, args.heads, d // args.heads, weight_qmax()))
     runs = [("MultiHeadAttention + bias + mask", lambda s=_session(with_all, args.threads): s.run(None, {"q": q, "k": k, "v": v, "len": lengths})),
             ("int8 core from standard ops (no mask)", lambda s=_session(int8_core, args.threads): s.run(None, {"q": q, "k": k, "v": v})),
             ("MultiHeadAttention + bias, mask folded into K", lambda s=_session(folded, args.threads): s.run(None, {"q": q2, "k": k2, "v": v})),

@@ -171,8 +171,9 @@ def _one_matmul_graph(path, k, n, seed=0):
 
 
 def test_per_token_int8_is_per_row_int8_math(tmp_path):
-    """The transformed MatMul computes round(x_row / s_row) @ q(W) * s_row * s_col, s_row = max|x_row| / 127."""
-    from hf_lnorm.export.ort import quantize_per_token_int8
+    """The transformed MatMul computes round(x_row / s_row) @ q(W) * s_row * s_col, s_row = max|x_row| / 127,
+    with weight codes up to weight_qmax() (127, or 63 where ORT's kernels would saturate full-range weights)."""
+    from hf_lnorm.export.ort import quantize_per_token_int8, weight_qmax
 
     k, n = 48, 40
     w = _one_matmul_graph(tmp_path / "mm.onnx", k, n)
@@ -186,8 +187,9 @@ def test_per_token_int8_is_per_row_int8_math(tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 5, k)).astype(np.float32)
     x[0, 2] *= 100.0  # one loud token: per-tensor scales would flatten the others
     got = session(tmp_path / "pt.onnx").run(["y"], {"x": x})[0]
-    w_scale = np.abs(w).max(axis=0) / 127.0
-    w_q = np.clip(np.rint(w / w_scale), -127, 127)
+    qmax = weight_qmax()
+    w_scale = np.abs(w).max(axis=0) / qmax
+    w_q = np.clip(np.rint(w / w_scale), -qmax, qmax)
     rows = x.reshape(-1, k).astype(np.float64)
     s = np.abs(rows).max(axis=1, keepdims=True) / 127.0
     x_q = np.clip(np.rint(rows / s), -127, 127)
@@ -357,15 +359,45 @@ def test_ort_cpu_ops_script_writes_every_row(tmp_path):
         mod.main(["--tokens", "63", "--batch", "2"])
 
 
+def test_weight_qmax_is_the_range_ort_multiplies_exactly_here():
+    """127 exactly where full-range u8 x s8 products come out exact (VNNI), else 63, which is exact everywhere."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hf_lnorm._machine import machine_info
+    from hf_lnorm.export.ort import weight_qmax
+
+    def exact_with(qmax: int) -> bool:
+        codes = np.full((4, 256), 255, np.uint8)
+        weights = np.full((256, 8), qmax, np.int8)
+        node = helper.make_node("MatMulInteger", ["a", "w", "zp"], ["y"])
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, 256])],
+                                  [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+                                  [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array(128, np.uint8), "zp")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": codes})[0]
+        return bool(np.all(got == 127 * qmax * 256))
+
+    assert weight_qmax() in (127, 63)
+    assert exact_with(63)
+    assert (weight_qmax() == 127) == exact_with(127)
+    flags = set(machine_info().get("cpu_flags") or [])
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        assert weight_qmax() == 127
+
+
 def test_matmul_integer_to_float_scales_its_bias_by_a_row_activation_scale():
     """Why quantize_per_token_int8 keeps biases out of MatMulIntegerToFloat: with a (rows, 1) activation scale,
     ONNX Runtime (1.32) adds bias * row scale instead of bias. If ORT changes this, the bias input becomes usable."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from hf_lnorm.export.ort import weight_qmax
+
     rng = np.random.default_rng(0)
     m, k, n = 6, 16, 5
     codes = rng.integers(0, 256, (m, k), dtype=np.uint8)
-    weights = rng.integers(-127, 128, (k, n), dtype=np.int8)
+    qmax = weight_qmax()  # full-range weights saturate on CPUs without VNNI
+    weights = rng.integers(-qmax, qmax + 1, (k, n), dtype=np.int8)
     row_scale = rng.uniform(0.5, 2.0, (m, 1)).astype(np.float32)
     col_scale = rng.uniform(0.5, 2.0, n).astype(np.float32) * 1e-4  # products of order 10, like the bias
     bias = rng.standard_normal(n).astype(np.float32)

@@ -63,7 +63,7 @@ from ._common import PathLike
 from .fusions import (FUSED_OPS, ORT_MODEL_TYPES, check_fusions, count_ops, expected_fusions, optimize_onnx,
                       ort_model_type, unfuse_skip_layer_norm)
 from .per_token import ATTENTION_MODES, PER_TOKEN_NAME, quantize_per_token_int8
-from .quantize import FeedsReader, quantize_dynamic_int8, quantize_static_int8
+from .quantize import FeedsReader, quantize_dynamic_int8, quantize_static_int8, weight_qmax
 from .sessions import feed_for, session
 from .smoothquant import SMOOTH_OP_TYPES, activation_ranges, smooth_onnx
 
@@ -88,4 +88,5 @@ __all__ = [
     "session",
     "smooth_onnx",
     "unfuse_skip_layer_norm",
+    "weight_qmax",
 ]

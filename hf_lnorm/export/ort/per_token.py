@@ -16,7 +16,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ._common import PathLike, _save_atomically
-from .quantize import quantize_dynamic_int8
+from .quantize import quantize_dynamic_int8, weight_qmax
 
 __all__ = ["ATTENTION_MODES", "PER_TOKEN_NAME", "quantize_per_token_int8"]
 
@@ -26,10 +26,11 @@ ATTENTION_MODES = ("ort", "per-token", "fp32")
 _MHA_ATTRIBUTES = {"num_heads", "mask_filter_value", "scale"}
 
 
-def _per_token_quant_weight(w: np.ndarray):
-    """Per-output-channel symmetric int8 of a ``(K, N)`` MatMul weight: codes ``(K, N)`` and scales ``(N,)``."""
-    scale = np.maximum(np.abs(w).max(axis=0) / 127.0, 1e-12).astype(np.float32)
-    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale
+def _per_token_quant_weight(w: np.ndarray, qmax: int = 127):
+    """Per-output-channel symmetric int8 of a ``(K, N)`` MatMul weight: codes ``(K, N)`` in ``[-qmax, qmax]`` and
+    scales ``(N,)``."""
+    scale = np.maximum(np.abs(w).max(axis=0) / qmax, 1e-12).astype(np.float32)
+    return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8), scale
 
 
 _MASKED_LOGIT = -1.0e4  # a masked key's scaled score: exp() of it underflows to exactly 0 in fp32 softmax
@@ -124,7 +125,9 @@ def quantize_per_token_int8(
     ``ReduceMin`` over the row), ``QuantizeLinear`` per row to uint8 with zero point 128 (the
     u8 x s8 layout ORT's VNNI kernels take), and for each reader a
     ``MatMulIntegerToFloat`` with per-output-channel int8 weights whose
-    activation scale is the ``(rows, 1)`` tensor ``s``. Readers of one tensor (Q, K and V of a block) share one
+    activation scale is the ``(rows, 1)`` tensor ``s``. The weights are 7-bit
+    (``|q| <= 63``) where ONNX Runtime's int8 kernels would saturate full-range
+    ones (x86 CPUs without VNNI; ``weight_qmax``), else 8-bit. Readers of one tensor (Q, K and V of a block) share one
     quantization. Attention scores stay fp32 in every mode. The graph uses
     ``com.microsoft`` ops and is meant for ONNX Runtime's CPU provider, not for
     TensorRT.
@@ -293,6 +296,7 @@ class _Rewrite:
         self.inits = {t.name: t for t in graph.initializer}
         self.producers = {o: n for n in graph.node for o in n.output}
         self.mask_channels: Dict[str, str] = {}  # attention mask input -> its (B, S, heads * (size + 1)) K channel tensor
+        self.qmax = weight_qmax()  # 63 where ORT's int8 kernels saturate full-range weights (no VNNI)
 
     def quantize_rows(self, p: str, x: str, k: int) -> List:
         """Nodes that quantize ``x`` (``(..., k)``) per row: uint8 codes ``p + "q"`` ``(M, k)``, scales ``p + "scol"``
@@ -327,7 +331,7 @@ class _Rewrite:
         """Append to ``new`` the nodes of ``out = x @ w`` from the per-row codes of group ``p`` (weights named ``pre...``)."""
         from onnx import helper, numpy_helper
 
-        q, scale = _per_token_quant_weight(w)
+        q, scale = _per_token_quant_weight(w, self.qmax)
         self.graph.initializer.extend([numpy_helper.from_array(q, pre + "wq"), numpy_helper.from_array(scale, pre + "ws"),
                                        numpy_helper.from_array(np.array([w.shape[1]], np.int64), pre + "n")])
         new.extend([

@@ -7,6 +7,7 @@ either.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
@@ -14,14 +15,48 @@ import numpy as np
 
 from ._common import PathLike
 
-__all__ = ["FeedsReader", "quantize_dynamic_int8", "quantize_static_int8"]
+__all__ = ["FeedsReader", "quantize_dynamic_int8", "quantize_static_int8", "weight_qmax"]
+
+
+@functools.lru_cache(maxsize=None)
+def weight_qmax() -> int:
+    """The largest int8 weight code ONNX Runtime's CPU kernels multiply exactly with uint8 activations here: 127 or 63.
+
+    x86 CPUs without VNNI (AVX2 only) add u8 x s8 products pairwise in saturating int16, so an activation code of 255
+    times a weight of 127 overflows and the result is silently wrong; weights of at most 63 in magnitude (7 bits,
+    ONNX Runtime's ``reduce_range``) never overflow. Found once per process by running the worst case through
+    ``MatMulIntegerToFloat`` and comparing with the exact product.
+
+    Returns:
+        127 where full-range weights are exact, else 63.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    m, k, n = 8, 64, 16
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    codes[0] = 255  # the worst case for int16 pair sums
+    weights = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    weights[:, 0] = 127
+    node = helper.make_node("MatMulIntegerToFloat", ["a", "w", "one", "one", "zp"], ["y"], domain="com.microsoft")
+    graph = helper.make_graph([node], "qmax", [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                              [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+                               numpy_helper.from_array(np.array(128, np.uint8), "zp")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    got = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"a": codes})[0]
+    exact = (codes.astype(np.int64) - 128) @ weights.astype(np.int64)
+    return 127 if np.array_equal(got.astype(np.int64), exact) else 63
 
 
 def quantize_dynamic_int8(
     onnx_path: PathLike,
     output_path: PathLike,
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: Optional[bool] = None,
     op_types: Optional[Sequence[str]] = None,
 ) -> Path:
     """Dynamic int8: weights int8 ahead of time, activations quantized per call.
@@ -30,7 +65,8 @@ def quantize_dynamic_int8(
         onnx_path: fp32 model (plain or ORT-fused).
         output_path: where the int8 model goes.
         per_channel: one weight scale per output channel (keeps accuracy on small models).
-        reduce_range: 7-bit weights, for CPUs without VNNI where u8s8 products can saturate.
+        reduce_range: 7-bit weights, for CPUs without VNNI where u8s8 products saturate; None (default): 7-bit
+            exactly where ``weight_qmax()`` finds that they do.
         op_types: op types to quantize; default ORT's (MatMul, Attention, Gather...).
 
     Returns:
@@ -48,6 +84,8 @@ def quantize_dynamic_int8(
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if reduce_range is None:
+        reduce_range = weight_qmax() < 127
     quantize_dynamic(
         str(onnx_path),
         str(output_path),
@@ -108,7 +146,7 @@ def quantize_static_int8(
     per_channel: bool = True,
     method: str = "minmax",
     op_types: Sequence[str] = ("MatMul",),
-    reduce_range: bool = False,
+    reduce_range: Optional[bool] = None,
     weights_only: bool = True,
 ) -> Path:
     """Static int8 in QDQ format, activation ranges calibrated on real inputs.
@@ -120,7 +158,7 @@ def quantize_static_int8(
         per_channel: per-output-channel weight scales.
         method: ``"minmax"``, ``"percentile"`` or ``"entropy"``.
         op_types: op types that get Q/DQ around them.
-        reduce_range: 7-bit weights (see ``quantize_dynamic_int8``).
+        reduce_range: 7-bit weights (see ``quantize_dynamic_int8``; None: where ``weight_qmax()`` needs them).
         weights_only: quantize only nodes with a constant (initializer) input, i.e. the
             Linear layers, not the activation x activation products of attention.
 
@@ -171,6 +209,8 @@ def quantize_static_int8(
         nodes_to_quantize=nodes,
         extra_options=extra,
     )
+    if reduce_range is None:
+        kwargs["reduce_range"] = weight_qmax() < 127
     if "calibration_providers" in inspect.signature(quantize_static).parameters:
         kwargs["calibration_providers"] = ["CPUExecutionProvider"]
     quantize_static(str(onnx_path), str(output_path), FeedsReader(calibration_feeds, names), **kwargs)

@@ -103,9 +103,17 @@ def _deploy_graph(ctx: RouteContext, graph: Path) -> Callable[[Path], None]:
 _LOAD_HINT = 'onnxruntime.InferenceSession(PATH + "/model.onnx")'
 
 
-def _built(ctx: RouteContext, graph: Path, notes: List[str], info: Optional[Dict] = None) -> Built:
+def _built(ctx: RouteContext, graph: Path, notes: List[str], info: Optional[Dict] = None, int8: bool = True) -> Built:
+    info = dict(info or {}, graph_bytes=graph.stat().st_size)
+    if int8:
+        from ..ort import weight_qmax
+
+        info["weight_bits"] = 8 if weight_qmax() == 127 else 7
+        if info["weight_bits"] == 7:
+            notes = [notes[0] + "; 7-bit weights: ONNX Runtime's int8 kernels on this CPU (no VNNI) saturate "
+                     "full-range ones", *notes[1:]]
     return Built(ort_runner(graph, ctx.output_names, ctx.threads), _deploy_graph(ctx, graph), _LOAD_HINT,
-                 notes=notes, info=dict(info or {}, graph_bytes=graph.stat().st_size))
+                 notes=notes, info=info)
 
 
 def _fused(ctx: RouteContext) -> Path:
@@ -115,7 +123,7 @@ def _fused(ctx: RouteContext) -> Path:
 
 
 def _build_fp32(ctx: RouteContext) -> Built:
-    return _built(ctx, _fused(ctx), ["ORT's transformer fusions, fp32"])
+    return _built(ctx, _fused(ctx), ["ORT's transformer fusions, fp32"], int8=False)
 
 
 def _build_int8(ctx: RouteContext) -> Built:
