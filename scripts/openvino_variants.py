@@ -6,8 +6,8 @@ Variants (``--variants`` picks a subset, comma-separated):
 ``pytorch-fp32``           the model in PyTorch, eager, fp32
 ``ort-fp32``               ONNX Runtime on the fused fp32 graph (``hf_lnorm.export.ort.optimize_onnx``)
 ``ort-int8-per-token``     hf_lnorm's per-token int8 graph for ONNX Runtime (``quantize_per_token_int8``)
-``openvino``, ``openvino-f32``, ``openvino-int8-default``, ``openvino-int8``
-                           the four routes of ``hf_lnorm.export.routes.openvino``
+``openvino``, ``openvino-f32``, ``openvino-int8-default``, ``openvino-int8``, ``openvino-trimmed``,
+``openvino-int8-trimmed``  the six routes of ``hf_lnorm.export.routes.openvino``
 
 ``--explore`` adds one int8 variant per knob hf_lnorm can turn on top of Optimum Intel's default configuration
 (``openvino-int8-default``), each changing one thing: SmoothQuant alpha chosen on the calibration questions,
@@ -18,7 +18,9 @@ calibration questions kept in float. These knob variants are compiled for each s
 dynamic-shape one); two more run the dynamic-shape model the routes deploy: ``x-unpadded-calibration``, calibrated
 on the questions without their padding tokens (each item cut to its real length), and ``x-split-streams``, the
 default int8 model on ``--threads`` CPU streams of one thread each, every batch split across them
-(``SplitStreamsRunner``).
+(``SplitStreamsRunner``). ``x-padding-longest`` runs the default int8 model on each batch cut to its longest row
+(``LongestPaddingRunner``): what a user gets who tokenizes with ``padding="longest"`` instead of a fixed length, to
+set beside the trimmed routes, which skip the same padding inside the graph.
 
 ``--profile N`` also runs each OpenVINO variant N times per shape with the CPU plugin's per-node counters on and
 records where the time goes: milliseconds per inference by kind of node (int8 and float matrix products, attention,
@@ -50,7 +52,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-ROUTE_VARIANTS = ("openvino", "openvino-f32", "openvino-int8-default", "openvino-int8")
+ROUTE_VARIANTS = ("openvino", "openvino-f32", "openvino-int8-default", "openvino-int8", "openvino-trimmed",
+                  "openvino-int8-trimmed")
 BASE_VARIANTS = ("pytorch-fp32", "ort-fp32", "ort-int8-per-token") + ROUTE_VARIANTS
 
 
@@ -125,6 +128,27 @@ class SplitStreamsRunner:
         self.parts_run += len(used)
         return tuple(np.concatenate([np.array(r.get_tensor(p).data, dtype=np.float32, copy=True) for r in used])
                      for p in self.ports)
+
+
+class LongestPaddingRunner:
+    """Runs ``run`` on the feed cut to the batch's longest row (by ``attention_mask``) and pads the outputs back
+    with ``fill``: dynamic padding done before the call, as a tokenizer's ``padding="longest"`` would.
+
+    Attributes:
+        lengths: the sequence length of each call (for the tests).
+    """
+
+    def __init__(self, run, fill: float = -10000.0):
+        self.run, self.fill, self.lengths = run, fill, []
+
+    def __call__(self, feed: Dict[str, np.ndarray]):
+        seq = feed["attention_mask"].shape[1]
+        real = np.flatnonzero(feed["attention_mask"].any(axis=0))
+        keep = int(real[-1]) + 1 if real.size else 1
+        self.lengths.append(keep)
+        outs = self.run({k: np.ascontiguousarray(v[:, :keep]) for k, v in feed.items()})
+        return tuple(np.pad(o, [(0, 0), (0, seq - keep)] + [(0, 0)] * (o.ndim - 2), constant_values=self.fill)
+                     for o in outs)
 
 
 def sensitive_matmuls(fp_model, int8_config, items, output_names, threads: int, top: int) -> List[Tuple[str, float]]:
@@ -343,7 +367,7 @@ def main(argv=None) -> int:
             "c-float-attention+f32": (replace(base, ignored_names=attention), "f32", True, None),
         }
         chosen = [k for k in args.knobs.split(",") if k] if args.knobs else [k for k in knobs if k.startswith("x-")]
-        special = ("x-skip-4-sensitive", "x-unpadded-calibration", "x-split-streams")
+        special = ("x-skip-4-sensitive", "x-unpadded-calibration", "x-split-streams", "x-padding-longest")
         unknown = [k for k in chosen if k not in knobs and k not in special]
         if unknown:
             parser.error(f"unknown knob {unknown[0]!r}; accepted: {', '.join([*knobs, *special])}")
@@ -374,6 +398,12 @@ def main(argv=None) -> int:
         info["x-split-streams"] = {"quantization": base.to_dict(), "compile_config": runners["x-split-streams"].config,
                                    "static_shapes": False}
 
+    if args.explore and "x-padding-longest" in chosen:
+        runners["x-padding-longest"] = LongestPaddingRunner(OpenVINORunner(default_q, ctx.output_names,
+                                                                           threads=args.threads, static=False))
+        info["x-padding-longest"] = {"quantization": base.to_dict(), "static_shapes": False,
+                                     "inputs": "each batch cut to its longest row before the call"}
+
     log("evaluating")
     ref = _batched(runners.get("pytorch-fp32") or torch_runner(stock), enc.inputs)
     ref_spans = best_spans(*ref, enc)
@@ -390,11 +420,13 @@ def main(argv=None) -> int:
             quality[name]["span_agreement_per_200"] = block_agreement(spans, ref_spans)
 
     rows = []
+    real_tokens: Dict[str, List[int]] = {}  # real (unpadded) tokens per row of each timing batch
     for b, s in args.shapes:
         log(f"timing {b}x{s}")
         data = enc.inputs if s == eval_seq else encode(tokenizer, examples, s).inputs
         idx = np.arange(b) % data["input_ids"].shape[0]
         feed = {k: np.ascontiguousarray(v[idx]) for k, v in data.items()}
+        real_tokens[f"{b}x{s}"] = feed["attention_mask"].sum(axis=1).astype(int).tolist()
         inner = max(1, int(round(8 * 384 / (b * s) / 4)))  # a few runs per sample at small shapes
         for run in runners.values():
             run(feed)  # compile the static shape, warm up
@@ -441,7 +473,7 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {"model": description, "profiles": profiles, "export_method": result.method, "threads": args.threads,
                                "rounds": args.rounds, "questions": len(examples), "calibration_questions": len(calib_examples),
-                               "eval_seq": eval_seq, "rows": rows, "info": info, "build_s": build_s,
+                               "eval_seq": eval_seq, "timing_real_tokens": real_tokens, "rows": rows, "info": info, "build_s": build_s,
                                "machine": machine_info(), "provenance": provenance()})
         print(f"wrote {args.json}")
     return 0

@@ -10,6 +10,8 @@ The steps, each one function:
     Int8Config          what ``nncf.quantize`` is given (preset, model type, SmoothQuant alpha, ignored scope, ...)
     quantize_int8       post-training int8 with NNCF on calibration feeds
     activation_matmuls  the MatMuls between two activations (attention), to keep in float
+    trim_padding        a copy of a model that skips the trailing padding of each batch (same inputs and outputs)
+    padding_trim_error  how far the trimmed model's outputs are from the full model's on real tokens
     save_ir             ``openvino_model.xml`` + ``.bin`` (+ ``config.json``): the folder layout Optimum Intel's
                         ``OVModelFor*`` classes read, loadable with plain ``openvino.Core`` as well
     verify_openvino     max |OpenVINO - PyTorch| on fresh inputs
@@ -74,9 +76,13 @@ __all__ = [
     "plugin_default_precision",
     "quantize_int8",
     "save_ir",
+    "padding_trim_error",
     "telemetry_off",
+    "trim_padding",
     "verify_openvino",
 ]
+
+PAD_FILL = -10000.0  # what trim_padding writes at the positions it skipped
 
 
 def _import_quietly(module: str, label: str):
@@ -393,6 +399,106 @@ def quantize_int8(model, feeds: Sequence[Mapping[str, np.ndarray]], config: Opti
             return nncf.quantize(model.clone(), dataset, **config.nncf_kwargs())
     finally:
         nncf_logger.setLevel(level)
+
+
+def trim_padding(model, seq_outputs: Sequence[str], fill: float = PAD_FILL):
+    """A copy of ``model`` that computes only up to the last real token of each batch.
+
+    Inputs padded to a fixed length (SQuAD-style preprocessing pads every question to 384 tokens) spend most of
+    their time on padding. The returned model reads ``attention_mask``, finds the last position that holds a real
+    token in any row of the batch, slices every ``[batch, seq]`` input to that length, runs the original graph on it,
+    and pads each output in ``seq_outputs`` back to the input length with ``fill``. Inputs, outputs, names and
+    dynamic shapes are those of ``model``, so a folder saved from it loads as the original would (Optimum Intel's
+    ``OVModelFor*`` classes included).
+
+    For an encoder whose attention masks padded keys (BERT and its relatives) the outputs at real tokens are the full
+    model's up to float rounding; check a model with ``padding_trim_error`` (a model that mixes tokens along the
+    sequence in other ways, a convolution for instance, is not exact). Positions past the last real token of the
+    batch hold ``fill``; positions of a shorter row that are before it hold what the full model computes there.
+    Nothing is gained on inputs without trailing padding (tokenized with ``padding="longest"``, or a batch whose
+    longest row fills the length).
+
+    Args:
+        model (openvino.Model): a model with an ``attention_mask`` input; it is not modified.
+        seq_outputs: the outputs whose second axis is the sequence (``start_logits``/``end_logits`` for question
+            answering, ``logits`` for token classification); other outputs (a sequence classifier's) are left as
+            they are.
+        fill: the value written at the skipped positions of ``seq_outputs`` (default ``PAD_FILL``, a logit that
+            never wins).
+
+    Returns:
+        (openvino.Model): the trimming copy.
+
+    Raises:
+        ValueError: no ``attention_mask`` input, an input that is not ``[batch, seq]``, or a name in
+            ``seq_outputs`` the model does not have.
+    """
+    _openvino()
+    import openvino.opset13 as ops
+
+    def const(values, dtype=np.int64):
+        return ops.constant(np.array(values, dtype))
+
+    model = model.clone()
+    params = {p.output(0).get_any_name(): p for p in model.get_parameters()}
+    if "attention_mask" not in params:
+        raise ValueError(f"trim_padding needs an attention_mask input; the model takes {', '.join(params)}")
+    for name, param in params.items():
+        rank = param.get_partial_shape().rank
+        if rank.is_dynamic or rank.get_length() != 2:
+            raise ValueError(f"trim_padding slices [batch, seq] inputs; input {name!r} has shape {param.get_partial_shape()}")
+    results = {r.input(0).get_source_output().get_any_name(): r for r in model.get_results()}
+    unknown = [n for n in seq_outputs if n not in results]
+    if unknown:
+        raise ValueError(f"the model has no output {unknown[0]!r}; its outputs: {', '.join(results)}")
+    consumers = {n: list(p.output(0).get_target_inputs()) for n, p in params.items()}
+
+    mask = ops.convert(params["attention_mask"], "i64")
+    seq = ops.gather(ops.shape_of(mask, "i64"), const([1]), const(0))  # [1]
+    real = ops.convert(ops.not_equal(ops.reduce_max(mask, const([0]), False), const(0)), "i64")  # [seq]: any row real
+    positions = ops.range(const(1), ops.add(ops.squeeze(seq, const([0])), const(1)), const(1), "i64")  # 1..seq
+    keep = ops.maximum(ops.reduce_max(ops.multiply(real, positions), const([0]), True), const([1]))  # [1], >= 1
+    for name, param in params.items():
+        sliced = ops.slice(param, const([0]), keep, const([1]), const([1]))
+        for target in consumers[name]:
+            target.replace_source_output(sliced.output(0))
+    skipped = ops.subtract(seq, keep)
+    for name in seq_outputs:
+        result = results[name]
+        source = result.input(0).get_source_output()
+        rank = source.get_partial_shape().rank.get_length()
+        pads_end = ops.concat([const([0]), skipped] + ([const([0] * (rank - 2))] if rank > 2 else []), 0)
+        padded = ops.pad(source, const([0] * rank), pads_end, "constant",
+                         ops.constant(np.array(fill, source.get_element_type().to_dtype())))
+        padded.output(0).set_names(source.get_names())
+        source.set_names(set())
+        result.input(0).replace_source_output(padded.output(0))
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+def padding_trim_error(full, trimmed, feeds: Sequence[Mapping[str, np.ndarray]], output_names: Sequence[str],
+                       threads: int = 0) -> float:
+    """Max |trimmed - full| at real tokens (f32 inference) over ``feeds``; outputs without a sequence axis compare
+    whole.
+
+    Args:
+        full, trimmed (openvino.Model): a model and its ``trim_padding`` copy.
+        feeds: inputs with an ``attention_mask`` (padded ones show whether trimming is exact).
+        output_names: the outputs to compare.
+        threads: CPU threads.
+    """
+    a = OpenVINORunner(full, output_names, threads=threads, precision="f32", static=False)
+    b = OpenVINORunner(trimmed, output_names, threads=threads, precision="f32", static=False)
+    worst = 0.0
+    for feed in feeds:
+        mask = np.asarray(feed["attention_mask"]).astype(bool)
+        for x, y in zip(a(feed), b(feed)):
+            if x.shape != y.shape:
+                raise ValueError(f"trim_padding changed an output's shape: {x.shape} -> {y.shape}")
+            diff = np.abs(x - y)
+            worst = max(worst, float(diff[mask].max() if diff.shape[:2] == mask.shape else diff.max()))
+    return worst
 
 
 def save_ir(model, folder: PathLike, hf_config=None) -> Path:

@@ -689,6 +689,7 @@ class _Job:
         self.built: Dict[str, Any] = {}
         self.build_seconds: Dict[str, float] = {}
         extra = {"smooth_alpha": self.args.smooth_alpha, "opset": self.args.opset, "seed": self.args.seed}
+        shared: Dict[str, Any] = {}
         for route in self.routes:
             workdir = self.out / "build" / route.name
             workdir.mkdir(parents=True, exist_ok=True)
@@ -696,7 +697,8 @@ class _Job:
                                output_names=self.task.output_names, workdir=workdir, threads=self.threads,
                                calibration=self.calibration, shapes=[(b, s) for b in self.args.batch_sizes for s in self.seqs],
                                onnx_path=self.onnx_path if route.needs_onnx or route.needs_fused_onnx else None,
-                               fused_onnx=self.fused_path if route.needs_fused_onnx else None, extra=dict(extra))
+                               fused_onnx=self.fused_path if route.needs_fused_onnx else None, extra=dict(extra),
+                               shared=shared)
             t0 = time.perf_counter()
             try:
                 self.built[route.name] = route.build(ctx)
@@ -733,9 +735,15 @@ class _Job:
         self.stage("benchmark")
         self.rows: List[Row] = []
         self.times: Dict[Tuple[int, int], Dict[str, List[float]]] = {}
+        self.timing_inputs: List[Dict[str, Any]] = []
         for b in self.args.batch_sizes:
             for s in self.seqs:
                 feed = _bench_feed(self.enc[s].inputs, b)
+                real = feed["attention_mask"].sum(axis=1).astype(int).tolist()
+                self.timing_inputs.append({"batch": b, "seq": s, "real_tokens": real})
+                if max(real) < s:  # the trimmed routes skip the rest; say how much there was to skip
+                    self.notes.append(f"timing batch {b} x seq {s}: real tokens per row {min(real)}-{max(real)}; "
+                                      f"positions {max(real)}-{s - 1} are padding in every row")
                 runners = {name: built.runner for name, built in self.built.items()}
                 try:
                     self.times[(b, s)] = benchmark_cell(runners, feed, self.args.repeats)
@@ -863,6 +871,7 @@ class _Job:
             "calibration_file": str(self.calib_file),
             "calibration_examples": len(self.calib_examples),
             "repeats": self.args.repeats,
+            "timing_inputs": getattr(self, "timing_inputs", []),
             "notes": self.notes,
             "warnings": self.warnings,
             "plot": None,

@@ -19,19 +19,22 @@ from hf_lnorm.export import export
 from hf_lnorm.export.openvino import (
     OV_BIN,
     OV_XML,
+    PAD_FILL,
     Int8Config,
     OpenVINORunner,
     activation_matmuls,
     calibration_items,
     compile_config,
     convert_onnx,
+    padding_trim_error,
     plugin_default_precision,
     quantize_int8,
     save_ir,
     telemetry_off,
+    trim_padding,
 )
 from hf_lnorm.export.routes import RouteContext, all_routes
-from hf_lnorm.export.routes.openvino import ROUTES, _load_hint
+from hf_lnorm.export.routes.openvino import ROUTES, _load_hint, _trimmed
 
 OUTPUTS = ("start_logits", "end_logits")
 VOCAB = 99
@@ -50,6 +53,14 @@ def feed(batch, seq, seed):
     mask[0, seq - 3 :] = 0  # some padding
     return {"input_ids": rng.integers(0, VOCAB, (batch, seq)).astype(np.int64), "attention_mask": mask,
             "token_type_ids": (np.arange(seq)[None, :] >= seq // 2).astype(np.int64).repeat(batch, 0)}
+
+
+def padded_feed(lengths, seq, seed):
+    """Rows of the given real lengths, right-padded to ``seq`` (pad id 0, mask 0)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, VOCAB, (len(lengths), seq)).astype(np.int64)
+    mask = (np.arange(seq)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
+    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
 def torch_out(model, f):
@@ -258,6 +269,19 @@ def test_variants_script_unpadded_calibration_and_block_agreement():
     assert script.block_agreement(spans, ref) == [1.0, 0.95]
 
 
+def test_variants_script_longest_padding_runner_matches_the_trimmed_graph(exported):
+    from ..conftest import load_script
+
+    script = load_script("openvino_variants")
+    model, onnx_path = exported
+    full = convert_onnx(onnx_path)
+    f = padded_feed([4, 11, 6], 20, seed=9)
+    cut = script.LongestPaddingRunner(OpenVINORunner(full, OUTPUTS, threads=1, precision="f32", static=False))
+    trimmed = OpenVINORunner(trim_padding(full, OUTPUTS), OUTPUTS, threads=1, precision="f32", static=False)
+    assert all(np.abs(x - y).max() < 1e-5 for x, y in zip(cut(f), trimmed(f)))
+    assert cut.lengths == [11] and cut(f)[0].shape == (3, 20)
+
+
 def test_activation_matmuls_are_the_attention_core(exported):
     _, onnx_path = exported
     fp = convert_onnx(onnx_path)
@@ -269,6 +293,70 @@ def test_activation_matmuls_are_the_attention_core(exported):
     for name in names:
         assert ops[name].get_type_name() == "MatMul"
         assert all(i.get_source_output().get_node().get_type_name() != "Constant" for i in ops[name].inputs())
+
+
+def test_trim_padding_computes_up_to_the_last_real_token_and_keeps_the_outputs(exported, tmp_path):
+    import openvino
+
+    model, onnx_path = exported
+    full = convert_onnx(onnx_path)
+    trimmed = trim_padding(full, OUTPUTS)
+    assert [o.get_any_name() for o in trimmed.outputs] == [o.get_any_name() for o in full.outputs]
+    assert [p.output(0).get_any_name() for p in trimmed.get_parameters()] == [p.output(0).get_any_name() for p in full.get_parameters()]
+    f = padded_feed([5, 9, 3], 24, seed=3)
+    a = OpenVINORunner(full, OUTPUTS, threads=1, precision="f32", static=False)(f)
+    b = OpenVINORunner(trimmed, OUTPUTS, threads=1, precision="f32", static=False)(f)
+    mask = f["attention_mask"].astype(bool)
+    for x, y, ref in zip(a, b, torch_out(model, f)):
+        assert x.shape == y.shape == (3, 24)
+        assert np.abs(x - y)[mask].max() < 1e-5 and np.abs(y - ref)[mask].max() < 1e-4
+        # the graph ran on 9 positions (the longest row): row 0's padding up to 9 is computed, the rest is the fill
+        assert np.all(y[:, 9:] == PAD_FILL) and not np.any(y[:, :9] == PAD_FILL)
+        assert np.abs(x[0, 5:9] - y[0, 5:9]).max() < 1e-5
+    assert padding_trim_error(full, trimmed, [f, padded_feed([24, 2], 24, seed=4)], OUTPUTS, threads=1) < 1e-5
+    # no trailing padding: nothing to skip, same outputs; an all-padding batch still runs (one position kept)
+    g = feed(2, 16, seed=5)
+    g["attention_mask"][:] = 1
+    run = OpenVINORunner(trimmed, OUTPUTS, threads=1, precision="f32", static=False)
+    assert all(np.abs(x - y).max() < 1e-5 for x, y in zip(run(g), torch_out(model, g)))
+    empty = padded_feed([0, 0], 8, seed=6)
+    assert [o.shape for o in run(empty)] == [(2, 8), (2, 8)] and np.all(run(empty)[0][:, 1:] == PAD_FILL)
+    # the saved folder reloads as the trimming model
+    save_ir(trimmed, tmp_path)
+    reloaded = OpenVINORunner(openvino.Core().read_model(str(tmp_path / OV_XML)), OUTPUTS, threads=1, precision="f32",
+                              static=False)
+    assert all(np.array_equal(x, y) for x, y in zip(reloaded(f), b))
+
+
+def test_trim_padding_refuses_what_it_cannot_trim(exported):
+    import openvino
+    import openvino.opset13 as ops
+
+    _, onnx_path = exported
+    with pytest.raises(ValueError, match="no output 'logits'; its outputs: start_logits, end_logits"):
+        trim_padding(convert_onnx(onnx_path), ("logits",))
+    ids = ops.parameter([-1, -1], np.int64, name="input_ids")
+    ids.output(0).set_names({"input_ids"})
+    out = ops.convert(ids, "f32")
+    out.output(0).set_names({"start_logits"})
+    with pytest.raises(ValueError, match="needs an attention_mask input; the model takes input_ids"):
+        trim_padding(openvino.Model([out], [ids]), ("start_logits",))
+    # a model whose outputs at real tokens read the padding (a sum over the whole sequence): the route refuses it
+    mask = ops.parameter([-1, -1], np.int64, name="attention_mask")
+    mask.output(0).set_names({"attention_mask"})
+    total = ops.add(ops.convert(ids, "f32"), ops.reduce_sum(ops.convert(ids, "f32"), ops.constant(np.array([1])), True))
+    start = ops.multiply(total, ops.convert(mask, "f32"))
+    start.output(0).set_names({"start_logits"})
+    end = ops.convert(ids, "f32")
+    end.output(0).set_names({"end_logits"})
+    leaky = openvino.Model([start, end], [ids, mask])
+    ctx = RouteContext(model=None, tokenizer=None, task="question-answering", output_names=OUTPUTS, workdir=None,
+                       threads=1, calibration=[padded_feed([8, 8], 8, seed=1)])
+    with pytest.raises(ValueError, match="skipping the padding changes this model's outputs at real tokens"):
+        _trimmed(leaky, ctx)
+    with pytest.raises(ValueError, match="checks trimming on calibration batches; the job has none"):
+        _trimmed(leaky, RouteContext(model=None, tokenizer=None, task="question-answering", output_names=OUTPUTS,
+                                     workdir=None, threads=1))
 
 
 def test_saved_folder_reloads_in_a_fresh_process_with_plain_openvino(exported, tmp_path):
@@ -302,19 +390,22 @@ def test_saved_folder_reloads_in_a_fresh_process_with_plain_openvino(exported, t
 
 def test_every_route_builds_runs_and_deploys(exported, tmp_path):
     model, onnx_path = exported
-    assert [r.name for r in ROUTES] == ["openvino", "openvino-f32", "openvino-int8-default", "openvino-int8"]
+    assert [r.name for r in ROUTES] == ["openvino", "openvino-f32", "openvino-int8-default", "openvino-int8",
+                                        "openvino-trimmed", "openvino-int8-trimmed"]
     assert [r.name for r in all_routes() if r.runtime == "openvino"] == [r.name for r in ROUTES]
     ctx = RouteContext(model=model, tokenizer=None, task="question-answering", output_names=OUTPUTS, workdir=tmp_path,
                        threads=1, calibration=[feed(4, 16, seed=s) for s in range(2)], shapes=[(2, 16)],
                        onnx_path=onnx_path, extra={"openvino_alphas": (-1.0, 0.5)})
     f = feed(2, 16, seed=7)
+    f["attention_mask"][:, 12:] = 0  # trailing padding in both rows: the trimmed routes skip it
     ref = torch_out(model, f)
+    mask = f["attention_mask"].astype(bool)
     builds = {}
     for route in ROUTES:
         assert route.requires == ("openvino", "nncf") and route.needs_onnx and not route.missing()
         built = builds[route.name] = route.build(ctx)
         out = built.runner(f)
-        err = max(np.abs(o - r).max() for o, r in zip(out, ref))
+        err = max(np.abs(o - r)[mask].max() for o, r in zip(out, ref))
         bound = 1e-4 if route.name == "openvino-f32" else 0.1 * np.abs(ref[0]).max()
         assert err < bound, (route.name, err)
         assert built.load_hint.startswith('openvino.Core().compile_model(PATH + "/openvino_model.xml", "CPU"')
@@ -336,6 +427,14 @@ def test_every_route_builds_runs_and_deploys(exported, tmp_path):
     assert int8.info["calibration_items"] == int8.info["quantization"]["subset_size"] == 8  # every item, not 128
     q = builds["openvino-int8-default"].info["quantization"]
     assert (q["preset"], q["subset_size"], q["smooth_quant_alpha"], q["overflow_fix"]) == ("mixed", 128, None, "disable")
+    # the trimmed routes: the untrimmed models' outputs at real tokens, the fill past the batch's last real token
+    assert list(ctx.shared) == [("openvino.int8-default", str(onnx_path))]  # one NNCF run for both int8 routes
+    for trimmed, base in (("openvino-trimmed", "openvino"), ("openvino-int8-trimmed", "openvino-int8-default")):
+        info = builds[trimmed].info
+        assert info["trim_padding"] is True and info["trim_error"] < 1e-3
+        assert builds[trimmed].info["quantization"] == builds[base].info["quantization"]
+        for x, y in zip(builds[trimmed].runner(f), builds[base].runner(f)):
+            assert np.abs(x - y)[mask].max() < 0.05 * np.abs(y).max() and np.all(x[:, 12:] == PAD_FILL)
 
 
 def test_cli_export_target_openvino(tmp_path, capsys):

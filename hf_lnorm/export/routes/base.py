@@ -40,6 +40,8 @@ class RouteContext:
             None for routes that do not ask for it.
         fused_onnx: ORT's fused fp32 graph, when the job built one (``Route.needs_fused_onnx``), else None.
         extra: job-wide options a route may read (``smooth_alpha``, ``opset``, ``seed``, ...).
+        shared: one dict the job hands every route of a run, for work two routes can reuse (a quantized model
+            both build on); keys are prefixed with the route module's name.
     """
 
     model: Any
@@ -53,6 +55,7 @@ class RouteContext:
     onnx_path: Optional[Path] = None
     fused_onnx: Optional[Path] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    shared: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

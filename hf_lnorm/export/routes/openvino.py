@@ -6,6 +6,13 @@
     openvino-int8-default  NNCF int8 exactly as Optimum Intel's default ``OVQuantizationConfig()`` does it
     openvino-int8          NNCF int8 with hf_lnorm's choices (preset and SmoothQuant alpha chosen together on the
                            calibration questions, attention's core in float, every calibration question)
+    openvino-trimmed       ``openvino`` that skips each batch's trailing padding in the graph (``trim_padding``)
+    openvino-int8-trimmed  ``openvino-int8-default``'s int8 model, skipping each batch's trailing padding
+
+The two trimmed routes compute only up to the last real token of the batch and pad their outputs back to the input
+length, so inputs padded to a fixed length (``padding="max_length"``, as SQuAD-style preprocessing does) run faster
+while the answers stay those of the untrimmed model. Each build checks on its calibration batches, with part of each
+mask cleared, that trimming leaves the outputs at real tokens unchanged, and fails if it does not.
 
 Every route times and evaluates the dynamic-shape model (one stream, latency hint, the job's threads) that it
 deploys as ``openvino_model.xml`` / ``.bin`` with ``config.json``: the folder Optimum Intel's
@@ -36,6 +43,12 @@ TUNED_SUBSET = 10_000  # every calibration item
 # model a user loads from the folder (on the bundled QA model 6 of 200 answers changed), so the job times and
 # evaluates exactly what it deploys. ``ctx.extra["openvino_static_shapes"]`` turns them on.
 STATIC_SHAPES = False
+
+
+# the outputs whose second axis is the sequence, per task (trim_padding pads them back to the input length)
+SEQ_OUTPUTS = {"question-answering": ("start_logits", "end_logits"), "token-classification": ("logits",),
+               "text-classification": ()}
+TRIM_TOLERANCE = 1e-3  # max |trimmed - full| (f32) on real tokens that a trimmed route accepts
 
 
 def _load_hint(precision: str) -> str:
@@ -95,6 +108,61 @@ def _float_route(precision: str):
     return build
 
 
+def _trim_check_feeds(calibration: Sequence[Feed], batches: int = 2) -> List[Feed]:
+    """The first calibration batches with the last quarter of every mask cleared, so that trimming happens."""
+    feeds = []
+    for feed in calibration[:batches]:
+        mask = np.array(feed["attention_mask"], copy=True)
+        mask[:, mask.shape[1] - max(1, mask.shape[1] // 4) :] = 0
+        feeds.append({**feed, "attention_mask": mask})
+    return feeds
+
+
+def _trimmed(model, ctx: RouteContext):
+    """``(trim_padding copy of model, its checked error)``; raises when trimming changes the outputs."""
+    from ..openvino import padding_trim_error, trim_padding
+
+    if not ctx.calibration:
+        raise ValueError("a trimmed route checks trimming on calibration batches; the job has none")
+    trimmed = trim_padding(model, SEQ_OUTPUTS[ctx.task])
+    err = padding_trim_error(model, trimmed, _trim_check_feeds(ctx.calibration), ctx.output_names, ctx.threads)
+    if not err <= TRIM_TOLERANCE:
+        raise ValueError(f"skipping the padding changes this model's outputs at real tokens (max |diff| {err:.3g} > "
+                         f"{TRIM_TOLERANCE:g}): it mixes tokens along the sequence other than through masked "
+                         "attention, so the trimmed routes do not apply")
+    return trimmed, err
+
+
+def _trim_note(err: float) -> str:
+    return (f"skips each batch's trailing padding in the graph, so its speed depends on how much padding the inputs "
+            f"carry (none: no gain); outputs past the batch's last real token hold -10000; max |diff| from the "
+            f"untrimmed model on real tokens of padded calibration batches, f32: {err:.2g}")
+
+
+def _trimmed_float_route(ctx: RouteContext) -> Built:
+    from ..openvino import OpenVINORunner, convert_onnx, plugin_default_precision
+
+    model, err = _trimmed(convert_onnx(ctx.onnx_path), ctx)
+    run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default", static=False)
+    used = run.config["INFERENCE_PRECISION_HINT"]
+    notes = [f"OpenVINO {used} inference (plugin default here: {plugin_default_precision()}); " + _trim_note(err)]
+    return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=_load_hint("default"), notes=notes,
+                 info={"precision": used, "static_shapes": False, "quantization": None, "trim_padding": True,
+                       "trim_error": err, "compile_config": dict(run.config)})
+
+
+def _default_int8(ctx: RouteContext):
+    """``(Optimum Intel's default int8 model, config, calibration items)``, quantized once per job."""
+    from ..openvino import Int8Config, calibration_items, convert_onnx, quantize_int8
+
+    key = ("openvino.int8-default", str(ctx.onnx_path))
+    if key not in ctx.shared:
+        items = calibration_items(ctx.calibration, batch=1)
+        config = Int8Config()  # Optimum Intel's defaults, 128 items at most
+        ctx.shared[key] = (quantize_int8(convert_onnx(ctx.onnx_path), items, config), config, items)
+    return ctx.shared[key]
+
+
 def build_int8_default(ctx: RouteContext) -> Built:
     """``openvino-int8-default``: what Optimum Intel's default int8 does, on the job's calibration questions.
 
@@ -105,11 +173,9 @@ def build_int8_default(ctx: RouteContext) -> Built:
     questions NNCF reads the first 128. The model is compiled with the plugin's default precision, as
     ``OVModelForQuestionAnswering`` does.
     """
-    from ..openvino import Int8Config, OpenVINORunner, calibration_items, convert_onnx, quantize_int8
+    from ..openvino import OpenVINORunner
 
-    items = calibration_items(ctx.calibration, batch=1)
-    config = Int8Config()  # Optimum Intel's defaults, 128 items at most
-    model = quantize_int8(convert_onnx(ctx.onnx_path), items, config)
+    model, config, items = _default_int8(ctx)
     static = bool(ctx.extra.get("openvino_static_shapes", STATIC_SHAPES))
     run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default", static=static)
     hint = _load_hint("default")
@@ -119,6 +185,22 @@ def build_int8_default(ctx: RouteContext) -> Built:
                  info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": static,
                        "quantization": config.to_dict(), "calibration_items": len(items),
                        "compile_config": dict(run.config)})
+
+
+def build_int8_trimmed(ctx: RouteContext) -> Built:
+    """``openvino-int8-trimmed``: the ``openvino-int8-default`` model (the same NNCF int8, built once per job) with
+    ``trim_padding``; at real tokens its outputs are the default int8 model's."""
+    from ..openvino import OpenVINORunner
+
+    base, config, items = _default_int8(ctx)
+    model, err = _trimmed(base, ctx)
+    run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default", static=False)
+    notes = [f"NNCF int8 with Optimum Intel's default settings on {min(len(items), config.subset_size)} of "
+             f"{len(items)} calibration questions; " + _trim_note(err)]
+    return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=_load_hint("default"), notes=notes,
+                 info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": False,
+                       "quantization": config.to_dict(), "calibration_items": len(items), "trim_padding": True,
+                       "trim_error": err, "compile_config": dict(run.config)})
 
 
 def choose_alpha(fp_model, items: Sequence[Feed], output_names, threads: int, alphas: Sequence[float], base_config,
@@ -202,4 +284,8 @@ ROUTES = [
     _route("openvino-int8-default", "OpenVINO + NNCF int8, Optimum Intel's default configuration", build_int8_default, True),
     _route("openvino-int8", "OpenVINO + NNCF int8, symmetric activations, float attention core, SmoothQuant alpha "
            "chosen on calibration data (hf_lnorm)", build_int8_tuned, False),
+    _route("openvino-trimmed", "OpenVINO, the plugin's default precision, trailing padding skipped in the graph "
+           "(hf_lnorm)", _trimmed_float_route, False),
+    _route("openvino-int8-trimmed", "OpenVINO + NNCF int8 (Optimum Intel's default configuration), trailing padding "
+           "skipped in the graph (hf_lnorm)", build_int8_trimmed, False),
 ]
