@@ -166,7 +166,8 @@ def readme(route: str, description: str, hint: str, folder_name: str, task, mode
         task: the ``hf_lnorm.export.tasks.Task``.
         model_description: the source model.
         facts: ``notes`` (list), ``calibration`` / ``evaluation`` (one line each), ``rows`` (report rows of this
-            route), ``quality`` (dict at the evaluation length), ``machine`` (one line), ``chosen`` (bool), ``why`` (line).
+            route), ``quality`` (dict at the evaluation length), ``machine`` (one line), ``chosen`` (bool), ``why`` (line),
+            ``trim_padding`` (bool: the model skips each batch's trailing padding).
     """
     lines = [f"# {route}: {model_description}", "", f"{description}. Written by `hf-lnorm optimize`"
              + (" as the chosen route" if facts.get("chosen") else " as one of the routes it compared") + ".", ""]
@@ -184,12 +185,18 @@ def readme(route: str, description: str, hint: str, folder_name: str, task, mode
         ov_config = ', ov_config={"INFERENCE_PRECISION_HINT": "f32"}' if '"INFERENCE_PRECISION_HINT": "f32"' in hint else ""
         lines += [f"With Optimum Intel (optimum-intel 1.x on transformers 4.57) the folder also loads as "
                   f"`optimum.intel.{ov_class}.from_pretrained(PATH{ov_config})`, which works in "
-                  f'`transformers.pipeline("{task.pipeline}", model=model, tokenizer=tokenizer)`.', "",
-                  "The model takes any batch size and sequence length. To serve one input shape only, "
-                  f"`optimum.intel.{ov_class}.from_pretrained(PATH{ov_config}, compile=False).reshape(BATCH, SEQ)` "
-                  "compiles it for that shape, which the CPU plugin may run faster; it then accepts inputs of that "
-                  "shape only (pad to it), and an int8 model's logits, and so some answers, can differ from the "
-                  "dynamic-shape model's measured below.", ""]
+                  f'`transformers.pipeline("{task.pipeline}", model=model, tokenizer=tokenizer)`.', ""]
+        if facts.get("trim_padding"):
+            lines += ["The model takes any batch size and sequence length, and runs only up to the last real token of "
+                      "each batch (by `attention_mask`): the longer the padding of your inputs, the more time it saves, "
+                      "and inputs without padding run at the untrimmed model's speed. Its outputs past that token hold "
+                      "-10000. Compiling it for one static shape (`reshape`) does not make its inner length static.", ""]
+        else:
+            lines += ["The model takes any batch size and sequence length. To serve one input shape only, "
+                      f"`optimum.intel.{ov_class}.from_pretrained(PATH{ov_config}, compile=False).reshape(BATCH, SEQ)` "
+                      "compiles it for that shape, which the CPU plugin may run faster; it then accepts inputs of that "
+                      "shape only (pad to it), and an int8 model's logits, and so some answers, can differ from the "
+                      "dynamic-shape model's measured below.", ""]
     else:
         lines += ["The folder holds the fp32 weights (`save_pretrained`); the call around `from_pretrained` above is "
                   "the route.", ""]

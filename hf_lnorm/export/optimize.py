@@ -806,6 +806,7 @@ class _Job:
                 "quality": {k: v for k, v in self.quality[(name, self.eval_seq)].items()},
                 "rows": [asdict(r) for r in self.rows if r.variant == name],
                 "machine": self.machine_line,
+                "trim_padding": bool(built.info.get("trim_padding")),
             }
             text = readme(name, routes[name].description, built.load_hint, str(final / rel), self.task, self.description, facts)
             try:

@@ -138,3 +138,45 @@ def test_optimum_intel_ovmodel_and_pipeline_load_the_openvino_folder(openvino_fo
         qa = transformers.pipeline("question-answering", model=model, tokenizer=tokenizer)
         answer = qa(question="Who speaks?", context="Hamlet speaks to the ghost.")
         assert set(answer) >= {"answer", "score", "start", "end"} and answer["answer"] in "Hamlet speaks to the ghost."
+
+
+def test_trimmed_openvino_folder_loads_with_optimum_intel_and_skips_the_padding(tmp_path_factory):
+    """The openvino-trimmed route's folder: the README says what trimming does (and gives no one-shape line), Optimum
+    Intel loads it with the same inputs and outputs, and a padded batch gives the untrimmed model's logits at real
+    tokens and the fill past the batch's last real token."""
+    pytest.importorskip("openvino", reason="the OpenVINO routes need the openvino extra")
+    out = _quick_job(tmp_path_factory, "openvino-trimmed")
+    report = json.loads((out / "report.json").read_text())
+    assert report["chosen"] == "openvino-trimmed" and report["verify_deploy"]["equal"] == report["verify_deploy"]["total"]
+    readme = (out / "model" / "README.md").read_text()
+    assert "runs only up to the last real token of each batch" in readme and ".reshape(BATCH, SEQ)" not in readme
+    folder = str(out / "model")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    enc = tokenizer(["Who speaks?", "Who?"], ["Hamlet speaks to the ghost.", "Hamlet."], padding="max_length",
+                    max_length=32, return_tensors="np")
+    feed = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+    last = int(np.flatnonzero(feed["attention_mask"].any(axis=0))[-1]) + 1
+    import openvino
+
+    from hf_lnorm.export.openvino import OV_XML, PAD_FILL, OpenVINORunner
+
+    # f32, so that the comparison with PyTorch is exact on CPUs whose plugin default is bf16 as well
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    ir = openvino.Core().read_model(str(out / "model" / OV_XML))
+    trimmed = OpenVINORunner(ir, ("start_logits", "end_logits"), threads=1, precision="f32", static=False)(feed)
+
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(str(out.parent / "tiny")).eval()
+    with torch.inference_mode():
+        ref = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+    mask = feed["attention_mask"].astype(bool)
+    for got, want in zip(trimmed, (ref.start_logits.numpy(), ref.end_logits.numpy())):
+        assert got.shape == want.shape and np.abs(got - want)[mask].max() < 1e-4
+        assert np.all(got[:, last:] == PAD_FILL) and last < 32
+    if TRANSFORMERS_4:
+        import optimum.intel as optimum_intel
+
+        ov = optimum_intel.OVModelForQuestionAnswering.from_pretrained(folder, ov_config=f32)
+        for a, b in zip(runner_for(ov, ("start_logits", "end_logits"))(feed), trimmed):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+        qa = transformers.pipeline("question-answering", model=ov, tokenizer=tokenizer)
+        assert qa(question="Who speaks?", context="Hamlet speaks to the ghost.")["answer"] in "Hamlet speaks to the ghost."
