@@ -39,6 +39,21 @@ TUNED_FLOAT_ATTENTION = True  # attention's Q.K and P.V MatMuls stay in float (h
 TUNED_PRECISION = "default"  # f32 for the float ops was slower, and not more accurate
 TUNED_IGNORED_TYPES: Tuple[str, ...] = ()
 TUNED_SUBSET = 10_000  # every calibration item
+VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products that do not saturate
+
+
+def tuned_overflow_fix() -> str:
+    """NNCF's overflow fix for ``openvino-int8``: ``"enable"`` (7-bit weights) on x86 CPUs without VNNI, whose int8
+    kernels add u8 x s8 products in saturating int16 (on the bundled QA model on an AVX2-only CPU it raised span
+    agreement from 0.965 to 0.980), else ``"disable"``, as Optimum Intel's default."""
+    import platform
+
+    from ..._machine import machine_info
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "disable"
+    isa = machine_info().get("int8_isa")
+    return "enable" if isa is not None and not set(isa) & set(VNNI) else "disable"
 # Static shapes are off: an int8 model compiled for a static shape computes different logits from the dynamic-shape
 # model a user loads from the folder (on the bundled QA model 6 of 200 answers changed), so the job times and
 # evaluates exactly what it deploys. ``ctx.extra["openvino_static_shapes"]`` turns them on.
@@ -241,9 +256,10 @@ def build_int8_tuned(ctx: RouteContext) -> Built:
     MatMuls between two activations (Q.K and P.V) kept in floating point (``TUNED_FLOAT_ATTENTION``; an export whose
     attention OpenVINO reads as one ``ScaledDotProductAttention`` op has none, and NNCF leaves that op in float
     anyway); every calibration item used
-    (``subset_size`` not capped at 128). The inference precision is the plugin's default. ``ctx.extra`` keys
-    ``openvino_alphas``, ``openvino_presets``, ``openvino_precision``, ``openvino_float_attention`` and
-    ``openvino_ignored_types`` override these choices.
+    (``subset_size`` not capped at 128); NNCF's overflow fix (7-bit weights) on x86 CPUs without VNNI
+    (``tuned_overflow_fix``). The inference precision is the plugin's default. ``ctx.extra`` keys
+    ``openvino_alphas``, ``openvino_presets``, ``openvino_precision``, ``openvino_float_attention``,
+    ``openvino_overflow_fix`` and ``openvino_ignored_types`` override these choices.
     """
     from ..openvino import Int8Config, OpenVINORunner, activation_matmuls, calibration_items, convert_onnx
 
@@ -256,6 +272,7 @@ def build_int8_tuned(ctx: RouteContext) -> Built:
     float_attention = bool(ctx.extra.get("openvino_float_attention", TUNED_FLOAT_ATTENTION))
     presets = tuple(ctx.extra.get("openvino_presets", TUNED_PRESETS))
     base = Int8Config(preset=presets[0], subset_size=max(1, min(TUNED_SUBSET, len(items))),
+                      overflow_fix=ctx.extra.get("openvino_overflow_fix") or tuned_overflow_fix(),
                       ignored_types=list(ctx.extra.get("openvino_ignored_types", TUNED_IGNORED_TYPES)),
                       ignored_names=activation_matmuls(fp_model) if float_attention else [])
     model, (preset, alpha), tried = choose_alpha(fp_model, items, ctx.output_names, ctx.threads, alphas, base, precision,
@@ -266,7 +283,8 @@ def build_int8_tuned(ctx: RouteContext) -> Built:
     how = ", ".join(f"{p} {a:g} -> {e:.4f}" for p, a, e in tried)
     notes = [f"NNCF int8 (hf_lnorm): preset {preset} and SmoothQuant alpha {alpha:g} chosen on {len(items)} calibration "
              f"questions by mean |logit error| vs f32 ({how}); "
-             f"{len(base.ignored_names)} attention MatMuls and op types [{', '.join(base.ignored_types)}] kept in float"]
+             f"{len(base.ignored_names)} attention MatMuls and op types [{', '.join(base.ignored_types)}] kept in float; "
+             f"overflow fix {base.overflow_fix}" + (" (7-bit weights: this CPU has no VNNI)" if base.overflow_fix == "enable" else "")]
     return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=_load_hint(precision), notes=notes,
                  info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": static,
                        "quantization": replace(base, smooth_quant_alpha=alpha).to_dict(), "search": tried,
