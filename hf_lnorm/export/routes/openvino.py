@@ -44,8 +44,7 @@ VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products that do 
 
 def tuned_overflow_fix() -> str:
     """NNCF's overflow fix for ``openvino-int8``: ``"enable"`` (7-bit weights) on x86 CPUs without VNNI, whose int8
-    kernels add u8 x s8 products in saturating int16 (on the bundled QA model on an AVX2-only CPU it raised span
-    agreement from 0.965 to 0.980), else ``"disable"``, as Optimum Intel's default."""
+    kernels add u8 x s8 products in saturating int16, else ``"disable"``, as Optimum Intel's default."""
     import platform
 
     from ..._machine import machine_info
