@@ -138,8 +138,10 @@ class LongestPaddingRunner:
         lengths: the sequence length of each call (for the tests).
     """
 
-    def __init__(self, run, fill: float = -10000.0):
-        self.run, self.fill, self.lengths = run, fill, []
+    def __init__(self, run, fill: Optional[float] = None):
+        from hf_lnorm.export.openvino import PAD_FILL
+
+        self.run, self.fill, self.lengths = run, PAD_FILL if fill is None else fill, []
 
     def __call__(self, feed: Dict[str, np.ndarray]):
         seq = feed["attention_mask"].shape[1]

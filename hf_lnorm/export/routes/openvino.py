@@ -148,8 +148,10 @@ def _trimmed(model, ctx: RouteContext):
 
 
 def _trim_note(err: float) -> str:
+    from ..openvino import PAD_FILL
+
     return (f"skips each batch's trailing padding in the graph, so its speed depends on how much padding the inputs "
-            f"carry (none: no gain); outputs past the batch's last real token hold -10000; max |diff| from the "
+            f"carry (none: no gain); outputs past the batch's last real token hold {PAD_FILL:g}; max |diff| from the "
             f"untrimmed model on real tokens of padded calibration batches, f32: {err:.2g}")
 
 
