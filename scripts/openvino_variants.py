@@ -238,7 +238,7 @@ def profile(run, feed: Dict[str, np.ndarray], repeats: int) -> Dict[str, object]
             "by_kind_ms": {k: round(v * 1000.0 / repeats, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "exec_types": {k: sorted(v) for k, v in exec_types.items()},
             "weight_matmul_macs": weighted_macs,
-            "weight_matmul_gmac_per_s": round(weighted_macs * repeats / gemm_s / 1e9, 1) if gemm_s else None}
+            "weight_matmul_gmac_per_s": float(f"{weighted_macs * repeats / gemm_s / 1e9:.3g}") if gemm_s else None}
 
 
 def main(argv=None) -> int:
