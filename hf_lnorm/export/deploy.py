@@ -156,6 +156,14 @@ def batched(run, inputs: Mapping[str, np.ndarray], batch: int = EVAL_BATCH) -> T
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
+def _trim_paragraph() -> str:
+    from .trimming import PAD_FILL
+
+    return ("The model takes any batch size and sequence length, and runs only up to the last real token of each "
+            "batch (by `attention_mask`): the longer the padding of your inputs, the more time it saves, and inputs "
+            f"without padding run at the untrimmed model's speed. Its outputs past that token hold {PAD_FILL:g}.")
+
+
 def readme(route: str, description: str, hint: str, folder_name: str, task, model_description: str, facts: Mapping[str, Any]) -> str:
     """The README of a deployed folder: the one load line, how the route was made, what it measured.
 
@@ -179,6 +187,8 @@ def readme(route: str, description: str, hint: str, folder_name: str, task, mode
         lines += [f"With Optimum (optimum-onnx, transformers 4.57) the folder also loads as "
                   f"`optimum.onnxruntime.{task.optimum_class}.from_pretrained(PATH)`, which works in "
                   f'`transformers.pipeline("{task.pipeline}", model=model, tokenizer=tokenizer)`.', ""]
+        if facts.get("trim_padding"):
+            lines += [_trim_paragraph(), ""]
     elif hint.startswith("openvino."):
         ov_class = task.optimum_class.replace("ORTModel", "OVModel")
         # The same inference precision as the load line: Optimum Intel otherwise compiles with the plugin's default.
@@ -187,10 +197,8 @@ def readme(route: str, description: str, hint: str, folder_name: str, task, mode
                   f"`optimum.intel.{ov_class}.from_pretrained(PATH{ov_config})`, which works in "
                   f'`transformers.pipeline("{task.pipeline}", model=model, tokenizer=tokenizer)`.', ""]
         if facts.get("trim_padding"):
-            lines += ["The model takes any batch size and sequence length, and runs only up to the last real token of "
-                      "each batch (by `attention_mask`): the longer the padding of your inputs, the more time it saves, "
-                      "and inputs without padding run at the untrimmed model's speed. Its outputs past that token hold "
-                      "-10000. Compiling it for one static shape (`reshape`) does not make its inner length static.", ""]
+            lines += [_trim_paragraph() + " Compiling it for one static shape (`reshape`) does not make its inner "
+                      "length static.", ""]
         else:
             lines += ["The model takes any batch size and sequence length. To serve one input shape only, "
                       f"`optimum.intel.{ov_class}.from_pretrained(PATH{ov_config}, compile=False).reshape(BATCH, SEQ)` "

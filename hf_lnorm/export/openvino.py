@@ -51,6 +51,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .trimming import PAD_FILL
+
 logger = logging.getLogger("hf_lnorm")
 
 PathLike = Union[str, os.PathLike]
@@ -82,7 +84,6 @@ __all__ = [
     "verify_openvino",
 ]
 
-PAD_FILL = -10000.0  # what trim_padding writes at the positions it skipped
 
 
 def _import_quietly(module: str, label: str):
@@ -488,17 +489,11 @@ def padding_trim_error(full, trimmed, feeds: Sequence[Mapping[str, np.ndarray]],
         output_names: the outputs to compare.
         threads: CPU threads.
     """
+    from .trimming import real_token_error
+
     a = OpenVINORunner(full, output_names, threads=threads, precision="f32", static=False)
     b = OpenVINORunner(trimmed, output_names, threads=threads, precision="f32", static=False)
-    worst = 0.0
-    for feed in feeds:
-        mask = np.asarray(feed["attention_mask"]).astype(bool)
-        for x, y in zip(a(feed), b(feed)):
-            if x.shape != y.shape:
-                raise ValueError(f"trim_padding changed an output's shape: {x.shape} -> {y.shape}")
-            diff = np.abs(x - y)
-            worst = max(worst, float(diff[mask].max() if diff.shape[:2] == mask.shape else diff.max()))
-    return worst
+    return max(real_token_error(a(feed), b(feed), feed["attention_mask"]) for feed in feeds)
 
 
 def save_ir(model, folder: PathLike, hf_config=None) -> Path:

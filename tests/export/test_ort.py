@@ -415,3 +415,79 @@ def test_matmul_integer_to_float_scales_its_bias_by_a_row_activation_scale():
     tolerance = 1e-5 * np.abs(product).max()
     assert np.abs(got - (product + bias * row_scale)).max() < tolerance  # what ORT computes
     assert np.abs(got - (product + bias)).max() > 100 * tolerance  # not the documented bias add
+
+
+def test_trim_padding_onnx_skips_the_padding_and_keeps_the_outputs(exported, tmp_path):
+    """``trim_padding_onnx`` on the plain and the ORT-fused export: the same inputs and outputs, the full graph's
+    outputs at real tokens, ``PAD_FILL`` past the batch's last real token; on a dynamic-int8 graph, the int8
+    graph's outputs on the batch cut to its longest row (its activation scales see the real part only)."""
+    import onnx
+
+    from hf_lnorm.export.ort import trim_padding_onnx
+    from hf_lnorm.export.trimming import PAD_FILL
+
+    model, onnx_path, _ = exported
+    fused = tmp_path / "fused.onnx"
+    optimize_onnx(onnx_path, fused, model.config)
+    f = _feed(model, batch=2, seq=16, seed=5)
+    f["attention_mask"][0, 9:] = 0
+    f["attention_mask"][1, 12:] = 0
+    names = ["start_logits", "end_logits"]
+    for src in (onnx_path, fused):
+        out = trim_padding_onnx(src, tmp_path / "trimmed.onnx", names)
+        a, b = onnx.load(str(src)), onnx.load(str(out))
+        assert [(i.name, i.type) for i in a.graph.input] == [(i.name, i.type) for i in b.graph.input]
+        assert [(o.name, o.type) for o in a.graph.output] == [(o.name, o.type) for o in b.graph.output]
+        assert sum(n.op_type == "Slice" for n in b.graph.node) >= len(f) and sum(n.op_type == "Pad" for n in b.graph.node) == 2
+        full, trimmed = session(src).run(names, f), session(out).run(names, f)
+        for x, y in zip(full, trimmed):
+            assert x.shape == y.shape == (2, 16)
+            np.testing.assert_allclose(y[:, :12], x[:, :12], atol=1e-5)
+            assert np.all(y[:, 12:] == PAD_FILL) and not np.any(x[:, 12:] == PAD_FILL)
+        unpadded = {k: np.ones_like(v) if k == "attention_mask" else v for k, v in f.items()}
+        for x, y in zip(session(src).run(names, unpadded), session(out).run(names, unpadded)):
+            np.testing.assert_allclose(y, x, atol=1e-5)  # nothing to skip
+    int8 = quantize_dynamic_int8(fused, tmp_path / "int8.onnx")
+    int8_trimmed = trim_padding_onnx(int8, tmp_path / "int8_trimmed.onnx", names)
+    cut = {k: v[:, :12] for k, v in f.items()}
+    for x, y in zip(session(int8).run(names, cut), session(int8_trimmed).run(names, f)):
+        np.testing.assert_allclose(y[:, :12], x, atol=1e-6)
+
+
+def test_trim_padding_onnx_refuses_what_it_cannot_trim(exported, tmp_path):
+    import onnx
+
+    from hf_lnorm.export.ort import trim_padding_onnx
+
+    _, onnx_path, _ = exported
+    with pytest.raises(ValueError, match="no output 'logits'.*start_logits"):
+        trim_padding_onnx(onnx_path, tmp_path / "x.onnx", ["logits"])
+    m = onnx.load(str(onnx_path))
+    m.graph.input[[i.name for i in m.graph.input].index("attention_mask")].name = "mask"
+    onnx.save(m, str(tmp_path / "renamed.onnx"))
+    with pytest.raises(ValueError, match="needs an attention_mask input; the graph takes .*mask"):
+        trim_padding_onnx(tmp_path / "renamed.onnx", tmp_path / "x.onnx", ["start_logits"])
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_trimmed_graph_loads_with_optimum_ortmodel(exported, tmp_path):
+    """A trimmed graph keeps the inputs and outputs Optimum's ``ORTModelForQuestionAnswering`` reads: it loads
+    the folder and gives the session's logits (transformers 4.57 line, where optimum-onnx installs)."""
+    optimum_ort = pytest.importorskip("optimum.onnxruntime", reason="Optimum's ORTModel needs optimum-onnx (transformers 4.57 line)")
+    from hf_lnorm.export.ort import trim_padding_onnx
+
+    model, onnx_path, _ = exported
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    trim_padding_onnx(onnx_path, folder / "model.onnx", ["start_logits", "end_logits"])
+    model.config.save_pretrained(folder)
+    f = _feed(model, batch=2, seq=16, seed=6)
+    f["attention_mask"][:, 10:] = 0
+    ort_model = optimum_ort.ORTModelForQuestionAnswering.from_pretrained(folder)
+    import torch
+
+    out = ort_model(**{k: torch.from_numpy(v) for k, v in f.items()})
+    plain = session(folder / "model.onnx").run(["start_logits", "end_logits"], f)
+    for a, b in zip((out.start_logits, out.end_logits), plain):
+        np.testing.assert_allclose(np.asarray(a), b, atol=1e-6)
+        assert np.all(b[:, 10:] == -10000.0)

@@ -8,6 +8,7 @@ One module per concern; every public name is importable from here:
     quantize.py      ORT's dynamic and static (QDQ) int8: ``quantize_dynamic_int8``, ``quantize_static_int8``
     smoothquant.py   ``activation_ranges``, ``smooth_onnx``
     per_token.py     ``quantize_per_token_int8``: one activation scale per row
+    trim.py          ``trim_padding_onnx``: a graph that skips each batch's trailing padding
 
 Examples:
     On an export written by ``hf-lnorm export``:
@@ -66,6 +67,7 @@ from .per_token import ATTENTION_MODES, PER_TOKEN_NAME, quantize_per_token_int8
 from .quantize import FeedsReader, quantize_dynamic_int8, quantize_static_int8, weight_qmax
 from .sessions import feed_for, session
 from .smoothquant import SMOOTH_OP_TYPES, activation_ranges, smooth_onnx
+from .trim import TRIM_NAME, trim_padding_onnx
 
 __all__ = [
     "ATTENTION_MODES",
@@ -75,6 +77,7 @@ __all__ = [
     "PER_TOKEN_NAME",
     "PathLike",
     "SMOOTH_OP_TYPES",
+    "TRIM_NAME",
     "activation_ranges",
     "check_fusions",
     "count_ops",
@@ -87,6 +90,7 @@ __all__ = [
     "quantize_static_int8",
     "session",
     "smooth_onnx",
+    "trim_padding_onnx",
     "unfuse_skip_layer_norm",
     "weight_qmax",
 ]

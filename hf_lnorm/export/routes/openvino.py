@@ -27,6 +27,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..trimming import SEQ_OUTPUTS, TRIM_TOLERANCE, trim_check_feeds, trim_note
 from .base import Built, Feed, Route, RouteContext
 
 REQUIRES = ("openvino", "nncf")
@@ -59,10 +60,6 @@ def tuned_overflow_fix() -> str:
 STATIC_SHAPES = False
 
 
-# the outputs whose second axis is the sequence, per task (trim_padding pads them back to the input length)
-SEQ_OUTPUTS = {"question-answering": ("start_logits", "end_logits"), "token-classification": ("logits",),
-               "text-classification": ()}
-TRIM_TOLERANCE = 1e-3  # max |trimmed - full| (f32) on real tokens that a trimmed route accepts
 
 
 def _load_hint(precision: str) -> str:
@@ -122,16 +119,6 @@ def _float_route(precision: str):
     return build
 
 
-def _trim_check_feeds(calibration: Sequence[Feed], batches: int = 2) -> List[Feed]:
-    """The first calibration batches with the last quarter of every mask cleared, so that trimming happens."""
-    feeds = []
-    for feed in calibration[:batches]:
-        mask = np.array(feed["attention_mask"], copy=True)
-        mask[:, mask.shape[1] - max(1, mask.shape[1] // 4) :] = 0
-        feeds.append({**feed, "attention_mask": mask})
-    return feeds
-
-
 def _trimmed(model, ctx: RouteContext):
     """``(trim_padding copy of model, its checked error)``; raises when trimming changes the outputs."""
     from ..openvino import padding_trim_error, trim_padding
@@ -139,20 +126,12 @@ def _trimmed(model, ctx: RouteContext):
     if not ctx.calibration:
         raise ValueError("a trimmed route checks trimming on calibration batches; the job has none")
     trimmed = trim_padding(model, SEQ_OUTPUTS[ctx.task])
-    err = padding_trim_error(model, trimmed, _trim_check_feeds(ctx.calibration), ctx.output_names, ctx.threads)
+    err = padding_trim_error(model, trimmed, trim_check_feeds(ctx.calibration), ctx.output_names, ctx.threads)
     if not err <= TRIM_TOLERANCE:
         raise ValueError(f"skipping the padding changes this model's outputs at real tokens (max |diff| {err:.3g} > "
                          f"{TRIM_TOLERANCE:g}): it mixes tokens along the sequence other than through masked "
                          "attention, so the trimmed routes do not apply")
     return trimmed, err
-
-
-def _trim_note(err: float) -> str:
-    from ..openvino import PAD_FILL
-
-    return (f"skips each batch's trailing padding in the graph, so its speed depends on how much padding the inputs "
-            f"carry (none: no gain); outputs past the batch's last real token hold {PAD_FILL:g}; max |diff| from the "
-            f"untrimmed model on real tokens of padded calibration batches, f32: {err:.2g}")
 
 
 def _trimmed_float_route(ctx: RouteContext) -> Built:
@@ -161,7 +140,7 @@ def _trimmed_float_route(ctx: RouteContext) -> Built:
     model, err = _trimmed(convert_onnx(ctx.onnx_path), ctx)
     run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default", static=False)
     used = run.config["INFERENCE_PRECISION_HINT"]
-    notes = [f"OpenVINO {used} inference (plugin default here: {plugin_default_precision()}); " + _trim_note(err)]
+    notes = [f"OpenVINO {used} inference (plugin default here: {plugin_default_precision()}); " + trim_note(err)]
     return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=_load_hint("default"), notes=notes,
                  info={"precision": used, "static_shapes": False, "quantization": None, "trim_padding": True,
                        "trim_error": err, "compile_config": dict(run.config)})
@@ -212,7 +191,7 @@ def build_int8_trimmed(ctx: RouteContext) -> Built:
     model, err = _trimmed(base, ctx)
     run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default", static=False)
     notes = [f"NNCF int8 with Optimum Intel's default settings on {min(len(items), config.subset_size)} of "
-             f"{len(items)} calibration questions; " + _trim_note(err)]
+             f"{len(items)} calibration questions; " + trim_note(err)]
     return Built(runner=run, deploy=_deployer(model, ctx.model.config), load_hint=_load_hint("default"), notes=notes,
                  info={"precision": run.config["INFERENCE_PRECISION_HINT"], "static_shapes": False,
                        "quantization": config.to_dict(), "calibration_items": len(items), "trim_padding": True,

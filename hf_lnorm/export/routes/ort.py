@@ -5,6 +5,7 @@
     ort-int8-smooth      SmoothQuant on the fused graph, then dynamic int8; alpha chosen on the calibration data
     ort-int8-per-token   hf_lnorm's per-token int8 (one activation scale per row)
     ort-int8-static      ORT's static QDQ int8 of the plain export, calibrated (MinMax, per-channel weights)
+    ort-int8-trimmed     ``ort-int8`` that skips each batch's trailing padding in the graph (``trim_padding_onnx``)
 
 Each deploys ``model.onnx`` and ``config.json``: the folder loads with ``onnxruntime.InferenceSession`` and with
 Optimum's ``ORTModelFor<Task>.from_pretrained`` (optimum-onnx). Timed sessions run with intra-op spinning off
@@ -207,6 +208,36 @@ def _build_static(ctx: RouteContext) -> Built:
     return _built(ctx, path, [f"static int8 (QDQ, per-channel weights, MinMax) calibrated on {rows} inputs at seq {seq}"])
 
 
+def _build_int8_trimmed(ctx: RouteContext) -> Built:
+    """``ort-int8-trimmed``: ORT's dynamic int8 of the fused graph, with ``trim_padding_onnx`` around it.
+
+    Trimming is checked on the fp32 fused graph (calibration batches with the last quarter of each mask cleared:
+    the outputs at real tokens must stay within ``TRIM_TOLERANCE``), and the build fails if it changes them. The
+    int8 graph then computes its per-run activation scales over the real part of the batch only, so its outputs are
+    those of ``ort-int8`` on the batch cut to its longest row."""
+    from ..ort import quantize_dynamic_int8, trim_padding_onnx
+    from ..trimming import SEQ_OUTPUTS, TRIM_TOLERANCE, real_token_error, trim_check_feeds, trim_note
+
+    if not ctx.calibration:
+        raise ValueError("a trimmed route checks trimming on calibration batches; the job has none")
+    fused, seq_outputs = _fused(ctx), SEQ_OUTPUTS[ctx.task]
+    trimmed_fp32 = trim_padding_onnx(fused, ctx.workdir / "trimmed_fp32.onnx", seq_outputs)
+    full, trimmed = (ort_runner(p, ctx.output_names, ctx.threads) for p in (fused, trimmed_fp32))
+    err = max(real_token_error(full(f), trimmed(f), f["attention_mask"]) for f in trim_check_feeds(ctx.calibration))
+    trimmed_fp32.unlink()
+    if not err <= TRIM_TOLERANCE:
+        raise ValueError(f"skipping the padding changes this model's outputs at real tokens (max |diff| {err:.3g} > "
+                         f"{TRIM_TOLERANCE:g}): it mixes tokens along the sequence other than through masked "
+                         "attention, so the trimmed routes do not apply")
+    with quiet_ort_quantizer():
+        int8 = quantize_dynamic_int8(fused, ctx.workdir / "int8.onnx")
+    path = trim_padding_onnx(int8, ctx.workdir / "model.onnx", seq_outputs)
+    int8.unlink()
+    note = ("ORT dynamic int8 of the fused graph (int8 weights, per-tensor activation scales per run, over the real "
+            "part of the batch); " + trim_note(err, "fp32"))
+    return _built(ctx, path, [note], {"trim_padding": True, "trim_error": err})
+
+
 def _route(name: str, description: str, build, fused: bool = True) -> Route:
     return Route(name, "onnxruntime", description, build, requires=_REQUIRES, install_hint=_HINT,
                  needs_onnx=True, needs_fused_onnx=fused)
@@ -218,4 +249,6 @@ ROUTES: List[Route] = [
     _route("ort-int8-smooth", "SmoothQuant, then ONNX Runtime dynamic int8", _build_smooth),
     _route("ort-int8-per-token", "hf_lnorm's per-token int8 of the fused graph", _build_per_token),
     _route("ort-int8-static", "ONNX Runtime static QDQ int8 of the plain export, calibrated", _build_static, fused=False),
+    _route("ort-int8-trimmed", "ONNX Runtime dynamic int8 of the fused graph, trailing padding skipped in the graph "
+           "(hf_lnorm)", _build_int8_trimmed),
 ]
