@@ -97,7 +97,8 @@ def test_onnx_runtime_routes_and_a_failing_route(tiny_qa_dir, tmp_path, capsys, 
     broken = Route("pytorch-broken", "pytorch", "a route that fails to build", _broken)
     monkeypatch.setattr(pytorch_routes, "ROUTES", pytorch_routes.ROUTES + [broken])
     out = tmp_path / "report"
-    routes = "pytorch-fp32,ort-fp32,ort-int8,ort-int8-smooth,ort-int8-per-token,ort-int8-static,ort-int8-trimmed,pytorch-broken"
+    routes = ("pytorch-fp32,ort-fp32,ort-int8,ort-int8-smooth,ort-int8-per-token,ort-int8-static,ort-int8-trimmed,"
+              "ort-int8-smooth-trimmed,ort-int8-per-token-trimmed,pytorch-broken")
     assert main(["optimize", str(tiny_qa_dir), "--quick", "--routes", routes, "--output", str(out), "--repeats", "1",
                  "--threads", "1", "--no-plot"]) == 0
     captured = capsys.readouterr()
@@ -110,7 +111,8 @@ def test_onnx_runtime_routes_and_a_failing_route(tiny_qa_dir, tmp_path, capsys, 
     by = {(r["variant"], r["seq"]): r for r in rows if r["batch"] == 1}
     for seq in (32, 64):
         assert by[("ort-fp32", seq)]["max_abs_err"] <= 1e-4 and by[("ort-fp32", seq)]["agreement"] == 1.0
-        for name in ("ort-int8", "ort-int8-smooth", "ort-int8-per-token", "ort-int8-static", "ort-int8-trimmed"):
+        for name in ("ort-int8", "ort-int8-smooth", "ort-int8-per-token", "ort-int8-static", "ort-int8-trimmed",
+                     "ort-int8-smooth-trimmed", "ort-int8-per-token-trimmed"):
             row = by[(name, seq)]
             assert row["max_abs_err"] > 1e-6, f"{name}: no quantization error, so no int8 ran"
             agreed = row["agreement"] * report["examples"]
@@ -122,10 +124,14 @@ def test_onnx_runtime_routes_and_a_failing_route(tiny_qa_dir, tmp_path, capsys, 
     note = next(n for n in report["notes"] if "per-token int8 (hf_lnorm)" in n)
     # attention-out, FFN in and FFN out of both layers; with attention unfused (dynamo graph) Q, K and V as well
     assert ("matmul 6" if report["export_method"] == "optimum" else "matmul 12") in note
-    trimmed = next(r for r in report["routes"] if r["name"] == "ort-int8-trimmed")
-    assert trimmed["info"]["trim_padding"] is True and trimmed["info"]["trim_error"] <= 1e-3
-    assert any(n.op_type == "Pad" for n in onnx.load(str(_folder(out, report, "ort-int8-trimmed") / "model.onnx")).graph.node)
-    assert "runs only up to the last real token" in (_folder(out, report, "ort-int8-trimmed") / "README.md").read_text()
+    for name in ("ort-int8-trimmed", "ort-int8-smooth-trimmed", "ort-int8-per-token-trimmed"):
+        trimmed = next(r for r in report["routes"] if r["name"] == name)
+        assert trimmed["info"]["trim_padding"] is True and trimmed["info"]["trim_error"] <= 1e-3
+        assert any(n.op_type == "Pad" for n in onnx.load(str(_folder(out, report, name) / "model.onnx")).graph.node)
+        assert "runs only up to the last real token" in (_folder(out, report, name) / "README.md").read_text()
+    for seq in (32, 64):  # one scale per row: trimming leaves the per-token graph's answers as they were
+        a, b = by[("ort-int8-per-token", seq)], by[("ort-int8-per-token-trimmed", seq)]
+        assert (a["agreement"], a["f1"]) == (b["agreement"], b["f1"])
     smooth = next(r for r in report["routes"] if r["name"] == "ort-int8-smooth")
     assert smooth["info"]["alpha"] in (0.5, 0.75, 0.9) and len(smooth["info"]["alphas_tried"]) == 3
     chosen = out / "model" / "model.onnx" if report["chosen"].startswith("ort") else None

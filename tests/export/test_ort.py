@@ -12,6 +12,7 @@ from hf_lnorm.export.ort import (
     optimize_onnx,
     ort_model_type,
     quantize_dynamic_int8,
+    quantize_per_token_int8,
     quantize_static_int8,
     session,
 )
@@ -452,6 +453,13 @@ def test_trim_padding_onnx_skips_the_padding_and_keeps_the_outputs(exported, tmp
     cut = {k: v[:, :12] for k, v in f.items()}
     for x, y in zip(session(int8).run(names, cut), session(int8_trimmed).run(names, f)):
         np.testing.assert_allclose(y[:, :12], x, atol=1e-6)
+    # per-token int8 has one scale per row: trimmed, it is the untrimmed per-token graph on the padded batch
+    per_token = tmp_path / "per_token.onnx"
+    quantize_per_token_int8(fused, per_token, attention="per-token")
+    per_token_trimmed = trim_padding_onnx(per_token, tmp_path / "per_token_trimmed.onnx", names)
+    mask = f["attention_mask"].astype(bool)
+    for x, y in zip(session(per_token).run(names, f), session(per_token_trimmed).run(names, f)):
+        np.testing.assert_allclose(y[mask], x[mask], atol=1e-5)
 
 
 def test_trim_padding_onnx_refuses_what_it_cannot_trim(exported, tmp_path):

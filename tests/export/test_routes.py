@@ -13,13 +13,14 @@ from hf_lnorm.export.optimize import choose, paired_speedup, pareto_front, selec
 from hf_lnorm.export.routes import ROUTE_MODULES, RouteContext, all_routes
 
 PYTORCH = ["pytorch-fp32", "pytorch-patched", "pytorch-compile", "pytorch-int8", "torch-dynamic-int8"]
-ORT = ["ort-fp32", "ort-int8", "ort-int8-smooth", "ort-int8-per-token", "ort-int8-static", "ort-int8-trimmed"]
+ORT = ["ort-fp32", "ort-int8", "ort-int8-smooth", "ort-int8-per-token", "ort-int8-static", "ort-int8-trimmed",
+       "ort-int8-smooth-trimmed", "ort-int8-per-token-trimmed"]
 
 
 def test_registry_lists_every_route_once_in_module_order():
     names = [r.name for r in all_routes()]
     assert len(names) == len(set(names))
-    assert names[:5] == PYTORCH and names[5:11] == ORT
+    assert names[:5] == PYTORCH and names[5:13] == ORT
     assert ROUTE_MODULES == ("pytorch", "ort", "openvino")
     by = {r.name: r for r in all_routes()}
     assert {n for n in names if by[n].reference} >= {"pytorch-fp32", "pytorch-compile", "torch-dynamic-int8"}
@@ -37,7 +38,7 @@ def test_select_routes_validates_names():
     with pytest.raises(UsageError, match="names no route"):
         select_routes(" , ", "question-answering")
     default, _ = select_routes(None, "text-classification")
-    assert [r.name for r in default][:11] == PYTORCH + ORT
+    assert [r.name for r in default][:13] == PYTORCH + ORT
 
 
 def test_unknown_route_exits_2_before_any_work(tmp_path, monkeypatch, capsys):

@@ -1,11 +1,14 @@
-"""ONNX Runtime routes of ``hf-lnorm optimize``: the fused fp32 graph and four int8 variants of it.
+"""ONNX Runtime routes of ``hf-lnorm optimize``: the fused fp32 graph and its int8 variants.
 
     ort-fp32             ORT's transformer fusions (the job's shared ``ctx.fused_onnx``)
     ort-int8             ORT's dynamic int8 of the fused graph
     ort-int8-smooth      SmoothQuant on the fused graph, then dynamic int8; alpha chosen on the calibration data
     ort-int8-per-token   hf_lnorm's per-token int8 (one activation scale per row)
     ort-int8-static      ORT's static QDQ int8 of the plain export, calibrated (MinMax, per-channel weights)
-    ort-int8-trimmed     ``ort-int8`` that skips each batch's trailing padding in the graph (``trim_padding_onnx``)
+    ort-int8-trimmed, ort-int8-smooth-trimmed, ort-int8-per-token-trimmed
+                         the three dynamic int8 graphs, each skipping the batch's trailing padding in the graph
+                         (``trim_padding_onnx``; trimming is checked on the fp32 graph, and the build fails where
+                         it changes the outputs at real tokens)
 
 Each deploys ``model.onnx`` and ``config.json``: the folder loads with ``onnxruntime.InferenceSession`` and with
 Optimum's ``ORTModelFor<Task>.from_pretrained`` (optimum-onnx). Timed sessions run with intra-op spinning off
@@ -208,34 +211,54 @@ def _build_static(ctx: RouteContext) -> Built:
     return _built(ctx, path, [f"static int8 (QDQ, per-channel weights, MinMax) calibrated on {rows} inputs at seq {seq}"])
 
 
-def _build_int8_trimmed(ctx: RouteContext) -> Built:
-    """``ort-int8-trimmed``: ORT's dynamic int8 of the fused graph, with ``trim_padding_onnx`` around it.
-
-    Trimming is checked on the fp32 fused graph (calibration batches with the last quarter of each mask cleared:
-    the outputs at real tokens must stay within ``TRIM_TOLERANCE``), and the build fails if it changes them. The
-    int8 graph then computes its per-run activation scales over the real part of the batch only, so its outputs are
-    those of ``ort-int8`` on the batch cut to its longest row."""
-    from ..ort import quantize_dynamic_int8, trim_padding_onnx
-    from ..trimming import SEQ_OUTPUTS, TRIM_TOLERANCE, real_token_error, trim_check_feeds, trim_note
+def _trim_checked(ctx: RouteContext) -> float:
+    """Max |trimmed - full| of the fp32 fused graph on the calibration batches with the last quarter of each mask
+    cleared (once per job); raises when trimming changes the outputs at real tokens beyond ``TRIM_TOLERANCE``."""
+    from ..ort import trim_padding_onnx
+    from ..trimming import SEQ_OUTPUTS, TRIM_TOLERANCE, real_token_error, trim_check_feeds
 
     if not ctx.calibration:
         raise ValueError("a trimmed route checks trimming on calibration batches; the job has none")
-    fused, seq_outputs = _fused(ctx), SEQ_OUTPUTS[ctx.task]
-    trimmed_fp32 = trim_padding_onnx(fused, ctx.workdir / "trimmed_fp32.onnx", seq_outputs)
-    full, trimmed = (ort_runner(p, ctx.output_names, ctx.threads) for p in (fused, trimmed_fp32))
-    err = max(real_token_error(full(f), trimmed(f), f["attention_mask"]) for f in trim_check_feeds(ctx.calibration))
-    trimmed_fp32.unlink()
+    fused = _fused(ctx)
+    key = ("ort.trim-check", str(fused))
+    if key not in ctx.shared:
+        trimmed_fp32 = trim_padding_onnx(fused, ctx.workdir / "trimmed_fp32.onnx", SEQ_OUTPUTS[ctx.task])
+        full, trimmed = (ort_runner(p, ctx.output_names, ctx.threads) for p in (fused, trimmed_fp32))
+        ctx.shared[key] = max(real_token_error(full(f), trimmed(f), f["attention_mask"])
+                              for f in trim_check_feeds(ctx.calibration))
+        trimmed_fp32.unlink()
+    err = ctx.shared[key]
     if not err <= TRIM_TOLERANCE:
         raise ValueError(f"skipping the padding changes this model's outputs at real tokens (max |diff| {err:.3g} > "
                          f"{TRIM_TOLERANCE:g}): it mixes tokens along the sequence other than through masked "
                          "attention, so the trimmed routes do not apply")
-    with quiet_ort_quantizer():
-        int8 = quantize_dynamic_int8(fused, ctx.workdir / "int8.onnx")
-    path = trim_padding_onnx(int8, ctx.workdir / "model.onnx", seq_outputs)
-    int8.unlink()
-    note = ("ORT dynamic int8 of the fused graph (int8 weights, per-tensor activation scales per run, over the real "
-            "part of the batch); " + trim_note(err, "fp32"))
-    return _built(ctx, path, [note], {"trim_padding": True, "trim_error": err})
+    return err
+
+
+def _trimmed(build: Callable[[RouteContext], Built], scales: str) -> Callable[[RouteContext], Built]:
+    """A route that builds ``build``'s int8 graph and wraps it in ``trim_padding_onnx``.
+
+    Trimming is checked on the fp32 fused graph first (``_trim_checked``). ``scales`` says what trimming does to
+    the int8 graph's activation scales, for the report note."""
+
+    def build_trimmed(ctx: RouteContext) -> Built:
+        from ..ort import trim_padding_onnx
+        from ..trimming import SEQ_OUTPUTS, trim_note
+
+        err = _trim_checked(ctx)
+        base = build(ctx)
+        graph = ctx.workdir / "model.onnx"
+        trim_padding_onnx(graph, graph, SEQ_OUTPUTS[ctx.task])
+        notes = [f"{base.notes[0]}; {trim_note(err, 'fp32 graph')}; {scales}", *base.notes[1:]]
+        return _built(ctx, graph, notes, {**base.info, "trim_padding": True, "trim_error": err}, int8=False)
+
+    build_trimmed.__doc__ = f"``{build.__name__}``, then ``trim_padding_onnx`` around its graph."
+    return build_trimmed
+
+
+_PER_RUN_SCALES = ("its activation scales, computed per run, see only the real part of the batch: the outputs are "
+                   "those of the untrimmed graph on the batch cut to its longest row")
+_PER_ROW_SCALES = "one activation scale per row, so trimming leaves the outputs at real tokens as they were"
 
 
 def _route(name: str, description: str, build, fused: bool = True) -> Route:
@@ -249,6 +272,10 @@ ROUTES: List[Route] = [
     _route("ort-int8-smooth", "SmoothQuant, then ONNX Runtime dynamic int8", _build_smooth),
     _route("ort-int8-per-token", "hf_lnorm's per-token int8 of the fused graph", _build_per_token),
     _route("ort-int8-static", "ONNX Runtime static QDQ int8 of the plain export, calibrated", _build_static, fused=False),
-    _route("ort-int8-trimmed", "ONNX Runtime dynamic int8 of the fused graph, trailing padding skipped in the graph "
-           "(hf_lnorm)", _build_int8_trimmed),
+    _route("ort-int8-trimmed", "ORT dynamic int8 of the fused graph, trailing padding skipped in the graph (hf_lnorm)",
+           _trimmed(_build_int8, _PER_RUN_SCALES)),
+    _route("ort-int8-smooth-trimmed", "SmoothQuant, then ORT dynamic int8, trailing padding skipped in the graph "
+           "(hf_lnorm)", _trimmed(_build_smooth, _PER_RUN_SCALES)),
+    _route("ort-int8-per-token-trimmed", "hf_lnorm's per-token int8 of the fused graph, trailing padding skipped in "
+           "the graph", _trimmed(_build_per_token, _PER_ROW_SCALES)),
 ]
