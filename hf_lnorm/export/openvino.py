@@ -484,7 +484,8 @@ def padding_trim_error(full, trimmed, feeds: Sequence[Mapping[str, np.ndarray]],
     whole.
 
     Args:
-        full, trimmed (openvino.Model): a model and its ``trim_padding`` copy.
+        full (openvino.Model): a model.
+        trimmed (openvino.Model): its ``trim_padding`` copy.
         feeds: inputs with an ``attention_mask`` (padded ones show whether trimming is exact).
         output_names: the outputs to compare.
         threads: CPU threads.
