@@ -149,7 +149,7 @@ def test_onnx_runtime_routes_and_a_failing_route(tiny_qa_dir, tmp_path, capsys, 
                                       ("token-classification", transformers.BertForTokenClassification)])
 def test_classification_tasks(tmp_path, capsys, task, cls):
     model_dir = _tiny(tmp_path / "tiny", cls, num_labels=3)
-    routes = "pytorch-fp32,pytorch-patched,ort-fp32,ort-int8,openvino-int8-trimmed"
+    routes = "pytorch-fp32,pytorch-patched,ort-fp32,ort-int8,ort-int8-per-token-trimmed,openvino-int8-trimmed"
     argv = ["optimize", str(model_dir), "--task", task, "--quick", "--routes", routes,
             "--output", str(tmp_path / "opt"), "--repeats", "1", "--threads", "1", "--no-plot"]
     if task == "text-classification":  # labelled texts: accuracy is reported
@@ -162,8 +162,9 @@ def test_classification_tasks(tmp_path, capsys, task, cls):
     assert report["task"] == task and report["failed"] == {}
     rows = report["rows"]
     assert {r["variant"] for r in rows} == set(routes.split(","))
-    trimmed = next(r for r in report["routes"] if r["name"] == "openvino-int8-trimmed")
-    assert trimmed["info"]["trim_padding"] is True and trimmed["info"]["trim_error"] < 1e-3
+    for name in ("openvino-int8-trimmed", "ort-int8-per-token-trimmed"):
+        trimmed = next(r for r in report["routes"] if r["name"] == name)
+        assert trimmed["info"]["trim_padding"] is True and trimmed["info"]["trim_error"] < 1e-3
     # the timing batches are recorded with their real lengths (short texts: padding the trimmed route skips)
     assert [(t["batch"], t["seq"]) for t in report["timing_inputs"]] == [(1, 32), (1, 64), (2, 32), (2, 64)]
     assert all(len(t["real_tokens"]) == t["batch"] and max(t["real_tokens"]) <= t["seq"] for t in report["timing_inputs"])
