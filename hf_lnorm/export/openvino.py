@@ -85,7 +85,6 @@ __all__ = [
 ]
 
 
-
 def _import_quietly(module: str, label: str):
     """``module``, imported with telemetry off: importing ``openvino`` (which ``nncf`` imports) initialises OpenVINO's
     telemetry and sends an event."""

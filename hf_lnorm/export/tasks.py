@@ -128,6 +128,8 @@ class Task:
         auto_class: the ``transformers`` Auto class that loads the model.
         optimum_class: Optimum's ONNX Runtime class for the load hint.
         output_names: the outputs a route's runner returns, in order.
+        seq_outputs: those of ``output_names`` whose second axis is the sequence (a graph that skips the batch's
+            trailing padding pads them back to the input length).
         pipeline: the ``transformers.pipeline`` task name.
     """
 
@@ -135,6 +137,7 @@ class Task:
     auto_class = ""
     optimum_class = ""
     output_names: Tuple[str, ...] = ("logits",)
+    seq_outputs: Tuple[str, ...] = ()
     pipeline = ""
     has_f1 = False
 
@@ -163,6 +166,7 @@ class QuestionAnswering(Task):
     auto_class = "AutoModelForQuestionAnswering"
     optimum_class = "ORTModelForQuestionAnswering"
     output_names = ("start_logits", "end_logits")
+    seq_outputs = ("start_logits", "end_logits")
     pipeline = "question-answering"
     has_f1 = True
 
@@ -244,6 +248,7 @@ class TokenClassification(_Classification):
     name = "token-classification"
     auto_class = "AutoModelForTokenClassification"
     optimum_class = "ORTModelForTokenClassification"
+    seq_outputs = ("logits",)
     pipeline = "token-classification"
 
     def quality(self, outputs, reference, enc, config):

@@ -134,6 +134,8 @@ def test_onnx_runtime_routes_and_a_failing_route(tiny_qa_dir, tmp_path, capsys, 
         assert (a["agreement"], a["f1"]) == (b["agreement"], b["f1"])
     smooth = next(r for r in report["routes"] if r["name"] == "ort-int8-smooth")
     assert smooth["info"]["alpha"] in (0.5, 0.75, 0.9) and len(smooth["info"]["alphas_tried"]) == 3
+    smooth_trimmed = next(r for r in report["routes"] if r["name"] == "ort-int8-smooth-trimmed")
+    assert {k: smooth_trimmed["info"][k] for k in ("alpha", "alphas_tried")} == {k: smooth["info"][k] for k in ("alpha", "alphas_tried")}
     chosen = out / "model" / "model.onnx" if report["chosen"].startswith("ort") else None
     for name in set(routes.split(",")) - {"pytorch-broken", report["chosen"]}:
         folder = out / "variants" / name

@@ -154,13 +154,17 @@ def _run_all(run: Runner, feeds: Sequence[Feed]) -> Outputs:
 def _build_smooth(ctx: RouteContext) -> Built:
     """SmoothQuant, then dynamic int8. Without ``ctx.extra["smooth_alpha"]`` each of ``SMOOTH_ALPHAS`` is tried and
     the one whose int8 outputs are closest to the fp32 graph's on the calibration data (mean absolute error over
-    real tokens) wins; the evaluation data is never used to choose."""
+    real tokens) wins; the evaluation data is never used to choose. The search runs once per job: a later smooth
+    route (``ort-int8-smooth-trimmed``) rebuilds the graph at the alpha chosen, with the same figures."""
     from ..ort import activation_ranges, quantize_dynamic_int8, smooth_onnx
 
     fused = _fused(ctx)
     if not ctx.calibration:
         raise ValueError("ort-int8-smooth needs calibration data (ctx.calibration is empty)")
     given = ctx.extra.get("smooth_alpha")
+    key = ("ort.smooth-alpha", str(fused))
+    if given is None and key in ctx.shared:  # chosen by an earlier route of this job (ort-int8-smooth-trimmed)
+        return _smooth_with(ctx, fused, *ctx.shared[key])
     mask = np.concatenate([f["attention_mask"] for f in ctx.calibration]).astype(bool)
     ranges = activation_ranges(fused, ctx.calibration)  # the same for every alpha
     ref = _run_all(ort_runner(fused, ctx.output_names, ctx.threads), ctx.calibration)
@@ -182,10 +186,29 @@ def _build_smooth(ctx: RouteContext) -> Built:
         else:
             int8.unlink()
     final = best[2].replace(ctx.workdir / "model.onnx")
-    how = "given" if given is not None else "chosen on the calibration data by mean |output error| against fp32: " + ", ".join(
+    if given is None:
+        ctx.shared[key] = (best[0], tried)
+    return _smooth_built(ctx, final, best[0], tried, count, given=given is not None)
+
+
+def _smooth_with(ctx: RouteContext, fused: Path, alpha: float, tried: List[Tuple[float, float]]) -> Built:
+    """``ort-int8-smooth``'s graph at an alpha this job has already chosen: one SmoothQuant pass and one int8."""
+    from ..ort import quantize_dynamic_int8, smooth_onnx
+
+    smoothed = ctx.workdir / "smooth.onnx"
+    count = smooth_onnx(fused, smoothed, ctx.calibration, alpha=alpha)
+    with quiet_ort_quantizer():
+        final = quantize_dynamic_int8(smoothed, ctx.workdir / "model.onnx")
+    smoothed.unlink()
+    return _smooth_built(ctx, final, alpha, tried, count)
+
+
+def _smooth_built(ctx: RouteContext, graph: Path, alpha: float, tried: List[Tuple[float, float]], count: int,
+                  given: bool = False) -> Built:
+    how = "given" if given else "chosen on the calibration data by mean |output error| against fp32: " + ", ".join(
         f"{a} -> {e:.3f}" for a, e in tried)
-    note = f"SmoothQuant before dynamic int8: alpha {best[0]} ({how}); {count} MatMul/Attention inputs smoothed"
-    return _built(ctx, final, [note], {"alpha": best[0], "alphas_tried": [{"alpha": a, "error": e} for a, e in tried]})
+    note = f"SmoothQuant before dynamic int8: alpha {alpha} ({how}); {count} MatMul/Attention inputs smoothed"
+    return _built(ctx, graph, [note], {"alpha": alpha, "alphas_tried": [{"alpha": a, "error": e} for a, e in tried]})
 
 
 def _build_per_token(ctx: RouteContext) -> Built:
@@ -212,27 +235,21 @@ def _build_static(ctx: RouteContext) -> Built:
 
 
 def _trim_checked(ctx: RouteContext) -> float:
-    """Max |trimmed - full| of the fp32 fused graph on the calibration batches with the last quarter of each mask
-    cleared (once per job); raises when trimming changes the outputs at real tokens beyond ``TRIM_TOLERANCE``."""
+    """Max |trimmed - full| of the fp32 fused graph on ``trim_check_feeds`` (once per job); raises when trimming
+    changes the outputs at real tokens beyond ``TRIM_TOLERANCE``."""
     from ..ort import trim_padding_onnx
-    from ..trimming import SEQ_OUTPUTS, TRIM_TOLERANCE, real_token_error, trim_check_feeds
+    from ..tasks import get_task
+    from ..trimming import accept_trim_error, real_token_error, trim_check_feeds
 
-    if not ctx.calibration:
-        raise ValueError("a trimmed route checks trimming on calibration batches; the job has none")
     fused = _fused(ctx)
     key = ("ort.trim-check", str(fused))
     if key not in ctx.shared:
-        trimmed_fp32 = trim_padding_onnx(fused, ctx.workdir / "trimmed_fp32.onnx", SEQ_OUTPUTS[ctx.task])
+        feeds = trim_check_feeds(ctx.calibration)
+        trimmed_fp32 = trim_padding_onnx(fused, ctx.workdir / "trimmed_fp32.onnx", get_task(ctx.task).seq_outputs)
         full, trimmed = (ort_runner(p, ctx.output_names, ctx.threads) for p in (fused, trimmed_fp32))
-        ctx.shared[key] = max(real_token_error(full(f), trimmed(f), f["attention_mask"])
-                              for f in trim_check_feeds(ctx.calibration))
+        ctx.shared[key] = max(real_token_error(full(f), trimmed(f), f["attention_mask"]) for f in feeds)
         trimmed_fp32.unlink()
-    err = ctx.shared[key]
-    if not err <= TRIM_TOLERANCE:
-        raise ValueError(f"skipping the padding changes this model's outputs at real tokens (max |diff| {err:.3g} > "
-                         f"{TRIM_TOLERANCE:g}): it mixes tokens along the sequence other than through masked "
-                         "attention, so the trimmed routes do not apply")
-    return err
+    return accept_trim_error(ctx.shared[key])
 
 
 def _trimmed(build: Callable[[RouteContext], Built], scales: str) -> Callable[[RouteContext], Built]:
@@ -243,12 +260,13 @@ def _trimmed(build: Callable[[RouteContext], Built], scales: str) -> Callable[[R
 
     def build_trimmed(ctx: RouteContext) -> Built:
         from ..ort import trim_padding_onnx
-        from ..trimming import SEQ_OUTPUTS, trim_note
+        from ..tasks import get_task
+        from ..trimming import trim_note
 
         err = _trim_checked(ctx)
         base = build(ctx)
         graph = ctx.workdir / "model.onnx"
-        trim_padding_onnx(graph, graph, SEQ_OUTPUTS[ctx.task])
+        trim_padding_onnx(graph, graph, get_task(ctx.task).seq_outputs)
         notes = [f"{base.notes[0]}; {trim_note(err, 'fp32 graph')}; {scales}", *base.notes[1:]]
         return _built(ctx, graph, notes, {**base.info, "trim_padding": True, "trim_error": err}, int8=False)
 
