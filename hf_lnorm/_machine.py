@@ -23,6 +23,8 @@ OPTIONAL_DISTRIBUTIONS = ("onnx", "onnxruntime", "onnxruntime-gpu", "optimum", "
 
 # The CPU features the int8 and bf16 kernels of torch, ONNX Runtime and OpenVINO choose by, in report order.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+# x86 int8 dot-product instructions that accumulate u8 x s8 in int32 (without them, AVX2 adds pairs in saturating int16).
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def _cpuinfo_field(lines: List[str], key: str) -> Optional[str]:
@@ -55,7 +57,7 @@ def machine_info() -> Dict[str, object]:
     if lines:
         info["cpu"] = _cpuinfo_field(lines, "model name") or info["cpu"]
         flags = (_cpuinfo_field(lines, "flags") or "").split()
-        info["int8_isa"] = sorted(set(flags) & {"avx2", "avx512_vnni", "avx_vnni", "amx_int8"})  # VNNI: int8 dot products
+        info["int8_isa"] = sorted(set(flags) & {"avx2", *VNNI_FLAGS})
         info["cpu_flags"] = [f for f in CPU_FLAGS if f in flags]  # what int8 / bf16 runtimes dispatch on
     try:
         info["load_avg_1min"] = round(os.getloadavg()[0], 2)

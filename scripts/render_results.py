@@ -260,6 +260,25 @@ def optimize_cells(d: dict) -> List[Tuple[int, int]]:
     return list(dict.fromkeys((r["batch"], r["seq"]) for r in d["rows"]))
 
 
+def optimize_cell_table(d: dict) -> List[str]:
+    """The chosen route at every timed cell: the fastest route within the budget there, and what runs faster."""
+    if not d.get("cells") or not d.get("chosen"):
+        return []
+
+    def faster(cell: dict, within: bool) -> str:
+        items = [f"`{f['route']}` {ms(f['median_ms'])}" + (f" ({f['agreement']:.3f})" if not within else "")
+                 for f in cell["faster_than_chosen"] if f["within_budget"] == within]
+        return ", ".join(items) or "none"
+
+    rows = [[f"{c['batch']} × {c['seq']}", ms(c["chosen_ms"]),
+             f"`{c['fastest_within_budget']}` {ms(c['fastest_within_budget_ms'])}" if c["fastest_within_budget"] else "none",
+             faster(c, False)] for c in d["cells"]]
+    return [f"The chosen route (`{d['chosen']}`) at every timed cell, against the fastest route within the same budget "
+            "there (quality at that cell's sequence length) and the routes that run faster but miss the budget (their "
+            "span agreement in brackets):", "",
+            table(["batch × seq", "chosen ms", "fastest within the budget", "faster, outside the budget"], rows), ""]
+
+
 def optimize(res: Results) -> str:
     d = res.get(name := OPTIMIZE)
     cells = optimize_cells(d)
@@ -298,6 +317,7 @@ def optimize(res: Results) -> str:
             "deployed.", "",
             *[f"- `{v}`: {why}" for v, why in (d.get("rejected") or {}).items()],
             *[f"- `{v}` failed: {why}" for v, why in (d.get("failed") or {}).items()], "",
+            *optimize_cell_table(d),
             f"The deployed folder, loaded in a fresh process through its load line, gave {vd.get('equal')} of "
             f"{vd.get('total')} answers equal to the job's." + (f" Error: {vd['error']}" if vd.get("error") else ""), "",
             "The job's notes:", "", *[f"- {n}" for n in d.get("notes", [])], "",

@@ -45,7 +45,7 @@ from .tasks import TASKS, InputError
 logger = logging.getLogger("hf_lnorm")
 
 __all__ = ["Choice", "InputError", "MissingDependencyError", "Row", "add_arguments", "check_dependencies",
-           "check_equivalent", "choose", "format_table", "plot_report", "run", "run_job", "select_routes"]
+           "cell_line", "check_equivalent", "choose", "compare_cells", "format_table", "plot_report", "run", "run_job", "select_routes"]
 
 DEFAULT_OUTPUT = "hf-lnorm-optimized"
 STAGES = ("load", "patch", "verify", "export", "build", "evaluate", "benchmark", "choose", "deploy", "verify-deploy", "report")
@@ -95,6 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings for tests: batch 1,2, seq 32,64, 8 examples, 8 calibration examples, 2 rounds")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    parser.add_argument("--no-variants", action="store_true",
+                        help="write only the chosen route's folder (model/), not the others under variants/")
 
 
 @dataclass
@@ -174,6 +176,79 @@ def choose(quality: Mapping[str, Mapping[str, Optional[float]]], median_ms: Mapp
         budget += f", F1 drop {reference_f1 - q['f1']:.2f} <= {max_f1_drop}"
     why = f"{best}: the fastest of {len(within)} route(s) within the accuracy budget ({budget}), {within[best]:.2f} ms"
     return Choice(best, why, rejected)
+
+
+def compare_cells(rows: Sequence["Row"], quality: Mapping[Tuple[str, int], Mapping[str, Optional[float]]],
+                  reference_f1: Mapping[int, Optional[float]], chosen: Optional[str], references: Sequence[str],
+                  max_f1_drop: float, min_agreement: float) -> List[Dict[str, Any]]:
+    """Where the chosen route stands at every timed cell, not only the one it was chosen at.
+
+    At each (batch, seq) cell: the fastest route within the accuracy budget there (quality at that ``seq``), the
+    chosen route's time, and every route faster than the chosen one, with its agreement, whether it is within the
+    budget and whether it is an off-the-shelf reference.
+
+    Args:
+        rows: the report's rows (``Row``), one per route and cell.
+        quality: ``(route, seq)`` -> ``agreement`` and ``f1`` at that sequence length.
+        reference_f1: ``seq`` -> PyTorch fp32's F1 there (None: the task has none).
+        chosen: the route the job chose (None: none was within the budget).
+        references: the routes that are off-the-shelf baselines.
+        max_f1_drop, min_agreement: the accuracy budget.
+
+    Returns:
+        One dict per cell, in row order: ``batch``, ``seq``, ``chosen_ms``, ``fastest_within_budget``,
+        ``fastest_within_budget_ms`` and ``faster_than_chosen`` (a list of ``route``, ``median_ms``, ``agreement``,
+        ``f1``, ``within_budget``, ``reference``, fastest first).
+
+    Examples:
+        >>> rows = [Row("a", 1, 8, 2.0, 0.0, 1.0), Row("b", 1, 8, 1.0, 0.1, 0.9)]
+        >>> q = {("a", 8): {"agreement": 1.0, "f1": None}, ("b", 8): {"agreement": 0.9, "f1": None}}
+        >>> c = compare_cells(rows, q, {8: None}, "a", ["b"], 1.0, 0.97)[0]
+        >>> c["fastest_within_budget"], [(f["route"], f["within_budget"], f["reference"]) for f in c["faster_than_chosen"]]
+        ('a', [('b', False, True)])
+    """
+    cells: Dict[Tuple[int, int], Dict[str, float]] = {}
+    for r in rows:
+        cells.setdefault((r.batch, r.seq), {})[r.variant] = r.median_ms
+    out = []
+    for (b, s), ms in cells.items():
+        q = {name: quality[(name, s)] for name in ms if (name, s) in quality}
+        pick = choose(q, ms, reference_f1.get(s), max_f1_drop, min_agreement)
+        within = {n for n in q if not pick.rejected.get(n, "").startswith("outside")}
+        chosen_ms = ms.get(chosen) if chosen else None
+        faster = sorted((n for n in ms if ms[n] < chosen_ms), key=ms.get) if chosen_ms is not None else []
+        out.append({
+            "batch": b, "seq": s, "chosen_ms": chosen_ms,
+            "fastest_within_budget": pick.chosen,
+            "fastest_within_budget_ms": ms.get(pick.chosen) if pick.chosen else None,
+            "faster_than_chosen": [{"route": n, "median_ms": ms[n], "agreement": q.get(n, {}).get("agreement"),
+                                    "f1": q.get(n, {}).get("f1"), "within_budget": n in within,
+                                    "reference": n in references} for n in faster],
+        })
+    return out
+
+
+def cell_line(cell: Mapping[str, Any], chosen: str) -> str:
+    """One line of ``compare_cells``'s answer for a cell, as the CLI prints it.
+
+    Examples:
+        >>> cell_line({"batch": 1, "seq": 8, "chosen_ms": 2.0, "fastest_within_budget": "a", "fastest_within_budget_ms": 2.0,
+        ...            "faster_than_chosen": [{"route": "b", "median_ms": 1.0, "agreement": 0.9, "within_budget": False,
+        ...                                    "reference": True}]}, "a")
+        'batch 1 x seq 8: a 2.00 ms, the fastest within the budget; faster outside the budget: b 1.00 ms (agreement 0.900, off-the-shelf)'
+    """
+    head = f"batch {cell['batch']} x seq {cell['seq']}: {chosen} {cell['chosen_ms']:.2f} ms"
+    best = cell["fastest_within_budget"]
+    if best == chosen:
+        head += ", the fastest within the budget"
+    elif best is not None:
+        head += f"; the fastest within the budget is {best} {cell['fastest_within_budget_ms']:.2f} ms"
+    outside = [f for f in cell["faster_than_chosen"] if not f["within_budget"]]
+    if outside:
+        head += "; faster outside the budget: " + ", ".join(
+            f"{f['route']} {f['median_ms']:.2f} ms (agreement {_fmt(f['agreement'], '.3f')}"
+            + (", off-the-shelf)" if f["reference"] else ")") for f in outside)
+    return head
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
@@ -775,6 +850,9 @@ class _Job:
         self.choice = choose(quality, ms, self.reference_quality[self.eval_seq]["f1"], self.args.max_f1_drop,
                              self.args.min_agreement)
         self.choice.why += f" at batch {self.primary[0]} x seq {self.primary[1]}"
+        references = [r.name for r in self.routes if r.reference]
+        self.cells = compare_cells(self.rows, self.quality, {s: q["f1"] for s, q in self.reference_quality.items()},
+                                   self.choice.chosen, references, self.args.max_f1_drop, self.args.min_agreement)
         if self.choice.chosen is None:
             _warn(f"no route is within the accuracy budget (--max-f1-drop {self.args.max_f1_drop}, --min-agreement "
                   f"{self.args.min_agreement}), so OUTPUT/model was not written", self.warnings)
@@ -789,7 +867,8 @@ class _Job:
         self.machine_line = (f"Measured on {machine.get('cpu')} ({machine.get('cores')} cores), {self.threads} threads, "
                              f"load average {machine.get('load_avg_1min')}, median of {self.args.repeats} rounds.")
         order = [self.choice.chosen] if self.choice.chosen else []
-        order += [n for n in self.built if n != self.choice.chosen]
+        if not self.args.no_variants:
+            order += [n for n in self.built if n != self.choice.chosen]
         routes = {r.name: r for r in self.routes}
         for name in order:
             built = self.built[name]
@@ -854,6 +933,7 @@ class _Job:
             "chosen": self.choice.chosen,
             "why": self.choice.why,
             "rejected": self.choice.rejected,
+            "cells": self.cells,
             "failed": self.failed,
             "budget": {"max_f1_drop": self.args.max_f1_drop, "min_agreement": self.args.min_agreement,
                        "primary_cell": {"batch": self.primary[0], "seq": self.primary[1]}},
@@ -912,6 +992,10 @@ def run(args) -> int:
     print(f"chosen: {report['why']}" if report["chosen"] else f"chosen: none ({report['why']})")
     for name, reason in report["rejected"].items():
         print(f"  not chosen: {name}: {reason}")
+    if report["chosen"]:
+        print("the chosen route at each timed cell:")
+        for cell in report["cells"]:
+            print("  " + cell_line(cell, report["chosen"]))
     for name, reason in report["failed"].items():
         print(f"  failed: {name}: {reason}")
     print(f"load average during the run (1 min): {report['machine']['load_avg_1min']} on {report['machine']['cores']} cores")

@@ -425,15 +425,18 @@ def test_every_route_builds_runs_and_deploys(exported, tmp_path):
     assert int8.info["float_attention"] is True
     assert int8.info["quantization"]["ignored_names"] == activation_matmuls(convert_onnx(onnx_path))
     assert int8.info["calibration_items"] == int8.info["quantization"]["subset_size"] == 8  # every item, not 128
-    from hf_lnorm._machine import machine_info
+    from hf_lnorm._machine import VNNI_FLAGS, machine_info
 
     isa = set(machine_info().get("int8_isa") or [])
     if isa:  # x86 Linux: 7-bit weights exactly where the CPU's int8 dot products can saturate
-        assert int8.info["quantization"]["overflow_fix"] == ("disable" if isa & {"avx512_vnni", "avx_vnni", "amx_int8"} else "enable")
+        assert int8.info["quantization"]["overflow_fix"] == ("disable" if isa & set(VNNI_FLAGS) else "enable")
     q = builds["openvino-int8-default"].info["quantization"]
     assert (q["preset"], q["subset_size"], q["smooth_quant_alpha"], q["overflow_fix"]) == ("mixed", 128, None, "disable")
     # the trimmed routes: the untrimmed models' outputs at real tokens, the fill past the batch's last real token
-    assert list(ctx.shared) == [("openvino.int8-default", str(onnx_path))]  # one NNCF run for both int8 routes
+    # one NNCF run for both int8 routes, one trimming check (on the float model) for both trimmed routes
+    assert sorted(ctx.shared) == [("openvino.int8-default", str(onnx_path)), ("openvino.trimmed-float", str(onnx_path))]
+    assert builds["openvino-int8-trimmed"].info["trim_error"] == builds["openvino-trimmed"].info["trim_error"]
+    assert builds["openvino-int8-trimmed"].info["int8_trim_error"] >= 0
     for trimmed, base in (("openvino-trimmed", "openvino"), ("openvino-int8-trimmed", "openvino-int8-default")):
         info = builds[trimmed].info
         assert info["trim_padding"] is True and info["trim_error"] < 1e-3

@@ -62,6 +62,19 @@ def test_quick_job_on_the_bundled_model_deploys_a_folder_that_reloads(tmp_path, 
     within = [n for n, r in primary.items() if r["agreement"] >= 0.97 and ref_f1 - r["f1"] <= 1.0]
     assert chosen == min(within, key=lambda n: primary[n]["median_ms"])
     assert set(report["rejected"]) == set(routes.split(",")) - {chosen}
+    # every timed cell: the fastest route within the budget there, and each route that ran faster than the chosen one
+    assert [(c["batch"], c["seq"]) for c in report["cells"]] == [(1, 32), (1, 64), (2, 32), (2, 64)]
+    for cell in report["cells"]:
+        at = {r["variant"]: r for r in report["rows"] if (r["batch"], r["seq"]) == (cell["batch"], cell["seq"])}
+        f1 = report["reference_quality"][str(cell["seq"])]["f1"]
+        ok = [n for n, r in at.items() if r["agreement"] >= 0.97 and f1 - r["f1"] <= 1.0]
+        assert cell["fastest_within_budget"] == min(ok, key=lambda n: at[n]["median_ms"])
+        assert cell["chosen_ms"] == at[chosen]["median_ms"]
+        assert [f["route"] for f in cell["faster_than_chosen"]] == sorted(
+            (n for n in at if at[n]["median_ms"] < at[chosen]["median_ms"]), key=lambda n: at[n]["median_ms"])
+        assert all(f["within_budget"] == (f["route"] in ok) for f in cell["faster_than_chosen"])
+        assert f"batch {cell['batch']} x seq {cell['seq']}: {chosen} {at[chosen]['median_ms']:.2f} ms" in text
+    assert report["cells"][-1]["fastest_within_budget"] == chosen
     assert report["verify_deploy"] == {"equal": 8, "total": 8, "differing": [], "error": None}
     # the layout: the chosen route in model/, every other one under variants/
     assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "model", "variants", "report.json", "report.png"])
@@ -145,6 +158,18 @@ def test_onnx_runtime_routes_and_a_failing_route(tiny_qa_dir, tmp_path, capsys, 
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]
     assert [Path(report[k]).name for k in ("qa_file", "calibration_file")] == ["dev.json", "sample_train.json"]
     assert "calibration: 8 examples from sample_train.json at seq 64" in " ".join(report["notes"])
+
+
+def test_no_variants_writes_only_the_chosen_folder(tiny_qa_dir, tmp_path, capsys):
+    out = tmp_path / "opt"
+    assert main(["optimize", str(tiny_qa_dir), "--quick", "--routes", "pytorch-fp32,ort-fp32", "--output", str(out),
+                 "--repeats", "1", "--threads", "1", "--no-plot", "--no-variants"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {r["variant"] for r in report["rows"]} == {"pytorch-fp32", "ort-fp32"}  # both timed and evaluated
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "model", "report.json"])
+    assert {r["name"]: r["folder"] for r in report["routes"]} == {
+        n: ("model" if n == report["chosen"] else None) for n in ("pytorch-fp32", "ort-fp32")}
+    assert report["verify_deploy"]["equal"] == report["verify_deploy"]["total"] == 8
 
 
 @pytest.mark.parametrize("task,cls", [("text-classification", transformers.BertForSequenceClassification),
