@@ -261,21 +261,25 @@ def optimize_cells(d: dict) -> List[Tuple[int, int]]:
 
 
 def optimize_cell_table(d: dict) -> List[str]:
-    """The chosen route at every timed cell: the fastest route within the budget there, and what runs faster."""
+    """The chosen route at every timed cell: the fastest route within the budget there, and what runs faster (the
+    three fastest and every off-the-shelf route)."""
     if not d.get("cells") or not d.get("chosen"):
         return []
+    routes = {r["name"]: r for r in d["routes"]}
 
-    def faster(cell: dict, within: bool) -> str:
+    def faster(cell: dict, within: bool, limit: int = 3) -> str:
+        found = [f for f in cell["faster_than_chosen"] if f["within_budget"] == within]
+        shown = [f for i, f in enumerate(found) if i < limit or routes.get(f["route"], {}).get("reference")]
         items = [f"`{f['route']}` {ms(f['median_ms'])}" + (f" ({f['agreement']:.3f})" if not within else "")
-                 for f in cell["faster_than_chosen"] if f["within_budget"] == within]
-        return ", ".join(items) or "none"
+                 for f in shown]
+        return ", ".join(items) + (f" and {len(found) - len(shown)} more" if len(found) > len(shown) else "") or "none"
 
     rows = [[f"{c['batch']} × {c['seq']}", ms(c["chosen_ms"]),
              f"`{c['fastest_within_budget']}` {ms(c['fastest_within_budget_ms'])}" if c["fastest_within_budget"] else "none",
              faster(c, False)] for c in d["cells"]]
     return [f"The chosen route (`{d['chosen']}`) at every timed cell, against the fastest route within the same budget "
             "there (quality at that cell's sequence length) and the routes that run faster but miss the budget (their "
-            "span agreement in brackets):", "",
+            "span agreement in brackets; the three fastest and every off-the-shelf one):", "",
             table(["batch × seq", "chosen ms", "fastest within the budget", "faster, outside the budget"], rows), ""]
 
 

@@ -228,8 +228,9 @@ def compare_cells(rows: Sequence["Row"], quality: Mapping[Tuple[str, int], Mappi
     return out
 
 
-def cell_line(cell: Mapping[str, Any], chosen: str) -> str:
-    """One line of ``compare_cells``'s answer for a cell, as the CLI prints it.
+def cell_line(cell: Mapping[str, Any], chosen: str, limit: int = 3) -> str:
+    """One line of ``compare_cells``'s answer for a cell, as the CLI prints it: of the faster routes outside the
+    budget, the ``limit`` fastest and every off-the-shelf one.
 
     Examples:
         >>> cell_line({"batch": 1, "seq": 8, "chosen_ms": 2.0, "fastest_within_budget": "a", "fastest_within_budget_ms": 2.0,
@@ -244,10 +245,13 @@ def cell_line(cell: Mapping[str, Any], chosen: str) -> str:
     elif best is not None:
         head += f"; the fastest within the budget is {best} {cell['fastest_within_budget_ms']:.2f} ms"
     outside = [f for f in cell["faster_than_chosen"] if not f["within_budget"]]
-    if outside:
+    if outside:  # the fastest few, and every off-the-shelf one
+        shown = [f for i, f in enumerate(outside) if i < limit or f["reference"]]
         head += "; faster outside the budget: " + ", ".join(
             f"{f['route']} {f['median_ms']:.2f} ms (agreement {_fmt(f['agreement'], '.3f')}"
-            + (", off-the-shelf)" if f["reference"] else ")") for f in outside)
+            + (", off-the-shelf)" if f["reference"] else ")") for f in shown)
+        if len(shown) < len(outside):
+            head += f" and {len(outside) - len(shown)} more (report.json: cells)"
     return head
 
 
