@@ -44,8 +44,9 @@ from .tasks import TASKS, InputError
 
 logger = logging.getLogger("hf_lnorm")
 
-__all__ = ["Choice", "InputError", "MissingDependencyError", "Row", "add_arguments", "check_dependencies",
-           "cell_line", "check_equivalent", "choose", "compare_cells", "format_table", "plot_report", "run", "run_job", "select_routes"]
+__all__ = ["Choice", "InputError", "MissingDependencyError", "Row", "add_arguments", "cell_line", "check_dependencies",
+           "check_equivalent", "choose", "compare_cells", "format_table", "plot_report", "run", "run_job",
+           "select_routes"]
 
 DEFAULT_OUTPUT = "hf-lnorm-optimized"
 STAGES = ("load", "patch", "verify", "export", "build", "evaluate", "benchmark", "choose", "deploy", "verify-deploy", "report")
