@@ -274,7 +274,8 @@ def optimize_cell_table(d: dict) -> List[str]:
                  for f in shown]
         return ", ".join(items) + (f" and {len(found) - len(shown)} more" if len(found) > len(shown) else "") or "none"
 
-    rows = [[f"{c['batch']} × {c['seq']}", ms(c["chosen_ms"]),
+    rows = [[f"{c['batch']} × {c['seq']}", ms(c["chosen_ms"]) + (f" (outside the budget: {c['chosen_agreement']:.3f})"
+                                                               if c.get("chosen_within_budget") is False else ""),
              f"`{c['fastest_within_budget']}` {ms(c['fastest_within_budget_ms'])}" if c["fastest_within_budget"] else "none",
              faster(c, False)] for c in d["cells"]]
     return [f"The chosen route (`{d['chosen']}`) at every timed cell, against the fastest route within the same budget "

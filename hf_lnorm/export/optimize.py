@@ -197,9 +197,10 @@ def compare_cells(rows: Sequence["Row"], quality: Mapping[Tuple[str, int], Mappi
         max_f1_drop, min_agreement: the accuracy budget.
 
     Returns:
-        One dict per cell, in row order: ``batch``, ``seq``, ``chosen_ms``, ``fastest_within_budget``,
-        ``fastest_within_budget_ms`` and ``faster_than_chosen`` (a list of ``route``, ``median_ms``, ``agreement``,
-        ``f1``, ``within_budget``, ``reference``, fastest first).
+        One dict per cell, in row order: ``batch``, ``seq``, ``chosen_ms``, ``chosen_within_budget`` (the budget
+        judged at this cell's length), ``chosen_agreement``, ``fastest_within_budget``, ``fastest_within_budget_ms``
+        and ``faster_than_chosen`` (a list of ``route``, ``median_ms``, ``agreement``, ``f1``, ``within_budget``,
+        ``reference``, fastest first).
 
     Examples:
         >>> rows = [Row("a", 1, 8, 2.0, 0.0, 1.0), Row("b", 1, 8, 1.0, 0.1, 0.9)]
@@ -220,6 +221,8 @@ def compare_cells(rows: Sequence["Row"], quality: Mapping[Tuple[str, int], Mappi
         faster = sorted((n for n in ms if ms[n] < chosen_ms), key=ms.get) if chosen_ms is not None else []
         out.append({
             "batch": b, "seq": s, "chosen_ms": chosen_ms,
+            "chosen_within_budget": chosen in within if chosen_ms is not None else None,
+            "chosen_agreement": q.get(chosen, {}).get("agreement") if chosen_ms is not None else None,
             "fastest_within_budget": pick.chosen,
             "fastest_within_budget_ms": ms.get(pick.chosen) if pick.chosen else None,
             "faster_than_chosen": [{"route": n, "median_ms": ms[n], "agreement": q.get(n, {}).get("agreement"),
@@ -240,6 +243,8 @@ def cell_line(cell: Mapping[str, Any], chosen: str, limit: int = 3) -> str:
         'batch 1 x seq 8: a 2.00 ms, the fastest within the budget; faster outside the budget: b 1.00 ms (agreement 0.900, off-the-shelf)'
     """
     head = f"batch {cell['batch']} x seq {cell['seq']}: {chosen} {cell['chosen_ms']:.2f} ms"
+    if cell.get("chosen_within_budget") is False:
+        head += f" (outside the budget at seq {cell['seq']}: agreement {_fmt(cell.get('chosen_agreement'), '.3f')})"
     best = cell["fastest_within_budget"]
     if best == chosen:
         head += ", the fastest within the budget"

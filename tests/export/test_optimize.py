@@ -69,11 +69,13 @@ def test_quick_job_on_the_bundled_model_deploys_a_folder_that_reloads(tmp_path, 
         f1 = report["reference_quality"][str(cell["seq"])]["f1"]
         ok = [n for n, r in at.items() if r["agreement"] >= 0.97 and f1 - r["f1"] <= 1.0]
         assert cell["fastest_within_budget"] == min(ok, key=lambda n: at[n]["median_ms"])
-        assert cell["chosen_ms"] == at[chosen]["median_ms"]
+        assert cell["chosen_ms"] == at[chosen]["median_ms"] and cell["chosen_within_budget"] == (chosen in ok)
+        assert cell["chosen_agreement"] == at[chosen]["agreement"]
         assert [f["route"] for f in cell["faster_than_chosen"]] == sorted(
             (n for n in at if at[n]["median_ms"] < at[chosen]["median_ms"]), key=lambda n: at[n]["median_ms"])
         assert all(f["within_budget"] == (f["route"] in ok) for f in cell["faster_than_chosen"])
-        assert f"batch {cell['batch']} x seq {cell['seq']}: {chosen} {at[chosen]['median_ms']:.2f} ms" in text
+        line = f"batch {cell['batch']} x seq {cell['seq']}: {chosen} {at[chosen]['median_ms']:.2f} ms"
+        assert line + ("" if chosen in ok else f" (outside the budget at seq {cell['seq']}") in text
     assert report["cells"][-1]["fastest_within_budget"] == chosen
     assert report["verify_deploy"] == {"equal": 8, "total": 8, "differing": [], "error": None}
     # the layout: the chosen route in model/, every other one under variants/
