@@ -267,17 +267,16 @@ def optimize_cell_table(d: dict) -> List[str]:
         return []
     routes = {r["name"]: r for r in d["routes"]}
 
-    def faster(cell: dict, within: bool, limit: int = 3) -> str:
-        found = [f for f in cell["faster_than_chosen"] if f["within_budget"] == within]
+    def faster_outside(cell: dict, limit: int = 3) -> str:  # the selection hf_lnorm's cell_line prints
+        found = [f for f in cell["faster_than_chosen"] if not f["within_budget"]]
         shown = [f for i, f in enumerate(found) if i < limit or routes.get(f["route"], {}).get("reference")]
-        items = [f"`{f['route']}` {ms(f['median_ms'])}" + (f" ({f['agreement']:.3f})" if not within else "")
-                 for f in shown]
+        items = [f"`{f['route']}` {ms(f['median_ms'])} ({f['agreement']:.3f})" for f in shown]
         return ", ".join(items) + (f" and {len(found) - len(shown)} more" if len(found) > len(shown) else "") or "none"
 
     rows = [[f"{c['batch']} × {c['seq']}", ms(c["chosen_ms"]) + (f" (outside the budget: {c['chosen_agreement']:.3f})"
                                                                if c.get("chosen_within_budget") is False else ""),
              f"`{c['fastest_within_budget']}` {ms(c['fastest_within_budget_ms'])}" if c["fastest_within_budget"] else "none",
-             faster(c, False)] for c in d["cells"]]
+             faster_outside(c)] for c in d["cells"]]
     return [f"The chosen route (`{d['chosen']}`) at every timed cell, against the fastest route within the same budget "
             "there (quality at that cell's sequence length) and the routes that run faster but miss the budget (their "
             "span agreement in brackets; the three fastest and every off-the-shelf one):", "",

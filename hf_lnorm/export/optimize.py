@@ -44,9 +44,9 @@ from .tasks import TASKS, InputError
 
 logger = logging.getLogger("hf_lnorm")
 
-__all__ = ["Choice", "InputError", "MissingDependencyError", "Row", "add_arguments", "cell_line", "check_dependencies",
-           "check_equivalent", "choose", "compare_cells", "format_table", "plot_report", "run", "run_job",
-           "select_routes"]
+__all__ = ["Choice", "InputError", "MissingDependencyError", "Row", "add_arguments", "budget_misses", "cell_line",
+           "check_dependencies", "check_equivalent", "choose", "compare_cells", "format_table", "plot_report", "run",
+           "run_job", "select_routes"]
 
 DEFAULT_OUTPUT = "hf-lnorm-optimized"
 STAGES = ("load", "patch", "verify", "export", "build", "evaluate", "benchmark", "choose", "deploy", "verify-deploy", "report")
@@ -125,6 +125,23 @@ class Choice:
     rejected: Dict[str, str] = field(default_factory=dict)
 
 
+def budget_misses(q: Mapping[str, Optional[float]], reference_f1: Optional[float], max_f1_drop: float,
+                  min_agreement: float) -> List[str]:
+    """How a route's quality ``q`` (``agreement``, ``f1``) misses the accuracy budget; empty when it is within it.
+
+    Examples:
+        >>> budget_misses({"agreement": 0.95, "f1": 78.0}, 80.0, 1.0, 0.97)
+        ['agreement 0.950 < 0.97', 'F1 drop 2.00 > 1.0']
+    """
+    reasons = []
+    agreement, f1 = q.get("agreement"), q.get("f1")
+    if agreement is None or agreement < min_agreement:
+        reasons.append(f"agreement {_fmt(agreement, '.3f')} < {min_agreement}")
+    if reference_f1 is not None and f1 is not None and reference_f1 - f1 > max_f1_drop:
+        reasons.append(f"F1 drop {reference_f1 - f1:.2f} > {max_f1_drop}")
+    return reasons
+
+
 def choose(quality: Mapping[str, Mapping[str, Optional[float]]], median_ms: Mapping[str, float],
            reference_f1: Optional[float], max_f1_drop: float, min_agreement: float) -> Choice:
     """The fastest route within the accuracy budget.
@@ -155,12 +172,7 @@ def choose(quality: Mapping[str, Mapping[str, Optional[float]]], median_ms: Mapp
         if name not in median_ms:
             rejected[name] = "not timed at the primary cell"
             continue
-        reasons = []
-        agreement, f1 = q.get("agreement"), q.get("f1")
-        if agreement is None or agreement < min_agreement:
-            reasons.append(f"agreement {_fmt(agreement, '.3f')} < {min_agreement}")
-        if reference_f1 is not None and f1 is not None and reference_f1 - f1 > max_f1_drop:
-            reasons.append(f"F1 drop {reference_f1 - f1:.2f} > {max_f1_drop}")
+        reasons = budget_misses(q, reference_f1, max_f1_drop, min_agreement)
         if reasons:
             rejected[name] = "outside the accuracy budget: " + "; ".join(reasons)
         else:
@@ -215,16 +227,16 @@ def compare_cells(rows: Sequence["Row"], quality: Mapping[Tuple[str, int], Mappi
     out = []
     for (b, s), ms in cells.items():
         q = {name: quality[(name, s)] for name in ms if (name, s) in quality}
-        pick = choose(q, ms, reference_f1.get(s), max_f1_drop, min_agreement)
-        within = {n for n in q if not pick.rejected.get(n, "").startswith("outside")}
+        within = [n for n in q if not budget_misses(q[n], reference_f1.get(s), max_f1_drop, min_agreement)]
+        best = min(within, key=ms.get) if within else None
         chosen_ms = ms.get(chosen) if chosen else None
         faster = sorted((n for n in ms if ms[n] < chosen_ms), key=ms.get) if chosen_ms is not None else []
         out.append({
             "batch": b, "seq": s, "chosen_ms": chosen_ms,
             "chosen_within_budget": chosen in within if chosen_ms is not None else None,
             "chosen_agreement": q.get(chosen, {}).get("agreement") if chosen_ms is not None else None,
-            "fastest_within_budget": pick.chosen,
-            "fastest_within_budget_ms": ms.get(pick.chosen) if pick.chosen else None,
+            "fastest_within_budget": best,
+            "fastest_within_budget_ms": ms[best] if best else None,
             "faster_than_chosen": [{"route": n, "median_ms": ms[n], "agreement": q.get(n, {}).get("agreement"),
                                     "f1": q.get(n, {}).get("f1"), "within_budget": n in within,
                                     "reference": n in references} for n in faster],

@@ -121,28 +121,25 @@ def _float_route(precision: str):
 
 
 def _trimmed(model, ctx: RouteContext):
-    """``(trim_padding copy of model, its checked error)``; raises when trimming changes the outputs at real tokens
-    (a model that mixes tokens along the sequence other than through masked attention)."""
+    """``(trim_padding copy of model, max |trimmed - model| at real tokens)`` on ``trim_check_feeds`` (f32)."""
     from ..openvino import padding_trim_error, trim_padding
 
     feeds = trim_check_feeds(ctx.calibration)
     trimmed = trim_padding(model, get_task(ctx.task).seq_outputs)
-    return trimmed, accept_trim_error(padding_trim_error(model, trimmed, feeds, ctx.output_names, ctx.threads))
+    return trimmed, padding_trim_error(model, trimmed, feeds, ctx.output_names, ctx.threads)
 
 
 def _trimmed_float(ctx: RouteContext):
-    """``_trimmed`` of the float model, once per job (both trimmed routes rest on this check)."""
+    """``_trimmed`` of the float model, once per job (both trimmed routes rest on this check); raises when trimming
+    changes its outputs at real tokens (a model that mixes tokens along the sequence other than through masked
+    attention)."""
     from ..openvino import convert_onnx
 
     key = ("openvino.trimmed-float", str(ctx.onnx_path))
     if key not in ctx.shared:
-        try:
-            ctx.shared[key] = _trimmed(convert_onnx(ctx.onnx_path), ctx)
-        except ValueError as exc:
-            ctx.shared[key] = str(exc)
-    if isinstance(ctx.shared[key], str):
-        raise ValueError(ctx.shared[key])
-    return ctx.shared[key]
+        ctx.shared[key] = _trimmed(convert_onnx(ctx.onnx_path), ctx)
+    trimmed, err = ctx.shared[key]
+    return trimmed, accept_trim_error(err)
 
 
 def _trimmed_float_route(ctx: RouteContext) -> Built:
@@ -202,12 +199,11 @@ def build_int8_trimmed(ctx: RouteContext) -> Built:
     flip an activation's int8 rounding (one quantization step), so the int8 model's own difference is recorded
     (``int8_trim_error``) but not held to the float tolerance. The route's agreement is measured like any other's.
     """
-    from ..openvino import OpenVINORunner, padding_trim_error, trim_padding
+    from ..openvino import OpenVINORunner
 
     _, err = _trimmed_float(ctx)
     base, config, items = _default_int8(ctx)
-    model = trim_padding(base, get_task(ctx.task).seq_outputs)
-    int8_err = padding_trim_error(base, model, trim_check_feeds(ctx.calibration), ctx.output_names, ctx.threads)
+    model, int8_err = _trimmed(base, ctx)
     run = OpenVINORunner(model, ctx.output_names, threads=ctx.threads, precision="default", static=False)
     notes = [f"NNCF int8 with Optimum Intel's default settings on {min(len(items), config.subset_size)} of "
              f"{len(items)} calibration questions; " + trim_note(err, "f32, float model")
